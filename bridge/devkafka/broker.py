@@ -1,0 +1,680 @@
+"""A real Apache Kafka broker for tests and local demos, without Docker.
+
+Our machines (developers' and CI's) have no Docker engine, so the broker comes from Maven Central
+jars (see ``shared/kafka-local.md``): ``ensure_jars()`` fetches the runtime classpath once into a
+cache, ``LocalKafka`` runs a single-node KRaft broker from it, and ``kafka_bootstrap()`` picks
+the best available broker in the project's order of preference (external cluster, Docker via
+testcontainers, local jars). Nothing here ever skips: a missing broker is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+__all__ = [
+    "KAFKA_VERSION",
+    "DevKafkaError",
+    "KafkaEndpoint",
+    "KafkaKind",
+    "LocalKafka",
+    "cache_root",
+    "docker_available",
+    "ensure_jars",
+    "kafka_bootstrap",
+    "probe_metadata",
+]
+
+KAFKA_VERSION = "3.9.1"
+"""Broker version fetched by ``pom.xml``; part of the cache path so versions never mix."""
+
+_PACKAGE = "bridge.devkafka"
+_MARKER = ".complete"
+_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+_LOG_TAIL_LINES = 60
+_BIND_ERRORS = ("Address already in use", "BindException")
+
+KafkaKind = Literal["external", "testcontainers", "local"]
+
+
+class DevKafkaError(RuntimeError):
+    """A broker could not be provided; the message says why (and shows logs where there are any)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Jars
+# --------------------------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """Cache root shared by all checkouts: ``$BRIDGE_CACHE_DIR`` or ``~/.cache/bridge``."""
+    env = os.environ.get("BRIDGE_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "bridge"
+
+
+def _package_text(name: str) -> str:
+    return importlib.resources.files(_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+
+
+def _tail(text: str, n: int) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def ensure_jars(*, timeout: float = 900.0) -> Path:
+    """Return the directory holding the broker's runtime jars, fetching them with mvn if needed.
+
+    The fetch runs only when the completion marker is missing (or records another POM), goes to
+    a temp dir that is renamed into place, and holds a file lock, so an interrupted or
+    concurrent fetch never leaves a libs dir that merely looks complete.
+    """
+    pom_text = _package_text("pom.xml")
+    pom_hash = hashlib.sha256(pom_text.encode("utf-8")).hexdigest()
+    base = cache_root() / f"kafka-{KAFKA_VERSION}"
+    libs = base / "libs"
+    marker = base / _MARKER
+
+    def complete() -> bool:
+        try:
+            return marker.read_text(encoding="utf-8").strip() == pom_hash and libs.is_dir()
+        except OSError:
+            return False
+
+    if complete():
+        return libs
+
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching right now
+        if complete():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise DevKafkaError("mvn not found on PATH: Maven is needed to fetch the Kafka jars")
+        tmp = Path(tempfile.mkdtemp(prefix="fetch-", dir=base))
+        try:
+            pom = tmp / "pom.xml"  # a copy, so mvn never writes next to the installed package
+            pom.write_text(pom_text, encoding="utf-8")
+            out_dir = tmp / "libs"
+            cmd = [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={out_dir}",
+            ]
+            try:
+                res = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                    cmd,
+                    cwd=tmp,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                out = exc.output if isinstance(exc.output, str) else ""
+                raise DevKafkaError(
+                    f"mvn did not fetch the Kafka jars within {timeout:.0f}s:\n{_tail(out, 40)}"
+                ) from exc
+            broker_jar = out_dir / f"kafka_2.13-{KAFKA_VERSION}.jar"
+            if res.returncode != 0 or not broker_jar.is_file():
+                raise DevKafkaError(
+                    f"mvn failed to fetch the Kafka jars (exit {res.returncode}): "
+                    f"{' '.join(cmd)}\n{_tail(res.stdout, 40)}"
+                )
+            marker.unlink(missing_ok=True)
+            if libs.exists():
+                shutil.rmtree(libs)  # stale or from another POM: no marker vouches for it
+            out_dir.rename(libs)
+            marker.write_text(pom_hash + "\n", encoding="utf-8")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return libs
+
+
+# --------------------------------------------------------------------------------------------
+# Readiness
+# --------------------------------------------------------------------------------------------
+
+
+def probe_metadata(bootstrap_servers: str, timeout: float = 10.0) -> list[str]:
+    """Do one real metadata round trip (admin ``list_topics``) and return the topic names.
+
+    An open port is not a ready broker: KRaft brokers accept connections before they serve
+    requests. Runs its own event loop in a worker thread so it works from sync code and from
+    inside a running event loop alike.
+    """
+
+    async def _probe() -> list[str]:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap_servers,
+            client_id="bridge-devkafka-probe",
+            request_timeout_ms=max(1000, int(timeout * 1000)),
+        )
+        try:
+            await admin.start()
+            topics: list[str] = await admin.list_topics()
+            return sorted(topics)
+        finally:
+            await admin.close()
+
+    def _run() -> list[str]:
+        return asyncio.run(asyncio.wait_for(_probe(), timeout))
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="devkafka-probe") as pool:
+        return pool.submit(_run).result(timeout + 5.0)
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def _free_ports(n: int) -> list[int]:
+    """Distinct free loopback ports (all held open together so the kernel can't repeat one)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# --------------------------------------------------------------------------------------------
+# LocalKafka
+# --------------------------------------------------------------------------------------------
+
+_LIVE: set[LocalKafka] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _cleanup_at_exit() -> None:
+    with _LIVE_LOCK:
+        brokers = list(_LIVE)
+    for broker in brokers:
+        with contextlib.suppress(Exception):
+            broker.close(stop_timeout=10.0)
+
+
+atexit.register(_cleanup_at_exit)
+
+
+class LocalKafka:
+    """A single-node KRaft broker (broker+controller in one JVM) run from the cached jars.
+
+    Ports and data dir are chosen on the first ``start()`` and kept for ``restart()``, so data
+    survives a ``kill()``. The JVM runs in its own process group, is stopped at interpreter
+    exit, and (when started from the main thread) dies with this process even on SIGKILL.
+    """
+
+    def __init__(
+        self,
+        *,
+        startup_timeout: float = 60.0,
+        work_dir: Path | None = None,
+        heap: str = "512m",
+        extra_properties: Mapping[str, str] | None = None,
+    ) -> None:
+        self.startup_timeout = startup_timeout
+        self._heap = heap
+        self._extra = dict(extra_properties or {})
+        self._owns_dir = work_dir is None
+        self._work_dir: Path | None = work_dir
+        self._port: int | None = None
+        self._controller_port: int | None = None
+        self._cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._formatted = False
+        self._closed = False
+        self.startup_seconds: float | None = None
+        """Seconds the last successful start took (format, JVM launch, first metadata answer)."""
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:<port>`` of the PLAINTEXT listener (fixed from the first start on)."""
+        if self._port is None:
+            raise DevKafkaError("LocalKafka has not been started yet")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    @property
+    def controller_port(self) -> int | None:
+        return self._controller_port
+
+    @property
+    def work_dir(self) -> Path:
+        if self._work_dir is None:
+            raise DevKafkaError("LocalKafka has not been started yet")
+        return self._work_dir
+
+    @property
+    def data_dir(self) -> Path:
+        return self.work_dir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        """Broker stdout+stderr (and the format step's output), appended across restarts."""
+        return self.work_dir / "broker.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the broker and block until it answers a metadata request."""
+        if self._closed:
+            raise DevKafkaError("LocalKafka was closed; create a new one")
+        if self.is_running:
+            return self
+        libs = ensure_jars()
+        first = self._port is None
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="bridge-devkafka-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        attempts = 3 if first else 1  # fresh ports may be raced by another process: retry then
+        for attempt in range(1, attempts + 1):
+            if first:
+                self._port, self._controller_port = _free_ports(2)
+            try:
+                self._launch(libs)
+                return self
+            except DevKafkaError:
+                if attempt < attempts and any(e in self.log_tail(200) for e in _BIND_ERRORS):
+                    self._log_note(f"port clash, retrying with new ports (attempt {attempt})")
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop gracefully (SIGTERM), escalating to SIGKILL after ``timeout`` seconds."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._log_note(f"broker ignored SIGTERM for {timeout:.0f}s, sending SIGKILL")
+                self._signal(signal.SIGKILL)
+                proc.wait(10.0)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker now (crash simulation); the data dir is kept for ``restart()``."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal(signal.SIGKILL)
+            proc.wait(10.0)
+        self._proc = None
+
+    def restart(self) -> Self:
+        """Start again on the same ports with the same data dir (stops first if running)."""
+        if self._port is None:
+            raise DevKafkaError("restart() needs a broker that was started before")
+        self.stop()
+        return self.start()
+
+    def close(self, stop_timeout: float = 20.0) -> None:
+        """Stop the broker and delete its temp dir (only if this object created it)."""
+        try:
+            self.stop(stop_timeout)
+        finally:
+            self._closed = True
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
+            if self._owns_dir and self._work_dir is not None:
+                shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def log_tail(self, n: int = _LOG_TAIL_LINES) -> str:
+        """Last ``n`` lines of the broker log ("" if there is none yet)."""
+        if self._work_dir is None:
+            return ""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return _tail(data.decode("utf-8", errors="replace"), n)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else "stopped"
+        return f"LocalKafka(port={self._port}, controller_port={self._controller_port}, {state})"
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _properties(self) -> dict[str, str]:
+        b, c = self._port, self._controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            # Static voters + format without --standalone: same config works on 3.9 and 4.x.
+            "controller.quorum.voters": f"1@127.0.0.1:{c}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{b},CONTROLLER://127.0.0.1:{c}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{b}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            # A single node can't satisfy the production defaults of 3 replicas.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Sized for a 2-core box.
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "log.cleaner.dedupe.buffer.size": "33554432",
+            # After a SIGKILL the controller refuses the restarted broker's registration
+            # (DUPLICATE_BROKER_REGISTRATION) until the dead incarnation's session expires:
+            # 9 s by default, which made every kill/restart take ~15 s. 3 s keeps the window
+            # short yet well above any GC pause of a 512 MB SerialGC heap.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
+            "auto.create.topics.enable": "true",
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+        }
+        props.update(self._extra)
+        return props
+
+    def _java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        if java_home and (Path(java_home) / "bin" / "java").is_file():
+            return str(Path(java_home) / "bin" / "java")
+        java = shutil.which("java")
+        if java is None:
+            raise DevKafkaError("java not found (set JAVA_HOME or put java on PATH); need JDK 17+")
+        return java
+
+    def _log_note(self, text: str) -> None:
+        with self.log_path.open("a", encoding="utf-8") as f:
+            f.write(f"[bridge.devkafka {time.strftime('%H:%M:%S')}] {text}\n")
+
+    def _signal(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        # The JVM leads its own process group (start_new_session); signal the whole group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    def _launch(self, libs: Path) -> None:
+        work = self.work_dir
+        props_path = work / "server.properties"
+        props_path.write_text(
+            "".join(f"{k}={v}\n" for k, v in self._properties().items()), encoding="utf-8"
+        )
+        log4j = work / "log4j.properties"
+        log4j.write_text(_package_text("log4j.properties"), encoding="utf-8")
+        java = self._java()
+        classpath = f"{libs}{os.sep}*"  # the JVM expands the wildcard itself
+        t0 = time.monotonic()
+        if not self._formatted:
+            self._format(java, classpath, props_path, log4j)
+        cmd = [
+            java,
+            f"-Xms{self._heap}",
+            f"-Xmx{self._heap}",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(props_path),
+        ]
+        setpriv = shutil.which("setpriv")
+        if setpriv and threading.current_thread() is threading.main_thread():
+            # Parent-death signal: the JVM dies even if Python is SIGKILLed (atexit can't run).
+            # Only from the main thread: the signal fires when the *forking thread* exits.
+            cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
+        self._log_note(f"starting broker on {self.bootstrap_servers}: {' '.join(cmd)}")
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                cmd,
+                cwd=work,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(t0 + self.startup_timeout)
+        except BaseException:
+            self.kill()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        self._log_note(f"broker ready after {self.startup_seconds:.1f}s")
+
+    def _format(self, java: str, classpath: str, props: Path, log4j: Path) -> None:
+        cmd = [
+            java,
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            # `=` form: a base64 id may start with "-", which argparse would take for an option.
+            f"--cluster-id={self._cluster_id}",
+            "-c",
+            str(props),
+            "--ignore-formatted",
+        ]
+        self._log_note(f"formatting storage: {' '.join(cmd)}")
+        with self.log_path.open("ab") as log:
+            try:
+                res = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                    cmd,
+                    cwd=self.work_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=120,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise DevKafkaError(
+                    f"kafka StorageTool format timed out; log {self.log_path}:\n{self.log_tail()}"
+                ) from exc
+        if res.returncode != 0:
+            raise DevKafkaError(
+                f"kafka StorageTool format failed (exit {res.returncode}); "
+                f"log {self.log_path}:\n{self.log_tail()}"
+            )
+        self._formatted = True
+
+    def _wait_ready(self, deadline: float) -> None:
+        proc = self._proc
+        assert proc is not None
+        assert self._port is not None
+        last_error: BaseException | None = None
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                raise DevKafkaError(
+                    f"Kafka broker exited with code {rc} during startup; "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DevKafkaError(
+                    f"Kafka broker on {self.bootstrap_servers} did not answer a metadata request "
+                    f"within {self.startup_timeout:g}s (last probe error: {last_error!r}); "
+                    f"last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if _port_open(self._port):
+                try:
+                    probe_metadata(self.bootstrap_servers, timeout=min(remaining, 10.0))
+                except Exception as exc:
+                    last_error = exc
+                else:
+                    return
+            # Wait for the process to exit or the poll interval to pass, whichever comes first.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# Preference order
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KafkaEndpoint:
+    """What tests and the demo get: where the broker is, what kind, and handles to control it."""
+
+    bootstrap_servers: str
+    kind: KafkaKind
+    local: LocalKafka | None = None
+    """The broker process when ``kind == "local"`` (tests may kill/restart it)."""
+    container: Any = field(default=None, repr=False)
+    """The testcontainers ``KafkaContainer`` when ``kind == "testcontainers"``."""
+
+    def log_tail(self, n: int = _LOG_TAIL_LINES) -> str:
+        """Last ``n`` lines of the broker's log, where we have one ("" for external)."""
+        if self.local is not None:
+            return self.local.log_tail(n)
+        if self.container is not None:
+            with contextlib.suppress(Exception):
+                out, err = self.container.get_logs()
+                text = (bytes(out) + bytes(err)).decode("utf-8", errors="replace")
+                return _tail(text, n)
+        return ""
+
+
+def docker_available(timeout: float = 3.0) -> bool:
+    """True if a Docker engine answers a ping (cheap; the CLI may exist without a daemon)."""
+    try:
+        docker: Any = importlib.import_module("docker")
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+_MODES = ("auto", "external", "testcontainers", "local")
+
+
+@contextlib.contextmanager
+def kafka_bootstrap(
+    *, mode: str | None = None, startup_timeout: float = 60.0
+) -> Iterator[KafkaEndpoint]:
+    """Yield a reachable broker in the order of preference of ``shared/kafka-local.md``.
+
+    1. ``KAFKA_BOOTSTRAP_SERVERS`` set: that cluster (checked with a metadata round trip).
+    2. A Docker engine answers: testcontainers' ``KafkaContainer`` in KRaft mode.
+    3. Otherwise: ``LocalKafka`` from Maven Central jars.
+
+    ``mode`` (default ``$BRIDGE_KAFKA_MODE`` or "auto") forces one of them. Never skips:
+    any failure raises ``DevKafkaError``.
+    """
+    mode = mode or os.environ.get("BRIDGE_KAFKA_MODE") or "auto"
+    if mode not in _MODES:
+        raise DevKafkaError(f"unknown kafka mode {mode!r}; expected one of {_MODES}")
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+
+    if mode == "external" or (mode == "auto" and external):
+        if not external:
+            raise DevKafkaError("mode 'external' needs KAFKA_BOOTSTRAP_SERVERS")
+        deadline = time.monotonic() + startup_timeout
+        while True:  # the cluster may still be starting (e.g. a CI service container)
+            try:
+                probe_metadata(external, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+                break
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    raise DevKafkaError(
+                        f"KAFKA_BOOTSTRAP_SERVERS={external} did not answer a metadata request "
+                        f"within {startup_timeout:g}s: {exc!r}"
+                    ) from exc
+                time.sleep(0.5)  # poll interval, bounded by the deadline above
+        yield KafkaEndpoint(bootstrap_servers=external, kind="external")
+        return
+
+    if mode == "testcontainers" or (mode == "auto" and docker_available()):
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+        except ImportError as exc:
+            raise DevKafkaError("Docker is available but testcontainers is not installed") from exc
+        with KafkaContainer().with_kraft() as container:
+            yield KafkaEndpoint(
+                bootstrap_servers=str(container.get_bootstrap_server()),
+                kind="testcontainers",
+                container=container,
+            )
+        return
+
+    with LocalKafka(startup_timeout=startup_timeout) as broker:
+        yield KafkaEndpoint(bootstrap_servers=broker.bootstrap_servers, kind="local", local=broker)

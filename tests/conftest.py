@@ -1,0 +1,40 @@
+"""Shared fixtures: one real Kafka broker per test session.
+
+The broker comes from ``bridge.devkafka.kafka_bootstrap()`` (``KAFKA_BOOTSTRAP_SERVERS``, else
+Docker via testcontainers, else a local broker from Maven Central jars). A broker that cannot be
+had is an error, never a skip: CI must not go green without having talked to Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.devkafka import KafkaEndpoint, kafka_bootstrap
+
+_BROKER_LOG_TAIL = pytest.StashKey[str]()
+_TAIL_LINES = 80
+
+
+@pytest.fixture(scope="session")
+def kafka(request: pytest.FixtureRequest) -> Iterator[KafkaEndpoint]:
+    """The session's broker; ``.bootstrap_servers``, ``.kind``, and ``.local`` for local ones."""
+    with kafka_bootstrap() as endpoint:
+        yield endpoint
+        # Grab the log before the broker's temp dir is deleted; printed in the summary below.
+        if request.session.testsfailed:
+            request.config.stash[_BROKER_LOG_TAIL] = (
+                f"{endpoint.kind} broker at {endpoint.bootstrap_servers}\n"
+                f"{endpoint.log_tail(_TAIL_LINES)}"
+            )
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Show the broker log tail when a test failed: most Kafka test failures start there."""
+    tail = config.stash.get(_BROKER_LOG_TAIL, None)
+    if tail:
+        terminalreporter.write_sep("-", f"kafka broker log (last {_TAIL_LINES} lines)")
+        terminalreporter.write_line(tail)

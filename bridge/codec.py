@@ -1,0 +1,195 @@
+"""The one codec: schemas loaded once from `schemas/`, records → Avro bytes + Kafka headers.
+
+Framing is the Avro spec's single-object encoding (`C3 01` + 8-byte little-endian
+CRC-64-AVRO fingerprint + body) by default, or the Confluent wire format (magic 0 + 4-byte
+schema id + body) in registry mode. Readers find the writer schema from the frame itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Final
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from bridge.errors import EncodeError
+from bridge.records import RECORD_TYPES, Envelope
+
+SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
+CONFLUENT_MAGIC: Final = b"\x00"
+_VERSION_FILE: Final = re.compile(r"^v(\d+)\.avsc$")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One released schema file, `schemas/<topic>/v<N>.avsc`."""
+
+    topic: str  # logical topic: balances, orders, positions, trades, credit, deadletter
+    version: int
+    full_name: str
+    text: str
+    parsed: Any  # fastavro's parsed schema
+    fingerprint: bytes  # CRC-64-AVRO of the parsing canonical form, little-endian
+
+    @property
+    def canonical(self) -> str:
+        return str(to_parsing_canonical_form(json.loads(self.text)))
+
+
+def default_schema_root() -> Traversable:
+    """`schemas/` inside the installed package (the repository's top-level `schemas/`)."""
+    return resources.files("bridge.schemas")
+
+
+def load_schema_version(topic: str, version: int, text: str) -> SchemaVersion:
+    document = json.loads(text)
+    parsed = fastavro.parse_schema(document)
+    canonical = to_parsing_canonical_form(document)
+    return SchemaVersion(
+        topic=topic,
+        version=version,
+        full_name=f"{document.get('namespace', '')}.{document['name']}".lstrip("."),
+        text=text,
+        parsed=parsed,
+        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+    )
+
+
+class SchemaStore:
+    """Every version of every topic's schema, by topic and by fingerprint."""
+
+    def __init__(self, versions: list[SchemaVersion]) -> None:
+        self._by_topic: dict[str, dict[int, SchemaVersion]] = {}
+        self._by_fingerprint: dict[bytes, SchemaVersion] = {}
+        for sv in versions:
+            self._by_topic.setdefault(sv.topic, {})[sv.version] = sv
+            self._by_fingerprint[sv.fingerprint] = sv
+
+    @classmethod
+    def load(cls, root: Traversable | Path | None = None) -> SchemaStore:
+        root = root if root is not None else default_schema_root()
+        versions = []
+        for topic_dir in sorted(root.iterdir(), key=lambda p: p.name):
+            if not topic_dir.is_dir() or topic_dir.name.startswith(("_", ".")):
+                continue
+            for file in topic_dir.iterdir():
+                match = _VERSION_FILE.match(file.name)
+                if match:
+                    text = file.read_text(encoding="utf-8")
+                    versions.append(load_schema_version(topic_dir.name, int(match[1]), text))
+        if not versions:
+            raise FileNotFoundError(f"no schemas/<topic>/v<N>.avsc files under {root}")
+        return cls(versions)
+
+    def topics(self) -> list[str]:
+        return sorted(self._by_topic)
+
+    def versions(self, topic: str) -> list[SchemaVersion]:
+        return [self._by_topic[topic][v] for v in sorted(self._by_topic[topic])]
+
+    def latest(self, topic: str) -> SchemaVersion:
+        return self.versions(topic)[-1]
+
+    def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
+        return self._by_fingerprint.get(fp)
+
+    def __iter__(self) -> Iterator[SchemaVersion]:
+        for topic in self.topics():
+            yield from self.versions(topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A record ready for Kafka. `topic` is the logical topic; the sink maps it to a name."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def single_object_prefix(sv: SchemaVersion) -> bytes:
+    return SINGLE_OBJECT_MAGIC + sv.fingerprint
+
+
+class Codec:
+    """Encodes records with the newest schema version of their topic.
+
+    `prefix_for` gives the framing bytes for a schema version: single-object by default; the
+    registry mode passes the Confluent prefix for the id the registry assigned.
+    """
+
+    def __init__(
+        self,
+        store: SchemaStore,
+        prefix_for: Callable[[SchemaVersion], bytes] = single_object_prefix,
+    ) -> None:
+        self.store = store
+        self._writers: dict[type[Envelope], tuple[SchemaVersion, bytes, tuple[str, ...]]] = {}
+        for record_type in RECORD_TYPES:
+            sv = store.latest(record_type.TOPIC)
+            names = tuple(f.name for f in dataclasses.fields(record_type))
+            _check_fields_match(record_type, names, sv)
+            self._writers[record_type] = (sv, prefix_for(sv), names)
+
+    def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:
+        return self._writers[record_type][0]
+
+    def encode(self, record: Envelope) -> Encoded:
+        sv, prefix, names = self._writers[type(record)]
+        buffer = io.BytesIO()
+        buffer.write(prefix)
+        try:
+            fastavro.schemaless_writer(buffer, sv.parsed, {n: getattr(record, n) for n in names})
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise EncodeError(f"{sv.full_name} v{sv.version}: {exc}") from exc
+        headers = [
+            ("schema", sv.full_name.encode()),
+            ("schema_version", str(sv.version).encode()),
+            ("venue", record.venue.encode()),
+            ("stream", record.stream.encode()),
+            ("event_id", record.event_id.encode()),
+            ("source", record.source.encode()),
+        ]
+        return Encoded(record.TOPIC, record.key().encode(), buffer.getvalue(), headers)
+
+
+def _check_fields_match(
+    record_type: type[Envelope], names: tuple[str, ...], sv: SchemaVersion
+) -> None:
+    """The dataclass and the newest schema must agree exactly: a field present in one and
+    missing in the other would be silently dropped or fail on every record."""
+    schema_names = tuple(f["name"] for f in json.loads(sv.text)["fields"])
+    if set(schema_names) != set(names):
+        raise RuntimeError(
+            f"{record_type.__name__} fields {sorted(set(names) ^ set(schema_names))} differ "
+            f"from schemas/{sv.topic}/v{sv.version}.avsc"
+        )
+
+
+def decode_single_object(
+    store: SchemaStore, value: bytes, reader: SchemaVersion | None = None
+) -> dict[str, Any]:
+    """Decode a single-object-encoded value, resolving the writer schema by fingerprint.
+
+    With `reader`, the record is resolved to that (older or newer) schema version.
+    """
+    if value[:2] != SINGLE_OBJECT_MAGIC or len(value) < 10:
+        raise ValueError("not an Avro single-object encoding (missing C3 01 header)")
+    writer = store.by_fingerprint(value[2:10])
+    if writer is None:
+        raise ValueError(f"unknown schema fingerprint {value[2:10].hex()}")
+    result = fastavro.schemaless_reader(
+        io.BytesIO(value[10:]), writer.parsed, reader.parsed if reader else None
+    )
+    assert isinstance(result, dict)
+    return result

@@ -1,0 +1,292 @@
+"""Aquanow reporting websocket: signing, subscribe messages, push parsing (venues.md part 1).
+
+Pure: no I/O, no clock. Wire names are Aquanow's own (camelCase); records use ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Final
+
+from bridge.errors import ParseError
+from bridge.records import (
+    SIDE_BUY,
+    SIDE_SELL,
+    SIDE_UNKNOWN,
+    SOURCE_STREAM,
+    Balance,
+    CreditBalance,
+    Order,
+    Record,
+    make_event_id,
+)
+from bridge.venues.base import (
+    Frame,
+    ParseResult,
+    Rejected,
+    Subscription,
+    build_dead_letter,
+    frame_text,
+)
+from bridge.venues.fields import Fields, dumps_exact, loads_exact
+
+NAME: Final = "aquanow"
+CHANNELS: Final = ("executionReport", "parentOrderReport", "balanceReport")
+
+# tradeStatus (venues.md §1.4.2 status table) → (canonical status, is_final). A status with
+# fills reported while still working becomes "partially_filled" (see `_order_status`).
+_STATUSES: Final[dict[str, tuple[str, bool]]] = {
+    "CREATE": ("new", False),
+    "AWAITING": ("open", False),
+    "RFQ_EXECUTE": ("open", False),
+    "CANCEL_PENDING": ("cancel_pending", False),
+    "COMPLETE": ("filled", True),
+    "PARTIAL_COMPLETE": ("partially_filled", True),
+    "EXPIRED": ("expired", True),
+    "CANCELLED": ("canceled", True),
+    "ERROR": ("rejected", True),
+}
+# Words in an error frame that mark a credentials problem rather than a server fault.
+_AUTH_WORDS: Final = ("signature", "nonce", "api key", "apikey", "unauthor", "auth", "forbidden")
+
+
+def sign(secret: str, message: str) -> str:
+    """HMAC-SHA384 of `message` keyed with the UTF-8 secret, lowercase hex (§1.2)."""
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha384).hexdigest()
+
+
+def build_signed_payload(action: str, channel: str, nonce: str) -> str:
+    """The exact text Aquanow signs for a websocket (un)subscribe: `JSON.stringify` of
+    `{type, channel, nonce}` in that key order, no spaces (§1.2)."""
+    return json.dumps({"type": action, "channel": channel, "nonce": nonce}, separators=(",", ":"))
+
+
+def build_subscribe(
+    api_key: str, secret: str, channel: str, nonce: str, action: str = "subscribe"
+) -> str:
+    """The (un)subscribe message: the signed payload plus `apiKey` and `apiSignature`."""
+    payload = build_signed_payload(action, channel, nonce)
+    signature = sign(secret, payload)
+    extra = json.dumps({"apiKey": api_key, "apiSignature": signature}, separators=(",", ":"))
+    return payload[:-1] + "," + extra[1:]
+
+
+def build_rest_signed_payload(method: str, path: str, nonce: str) -> str:
+    """The exact text signed for a REST call: `{httpMethod, path, nonce}`; `path` excludes
+    the host and the query string (§1.2)."""
+    return json.dumps({"httpMethod": method, "path": path, "nonce": nonce}, separators=(",", ":"))
+
+
+def build_rest_headers(
+    api_key: str, secret: str, method: str, path: str, nonce: str
+) -> dict[str, str]:
+    """Headers for a signed REST call (§1.2)."""
+    signature = sign(secret, build_rest_signed_payload(method, path, nonce))
+    return {"x-api-key": api_key, "x-nonce": nonce, "x-signature": signature}
+
+
+class AquanowVenue:
+    """The reporting feed of one Aquanow API key."""
+
+    name = NAME
+    acknowledges_subscriptions = False  # §1.3: no ack is documented for the reporting feed
+
+    def __init__(
+        self,
+        stream: str,
+        api_key: str,
+        api_secret: str,
+        channels: tuple[str, ...] = ("executionReport",),
+        account: str | None = None,
+    ) -> None:
+        unknown = [c for c in channels if c not in CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown Aquanow channel(s) {unknown}; known: {list(CHANNELS)}")
+        self.stream = stream
+        self._api_key = api_key
+        self._secret = api_secret
+        self.channels = channels
+        self.account = account
+        self._last_nonce = 0
+        self._parsers: dict[str, Callable[[Fields, Frame, str, str], Record]] = {
+            "balance": self._parse_balance,
+            "order": self._parse_order,
+            "tradeCreditBalance": self._parse_credit,
+        }
+
+    def next_nonce(self, now_ms: int) -> str:
+        """A millisecond nonce, strictly increasing even within one millisecond: the venue may
+        refuse a nonce it has already seen (§1.2: "outdated nonce")."""
+        self._last_nonce = max(now_ms, self._last_nonce + 1)
+        return str(self._last_nonce)
+
+    def build_subscriptions(self, now_ms: int) -> list[Subscription]:
+        return [
+            Subscription(
+                channel,
+                build_subscribe(self._api_key, self._secret, channel, self.next_nonce(now_ms)),
+            )
+            for channel in self.channels
+        ]
+
+    def rest_headers(self, method: str, path: str, now_ms: int) -> dict[str, str]:
+        return build_rest_headers(
+            self._api_key, self._secret, method, path, self.next_nonce(now_ms)
+        )
+
+    def parse(self, frame: Frame) -> ParseResult:
+        try:
+            return self._parse(frame)
+        except ParseError as exc:
+            dead = build_dead_letter(NAME, self.stream, frame, exc.reason, exc.detail)
+            return ParseResult(records=[dead])
+
+    def _parse(self, frame: Frame) -> ParseResult:
+        envelope = Fields(loads_exact(frame.data), "frame")
+        text = frame_text(frame)
+        kind = envelope.opt_str("type")
+        parser = self._parsers.get(kind or "")
+        if parser is not None:
+            record = parser(envelope.child("payload"), frame, text, SOURCE_STREAM)
+            return ParseResult(records=[record])
+        if kind == "error":
+            # Not documented (§1.8.1); our simulator and, we assume, the venue send
+            # {"type":"error","message":…} before closing on a bad signature or nonce.
+            detail = envelope.opt_str("message") or "error frame without a message"
+            auth = any(word in detail.lower() for word in _AUTH_WORDS)
+            return ParseResult(events=[Rejected(detail=detail, auth=auth)])
+        if kind is None:
+            raise ParseError("missing_field", "frame.type is required")
+        raise ParseError("unknown_type", f"frame.type {kind!r} is not a known push type")
+
+    def parse_item(self, kind: str, item: object, frame: Frame, source: str) -> Record:
+        """One REST snapshot item (same objects as the pushes' payloads, §1.7) → record."""
+        return self._parsers[kind](Fields(item, kind), frame, "", source)
+
+    def _account(self, payload: Fields) -> str | None:
+        # Latest accounts carry accountId; Legacy ones only a username (§1.1, §1.4).
+        return payload.opt_str("accountId") or payload.opt_str("username") or self.account
+
+    def _parse_balance(self, p: Fields, frame: Frame, raw: str, source: str) -> Balance:
+        account = self._account(p)
+        asset = p.req_str("symbol")
+        event_time = p.opt_int("updatedAt") or p.opt_int("itemDateTime")
+        available = p.opt_decimal("availableBalance")
+        if available is None:
+            available = p.opt_decimal("available")
+        total = p.opt_decimal("totalBalance")
+        return Balance(
+            venue=NAME,
+            stream=self.stream,
+            account=account,
+            event_time=event_time,
+            received_at=frame.received_at,
+            source=source,
+            event_id=make_event_id(NAME, account, "balance", asset, event_time, total, available),
+            raw=raw or _item_text(p),
+            asset=asset,
+            available=available,
+            total=total,
+            frozen=None,
+            pending=p.opt_decimal("pending"),
+            pending_transfer=p.opt_decimal("pendingTransfer"),
+            credit=p.opt_decimal("creditBalance"),
+            change=None,
+            version=None,
+        )
+
+    def _parse_order(self, p: Fields, frame: Frame, raw: str, source: str) -> Order:
+        account = self._account(p)
+        order_id = p.req_str("orderId")
+        symbol = p.req_str("symbol")
+        status_raw = p.req_str("tradeStatus")
+        filled = p.opt_decimal("fillQtyBase")
+        status, is_final = _order_status(status_raw, filled)
+        side_raw = p.opt_str("tradeSide")
+        base, quote = p.opt_str("baseSymbol"), p.opt_str("quoteSymbol")
+        if base is None and quote is None and symbol.count("-") == 1:
+            base, quote = symbol.split("-")
+        fee = p.opt_decimal("fillFeeQuoteAqua")
+        if fee is None:
+            fee = p.opt_decimal("fillFeeQuote")
+        event_time = p.opt_int("updatedAt") or p.opt_int("itemDateTime")
+        return Order(
+            venue=NAME,
+            stream=self.stream,
+            account=account,
+            event_time=event_time,
+            received_at=frame.received_at,
+            source=source,
+            event_id=make_event_id(
+                NAME, account, "order", order_id, status_raw, filled, event_time
+            ),
+            raw=raw or _item_text(p),
+            order_id=order_id,
+            client_order_id=None,
+            parent_order_id=p.opt_str("orderIdParent"),
+            symbol=symbol,
+            base_asset=base,
+            quote_asset=quote,
+            side=_side(side_raw),
+            side_raw=side_raw,
+            order_type=p.opt_str("strategy"),
+            status=status,
+            status_raw=status_raw,
+            is_final=is_final,
+            change_type=None,
+            quantity=p.opt_decimal("tradeSize"),
+            price=p.opt_decimal("priceLimit"),
+            filled_quantity=filled,
+            filled_quote=p.opt_decimal("fillQtyQuote"),
+            last_fill_quantity=None,
+            average_price=p.opt_decimal("tradePriceAvg"),
+            remaining_quantity=p.opt_decimal("remainingQtyBase"),
+            fee=fee,
+            fee_asset=quote if fee is not None else None,
+            is_taker=None,
+            reduce_only=None,
+            leverage=None,
+            created_at=p.opt_int("createdAt"),
+        )
+
+    def _parse_credit(self, p: Fields, frame: Frame, raw: str, source: str) -> CreditBalance:
+        account = self._account(p)
+        event_time = p.opt_int("updatedAt")
+        adjusted, ltv = p.opt_decimal("adjustedMtmUSD"), p.opt_decimal("ltv")
+        unutilized = p.opt_decimal("unutilizedCreditUSD")
+        return CreditBalance(
+            venue=NAME,
+            stream=self.stream,
+            account=account,
+            event_time=event_time,
+            received_at=frame.received_at,
+            source=source,
+            event_id=make_event_id(NAME, account, "credit", event_time, adjusted, ltv, unutilized),
+            raw=raw or _item_text(p),
+            asset="USD",
+            adjusted_mtm=adjusted,
+            ltv=ltv,
+            unutilized_credit=unutilized,
+            credit_limit=p.opt_decimal("creditLimitUsd"),
+            created_at=p.opt_int("createdAt"),
+        )
+
+
+def _order_status(status_raw: str, filled: Decimal | None) -> tuple[str, bool]:
+    status, is_final = _STATUSES.get(status_raw, ("unknown", False))
+    if status in ("new", "open") and filled:
+        status = "partially_filled"
+    return status, is_final
+
+
+def _side(raw: str | None) -> str:
+    side = (raw or "").lower()
+    return side if side in (SIDE_BUY, SIDE_SELL) else SIDE_UNKNOWN
+
+
+def _item_text(p: Fields) -> str:
+    return dumps_exact(p.obj)

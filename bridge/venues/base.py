@@ -1,0 +1,117 @@
+"""What every venue module provides, and the control events it reports to the connection loop.
+
+Venue modules are pure: no I/O and no clock. Time arrives as arguments (`now_ms`, `Frame`
+stamps), so every behaviour is testable from the venues' documented frames alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.records import SOURCE_STREAM, DeadLetter, Record
+from bridge.records import build_dead_letter as build_record
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One inbound websocket message as received, stamped on arrival."""
+
+    data: str | bytes
+    received_at: int  # wall clock, epoch microseconds
+    received_mono: float  # time.monotonic() seconds, for frame → ack latency
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A signed subscribe message and the id its acknowledgement will carry."""
+
+    id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """The venue confirmed the subscription `id`."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The venue refused a subscription or the session. `auth` marks a credentials problem."""
+
+    detail: str
+    auth: bool
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A frame that carries no fact and no failure (e.g. an unsubscribe ack): counted, logged."""
+
+    detail: str
+
+
+ControlEvent = Subscribed | Rejected | Control
+
+
+@dataclass(slots=True)
+class ParseResult:
+    """Everything one frame produced. A frame yields records, control events, or both."""
+
+    records: list[Record] = field(default_factory=list)
+    events: list[ControlEvent] = field(default_factory=list)
+
+
+class Venue(Protocol):
+    """A venue's wire protocol for one stream (one account connection)."""
+
+    name: str
+    stream: str
+    # True when the venue acknowledges each subscription (then the connection waits for one
+    # `Subscribed` per subscription id); False when it is silent on success.
+    acknowledges_subscriptions: bool
+
+    def build_subscriptions(self, now_ms: int) -> list[Subscription]:
+        """Freshly signed subscribe messages for everything this stream is configured for."""
+        ...
+
+    def parse(self, frame: Frame) -> ParseResult:
+        """Turn one frame into records and control events. Never raises for bad input: a frame
+        that cannot be understood becomes a `DeadLetter` record with the reason."""
+        ...
+
+
+def build_dead_letter(
+    venue: str,
+    stream: str,
+    frame: Frame,
+    reason: str,
+    detail: str,
+    raw: bytes | None = None,
+    source: str = SOURCE_STREAM,
+) -> DeadLetter:
+    """A dead-letter record for a frame (or one item of it, when `raw` is given)."""
+    return build_record(
+        venue=venue,
+        stream=stream,
+        received_at=frame.received_at,
+        source=source,
+        reason=reason,
+        detail=detail,
+        raw=raw if raw is not None else frame_bytes(frame),
+    )
+
+
+def frame_text(frame: Frame) -> str:
+    """The frame as text, for a record's `raw`. Only called on frames that parsed as JSON, so
+    binary frames are in one of JSON's encodings."""
+    data = frame.data
+    return data if isinstance(data, str) else data.decode(json.detect_encoding(data))
+
+
+def frame_bytes(frame: Frame) -> bytes:
+    """The frame exactly as received, as bytes (text frames are UTF-8 on the wire)."""
+    return frame.data if isinstance(frame.data, bytes) else frame.data.encode("utf-8", "replace")

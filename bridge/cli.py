@@ -1,0 +1,154 @@
+"""The `bridge` command: run, check, simulate, demo.
+
+Exit codes: 0 success, 1 runtime failure (e.g. records left unacknowledged at shutdown),
+2 bad configuration or usage (the message names the key path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import ConfigError
+from bridge.settings import AquanowStream, SatoriStream, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"bridge: configuration error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the bridge")
+    run.add_argument("--config", "-c", type=Path, required=True)
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check", help="validate a config and print what it would use (no network)"
+    )
+    check.add_argument("--config", "-c", type=Path, required=True)
+    check.set_defaults(handler=_check)
+
+    simulate = commands.add_parser("simulate", help="serve a venue simulator on loopback")
+    simulate.add_argument("venue", choices=["aquanow"])
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    simulate.add_argument("--rate", type=float, default=5.0, help="pushes per second")
+    simulate.add_argument("--count", type=int, default=None, help="stop after N pushes")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--api-key", default="demo-key")
+    simulate.add_argument("--api-secret", default="demo-secret-not-real")
+    simulate.add_argument("--legacy", action="store_true", help="Legacy account payloads")
+    simulate.set_defaults(handler=_simulate)
+
+    demo = commands.add_parser(
+        "demo", help="simulators → bridge → real Kafka → decoded records on screen"
+    )
+    demo.add_argument("--count", type=int, default=None, help="stop after N records")
+    demo.add_argument("--rate", type=float, default=5.0, help="pushes per second per venue")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bridge.app import App
+    from bridge.logs import configure
+
+    settings = load_settings(args.config)
+    configure(settings.log.level, settings.log.format, secrets=_secrets(settings))
+    return asyncio.run(App(settings).run())
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = []
+    for stream in settings.streams:
+        values.append(stream.api_key.get_secret_value())
+        if isinstance(stream, AquanowStream):
+            values.append(stream.api_secret.get_secret_value())
+        elif isinstance(stream, SatoriStream):
+            values.append(stream.private_key.get_secret_value())
+    if settings.kafka.sasl_password is not None:
+        values.append(settings.kafka.sasl_password.get_secret_value())
+    return values
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    print(describe(settings))
+    return 0
+
+
+def describe(settings: Settings) -> str:
+    """What `bridge check` prints: streams, topics and endpoints. No secrets."""
+    lines = [f"config OK: {len(settings.streams)} stream(s)", "", "streams:"]
+    for s in settings.streams:
+        if isinstance(s, AquanowStream):
+            scope = "channels " + ", ".join(s.channels)
+        else:
+            scope = (
+                f"events {', '.join(s.events)}; coins {', '.join(s.coins) or '-'}; "
+                f"pairs {', '.join(s.pairs) or '-'}"
+            )
+        lines.append(f"  {s.name:<20} {s.venue:<8} {s.url}  ({scope})")
+        if s.rest_url:
+            lines.append(f"  {'':<20} {'':<8} snapshots from {s.rest_url}")
+    k, registry = settings.kafka, settings.serialization.registry_url
+    lines += ["", "topics:"]
+    lines += [
+        f"  {logical:<11} → {k.topics.name(logical)}" for logical in type(k.topics).model_fields
+    ]
+    lines += [
+        "",
+        "endpoints:",
+        f"  kafka       {k.bootstrap_servers} ({k.security_protocol})",
+        f"  serializer  {settings.serialization.mode}" + (f" at {registry}" if registry else ""),
+        f"  metrics     http://{settings.metrics.host}:{settings.metrics.port}/metrics "
+        "(/healthz, /readyz)",
+    ]
+    return "\n".join(lines)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from bridge.simulator.aquanow import AquanowSimulator
+
+    async def serve() -> None:
+        sim = AquanowSimulator(
+            args.api_key, args.api_secret, host=args.host, port=args.port, rate=args.rate,
+            count=args.count, seed=args.seed, legacy=args.legacy,
+        )  # fmt: skip
+        async with sim:
+            print(
+                f"aquanow simulator listening on {sim.url} (api key {args.api_key!r})", flush=True
+            )
+            await asyncio.Event().wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bridge.demo import main as demo_main
+
+    return demo_main(count=args.count, rate=args.rate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

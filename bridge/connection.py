@@ -1,0 +1,207 @@
+"""The one websocket loop: connect, sign and subscribe, receive, watch, reconnect forever.
+
+Each frame is stamped on arrival, parsed by the venue module, and its records are handed to
+the sink before the next frame is read, so sink backpressure slows the read and nothing is
+dropped. Stopping closes the socket instead of cancelling the loop: a record that is waiting
+for buffer room is still handed over, and the loop ends after the last received frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from bridge.backoff import Backoff
+from bridge.errors import AuthRejected, ConnectionLost
+from bridge.logs import get_logger
+from bridge.metrics import Health, Metrics
+from bridge.settings import AquanowStream, ReconnectSettings, SatoriStream
+from bridge.sink import Sink
+from bridge.venues.base import Control, Frame, Rejected, Subscribed, Subscription, Venue
+
+# Close codes that mean the venue refused our credentials (RFC 6455 policy violation, and the
+# 4001/4003 "unauthorized/forbidden" codes many venues use).
+AUTH_CLOSE_CODES: Final = frozenset({1008, 4001, 4003})
+KEEPALIVE_TIMEOUT_CODE: Final = 1011
+
+OnSubscribed = Callable[[], Awaitable[None]]
+
+
+class StreamConnection:
+    """Runs one configured stream until `stop()`."""
+
+    def __init__(
+        self,
+        settings: AquanowStream | SatoriStream,
+        venue: Venue,
+        sink: Sink,
+        metrics: Metrics,
+        health: Health,
+        reconnect: ReconnectSettings,
+        on_subscribed: OnSubscribed | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.venue = venue
+        self._sink = sink
+        self._health = health
+        self._on_subscribed = on_subscribed
+        self._backoff = Backoff(reconnect, rng or random.Random())
+        self._stopping = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._log = get_logger(stream=settings.name, venue=venue.name)
+        labels = (settings.name, venue.name)
+        self._m_connected = metrics.ws_connected.labels(*labels)
+        self._m_subscribed = metrics.ws_subscribed.labels(*labels)
+        self._m_messages = metrics.ws_messages.labels(*labels)
+        self._m_last = metrics.ws_last_message.labels(*labels)
+        self._m_control = metrics.control_frames.labels(*labels)
+        self._m_auth = metrics.auth_failures.labels(*labels)
+        self._m_reconnects = metrics.ws_reconnects
+        self._labels = labels
+        health.streams[settings.name] = False
+        self._m_connected.set(0)
+        self._m_subscribed.set(0)
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._session()
+            except ConnectionLost as exc:
+                await self._lost(exc.reason, exc.detail, auth=isinstance(exc, AuthRejected))
+            except ConnectionClosed as exc:
+                await self._lost(*_classify_close(exc))
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                auth = status in (401, 403)
+                reason = "auth_rejected" if auth else "server_error"
+                await self._lost(reason, f"handshake refused with HTTP {status}", auth=auth)
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                await self._lost("network", f"{type(exc).__name__}: {exc}")
+        self._log.info("stream stopped")
+
+    async def stop(self) -> None:
+        """Stop reading: close the socket; `run` returns after the frames already received."""
+        self._stopping.set()
+        if self._ws is not None:
+            await self._ws.close(1001, "bridge shutting down")
+
+    async def _session(self) -> None:
+        s = self.settings
+        self._log.info("connecting", url=s.url)
+        async with websockets.connect(
+            s.url,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            max_size=s.max_frame_bytes,
+            open_timeout=s.subscribe_timeout,
+            close_timeout=5,
+        ) as ws:
+            self._ws = ws
+            try:
+                if self._stopping.is_set():
+                    return
+                self._m_connected.set(1)
+                self._backoff.connected(time.monotonic())
+                self._log.info("connected")
+                await self._read(ws, self.venue.build_subscriptions(int(time.time() * 1000)))
+            finally:
+                self._ws = None
+                self._set_subscribed(False)
+                self._m_connected.set(0)
+
+    async def _read(self, ws: ClientConnection, subscriptions: list[Subscription]) -> None:
+        """Subscribe, then process frames until the connection ends."""
+        for sub in subscriptions:
+            await ws.send(sub.message)
+        acked = self.venue.acknowledges_subscriptions
+        pending = {sub.id for sub in subscriptions} if acked else set()
+        wait = self.settings.subscribe_timeout if acked else self.settings.ack_grace
+        deadline: float | None = time.monotonic() + wait
+        silence = self.settings.silence_timeout or None
+        while True:
+            timeout = silence if deadline is None else max(deadline - time.monotonic(), 0)
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await ws.recv()
+            except TimeoutError:
+                if deadline is None:
+                    raise ConnectionLost("silence", f"no frame for {silence} s") from None
+                if acked:
+                    raise ConnectionLost(
+                        "subscribe_timeout", f"no ack for {sorted(pending)} in {wait} s"
+                    ) from None
+                deadline = None  # silent success: the venue acknowledges nothing
+                await self._subscribed()
+                continue
+            except ConnectionClosed:
+                if self._stopping.is_set():
+                    return
+                raise
+            frame = Frame(data, time.time_ns() // 1000, time.monotonic())
+            self._m_messages.inc()
+            self._m_last.set(frame.received_at / 1e6)
+            result = self.venue.parse(frame)
+            for event in result.events:
+                if isinstance(event, Subscribed):
+                    pending.discard(event.id)
+                elif isinstance(event, Rejected):
+                    self._m_control.inc()
+                    self._reject(event)
+                elif isinstance(event, Control):
+                    self._m_control.inc()
+                    self._log.debug("control frame", detail=event.detail)
+            for record in result.records:
+                await self._sink.publish(record, frame.received_mono)
+            if deadline is not None and not pending and (acked or result.records):
+                deadline = None
+                await self._subscribed()
+
+    def _reject(self, event: Rejected) -> None:
+        if event.auth:
+            raise AuthRejected(event.detail)
+        raise ConnectionLost("server_error", event.detail)
+
+    async def _subscribed(self) -> None:
+        self._set_subscribed(True)
+        self._log.info("subscribed")
+        if self._on_subscribed is not None:
+            await self._on_subscribed()
+
+    def _set_subscribed(self, value: bool) -> None:
+        self._m_subscribed.set(1 if value else 0)
+        self._health.streams[self.settings.name] = value
+
+    async def _lost(self, reason: str, detail: str, auth: bool = False) -> None:
+        if self._stopping.is_set():
+            return
+        self._m_reconnects.labels(*self._labels, reason).inc()
+        if auth:
+            self._m_auth.inc()
+        delay = self._backoff.next_delay(time.monotonic(), auth=auth)
+        log = self._log.error if auth else self._log.warning
+        log("connection lost", reason=reason, detail=detail, retry_in=round(delay, 3))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+
+
+def _classify_close(exc: ConnectionClosed) -> tuple[str, str, bool]:
+    """(reason label, detail, is auth) for a closed connection."""
+    close = exc.rcvd or exc.sent
+    code = close.code if close else 1006
+    detail = f"closed with code {code}" + (f" ({close.reason})" if close and close.reason else "")
+    if exc.rcvd and code in AUTH_CLOSE_CODES:
+        return "auth_rejected", detail, True
+    if exc.sent and exc.sent.code == KEEPALIVE_TIMEOUT_CODE:
+        return "watchdog", detail, False
+    if code == 1006:
+        return "network", detail, False
+    return "close", detail, False

@@ -1,0 +1,171 @@
+"""Every Prometheus metric, defined once, and the HTTP server for /metrics, /healthz, /readyz.
+
+Labels are bounded: `stream` and `venue` (from the config), `topic` (six logical topics),
+`reason` (a fixed vocabulary). Never a symbol, an order id or anything from a frame.
+Nothing is created at import time: `Metrics()` builds its own registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from bridge import __version__
+
+# Seconds. Fine-grained below 100 ms (the pipeline's normal range), coarse above (outages).
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
+
+class Metrics:
+    """The bridge's metrics on one registry (one per process; tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r, sv = self.registry, ("stream", "venue")
+        self.ws_connected = Gauge(
+            "bridge_ws_connected", "1 while the stream's websocket is open", sv, registry=r
+        )
+        self.ws_subscribed = Gauge(
+            "bridge_ws_subscribed", "1 while every subscription of the stream is active", sv,
+            registry=r,
+        )  # fmt: skip
+        self.ws_reconnects = Counter(
+            "bridge_ws_reconnects_total",
+            "Connections lost or refused, by reason (network, close, auth_rejected, watchdog, "
+            "silence, server_error, subscribe_timeout)",
+            (*sv, "reason"),
+            registry=r,
+        )
+        self.ws_messages = Counter(
+            "bridge_ws_messages_received_total", "Websocket frames received", sv, registry=r
+        )
+        self.ws_last_message = Gauge(
+            "bridge_ws_last_message_timestamp_seconds",
+            "Wall-clock time of the last frame received (epoch seconds)",
+            sv,
+            registry=r,
+        )
+        self.control_frames = Counter(
+            "bridge_control_frames_total",
+            "Frames that carried no fact: acks, errors and other control messages",
+            sv,
+            registry=r,
+        )
+        self.records_published = Counter(
+            "bridge_records_published_total",
+            "Records acknowledged by the broker, by logical topic",
+            (*sv, "topic"),
+            registry=r,
+        )
+        self.deadletters = Counter(
+            "bridge_deadletter_total", "Records sent to the dead-letter topic, by reason",
+            (*sv, "reason"), registry=r,
+        )  # fmt: skip
+        self.publish_errors = Counter(
+            "bridge_publish_errors_total",
+            "Records the producer failed to deliver (each is retried), by logical topic",
+            (*sv, "topic"),
+            registry=r,
+        )
+        self.event_lag = Histogram(
+            "bridge_event_lag_seconds",
+            "Broker ack time minus the venue's event time",
+            sv,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pipeline_latency = Histogram(
+            "bridge_pipeline_latency_seconds",
+            "Frame received to broker ack",
+            sv,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.buffer_records = Gauge(
+            "bridge_producer_buffer_records",
+            "Records handed to the producer and not yet acknowledged",
+            registry=r,
+        )
+        self.buffer_capacity = Gauge(
+            "bridge_producer_buffer_capacity_records",
+            "Size of the bounded producer buffer (kafka.buffer_records)",
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "bridge_auth_failures_total", "Subscriptions or sessions the venue refused as "
+            "unauthenticated", sv, registry=r,
+        )  # fmt: skip
+        self.snapshot_records = Counter(
+            "bridge_snapshot_records_total", "Records published from REST snapshots", sv,
+            registry=r,
+        )  # fmt: skip
+        self.build_info = Gauge(
+            "bridge_build_info", "Always 1; the version label says which build runs", ("version",),
+            registry=r,
+        )  # fmt: skip
+        self.build_info.labels(__version__).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Health:
+    """What /readyz reports: the producer is up and every stream is subscribed."""
+
+    producer_started: bool = False
+    stopping: bool = False
+    streams: dict[str, bool] = field(default_factory=dict)
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "shutting down"
+        if not self.producer_started:
+            return False, "producer not started"
+        waiting = sorted(name for name, ok in self.streams.items() if not ok)
+        if waiting:
+            return False, "not subscribed: " + ", ".join(waiting)
+        return True, "ready"
+
+
+async def start_http_server(
+    metrics: Metrics, health: Health, host: str, port: int
+) -> web.AppRunner:
+    """Serve /metrics, /healthz (the process is alive) and /readyz. Port 0 picks a free port;
+    read it back with `bound_port(runner)`."""
+
+    async def get_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def get_health(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def get_ready(_: web.Request) -> web.Response:
+        ok, detail = health.ready()
+        return web.Response(text=detail + "\n", status=200 if ok else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_health)
+    app.router.add_get("/readyz", get_ready)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        return int(address[1])
+    raise RuntimeError("the metrics server is not listening")

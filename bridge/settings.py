@@ -1,0 +1,314 @@
+"""Typed configuration: a YAML file, `${ENV}` interpolation, `<name>_file` secrets, env overrides.
+
+Every problem is reported as a `ConfigError` naming the exact key path
+(`streams[0].api_secret: field required`), and the CLI exits 2 on it. Precedence: environment
+variables `BRIDGE_<SECTION>__<KEY>` (e.g. `BRIDGE_KAFKA__BOOTSTRAP_SERVERS`) override the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError
+
+# Keys whose value may instead be read from a file (`api_secret_file: /var/run/secrets/…`),
+# the way Kubernetes mounts Secrets.
+SECRET_KEYS: Final = frozenset({"api_key", "api_secret", "private_key", "sasl_password"})
+_VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+VENUES: Final = ("aquanow", "satori")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicNames(_Model):
+    balances: str = "balances"
+    orders: str = "orders"
+    positions: str = "positions"
+    trades: str = "trades"
+    credit: str = "credit"
+    deadletter: str = "bridge.deadletter"
+
+    def name(self, logical: str) -> str:
+        return str(getattr(self, logical))
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicNames = TopicNames()
+    client_id: str = "bridge"
+    # Records accepted but not yet acknowledged by the broker. When full, reading from the
+    # venues pauses (backpressure); nothing is dropped.
+    buffer_records: int = Field(10_000, ge=1)
+    linger_ms: int = Field(5, ge=0)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+
+class SerializationSettings(_Model):
+    mode: Literal["single-object", "registry"] = "single-object"
+    registry_url: str | None = None
+
+    @model_validator(mode="after")
+    def _registry_needs_url(self) -> SerializationSettings:
+        if self.mode == "registry" and not self.registry_url:
+            raise ValueError("registry_url is required when mode is registry")
+        return self
+
+
+class MetricsSettings(_Model):
+    host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class ReconnectSettings(_Model):
+    """Jittered, capped exponential backoff between connection attempts."""
+
+    initial_delay: float = Field(1.0, gt=0)
+    max_delay: float = Field(60.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.5, ge=0, le=1)  # fraction of each delay that is randomized
+    # A connection must stay up this long before the backoff resets (a flapping venue keeps
+    # backing off instead of reconnecting at the initial delay forever).
+    healthy_after: float = Field(30.0, ge=0)
+    # Auth rejections wait longer: hammering a venue with bad credentials gets keys banned.
+    auth_initial_delay: float = Field(15.0, gt=0)
+    auth_max_delay: float = Field(600.0, gt=0)
+
+
+class LogSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class _StreamBase(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(pattern=r"^wss?://")
+    rest_url: str | None = Field(None, pattern=r"^https?://")
+    account: str | None = None  # used when the venue's frames name no account
+    ping_interval: float = Field(20.0, gt=0)
+    ping_timeout: float = Field(20.0, gt=0)
+    # Reconnect when no frame at all arrived for this long (0 disables: quiet accounts are
+    # normal at some venues).
+    silence_timeout: float = Field(0.0, ge=0)
+    subscribe_timeout: float = Field(10.0, gt=0)
+    # For venues that acknowledge nothing (Aquanow, venues.md §1.3): the subscription counts as
+    # accepted at the first push, or when no error frame or close arrived within this time.
+    ack_grace: float = Field(2.0, ge=0)
+    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+
+
+class AquanowStream(_StreamBase):
+    venue: Literal["aquanow"]
+    api_key: SecretStr
+    api_secret: SecretStr
+    channels: tuple[Literal["executionReport", "parentOrderReport", "balanceReport"], ...] = (
+        "executionReport",
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one channel is required")
+        return value
+
+
+class SatoriStream(_StreamBase):
+    venue: Literal["satori"]
+    api_key: SecretStr
+    private_key: SecretStr
+    coins: tuple[str, ...] = ()
+    pairs: tuple[str, ...] = ()
+    events: tuple[Literal["api_account", "api_entrust", "api_position", "api_trade"], ...] = (
+        "api_account",
+        "api_entrust",
+        "api_position",
+        "api_trade",
+    )
+    trade_period: Literal[
+        "1MIN", "3MIN", "5MIN", "15MIN", "30MIN", "1HOUR", "4HOUR", "8HOUR", "12HOUR", "1DAY"
+    ] = "1MIN"
+
+    @model_validator(mode="after")
+    def _scopes(self) -> SatoriStream:
+        if "api_account" in self.events and not self.coins:
+            raise ValueError("coins: api_account needs at least one coin")
+        if set(self.events) - {"api_account"} and not self.pairs:
+            raise ValueError("pairs: api_entrust/api_position/api_trade need at least one pair")
+        return self
+
+
+StreamSettings = Annotated[AquanowStream | SatoriStream, Field(discriminator="venue")]
+
+
+class ShutdownSettings(_Model):
+    grace_seconds: float = Field(20.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix="BRIDGE_", env_nested_delimiter="__"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    serialization: SerializationSettings = SerializationSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    reconnect: ReconnectSettings = ReconnectSettings()
+    log: LogSettings = LogSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    streams: tuple[StreamSettings, ...] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_names(cls, streams: tuple[StreamSettings, ...]) -> tuple[StreamSettings, ...]:
+        names = [s.name for s in streams]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"stream names must be unique; repeated: {duplicates}")
+        return streams
+
+
+def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate a config file. Raises `ConfigError` naming the key."""
+    env = dict(os.environ) if environ is None else environ
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: the config must be a mapping at the top level")
+    data = resolve(document, "", env, path.parent)
+    return validate_settings(data)
+
+
+def validate_settings(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # pydantic also reports "too short" for a list whose items all failed: noise.
+        failed = [e["loc"] for e in errors if e["type"] != "too_short"]
+        lines = [
+            _line(e)
+            for e in errors
+            if not (
+                e["type"] == "too_short" and any(f[: len(e["loc"])] == e["loc"] for f in failed)
+            )
+        ]
+        raise ConfigError("\n".join(lines)) from None
+
+
+_FIELD_MESSAGE: Final = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
+
+
+def _line(error: Any) -> str:
+    path, message = format_loc(error["loc"]), _message(error)
+    match = _FIELD_MESSAGE.match(message)
+    if match:  # a model validator naming the field it is about
+        path, message = f"{path}.{match[1]}", match[2]
+    return f"{path}: {message}"
+
+
+def resolve(node: Any, path: str, env: dict[str, str], base: Path) -> Any:
+    """Interpolate `${VAR}` / `${VAR:-default}` in strings and read `<secret>_file` keys."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            key = str(key)
+            sub = f"{path}.{key}" if path else key
+            resolved = resolve(value, sub, env, base)
+            secret = key.removesuffix("_file")
+            if key.endswith("_file") and secret in SECRET_KEYS:
+                if secret in node:
+                    raise ConfigError(f"{sub}: give either {secret} or {key}, not both")
+                out[secret] = _read_secret_file(resolved, sub, base)
+            else:
+                out[key] = resolved
+        return out
+    if isinstance(node, list):
+        return [resolve(v, f"{path}[{i}]", env, base) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        return _interpolate(node, path, env)
+    return node
+
+
+def _interpolate(text: str, path: str, env: dict[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match[1], match[2]
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{path}: environment variable {name} is not set")
+
+    return _VAR.sub(replace, text)
+
+
+def _read_secret_file(value: Any, path: str, base: Path) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a file path")
+    file = base / value
+    try:
+        return file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {file}: {exc.strerror}") from None
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    """('streams', 0, 'aquanow', 'api_secret') → 'streams[0].api_secret'."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in VENUES and i > 0 and isinstance(loc[i - 1], int):
+            continue  # the discriminated union's tag, not a key in the file
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _message(error: Any) -> str:
+    kind, msg = error["type"], str(error["msg"])
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "union_tag_invalid":
+        return f"venue must be one of {list(VENUES)}"
+    if kind == "union_tag_not_found":
+        return "venue: field required"
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]

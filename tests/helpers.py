@@ -1,0 +1,201 @@
+"""Test helpers: an independent Avro reader, a Kafka collector, and the bridge as a process.
+
+The reader deliberately uses only `schemas/*.avsc` and fastavro (not the bridge's codec), so
+the end-to-end tests check what a real downstream consumer would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import fastavro
+import yaml
+from aiokafka import AIOKafkaConsumer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "schemas"
+LOGICAL_TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
+
+
+class AvroReader:
+    """Decodes single-object-encoded values using only the repository's .avsc files."""
+
+    def __init__(self) -> None:
+        self.by_fingerprint: dict[bytes, tuple[str, int, Any]] = {}
+        for path in SCHEMAS.glob("*/v*.avsc"):
+            document = json.loads(path.read_text())
+            fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(document), "CRC-64-AVRO"))
+            self.by_fingerprint[fp] = (
+                path.parent.name,
+                int(path.stem[1:]),
+                fastavro.parse_schema(document),
+            )
+
+    def decode(self, value: bytes) -> tuple[str, int, dict[str, Any]]:
+        assert value[:2] == b"\xc3\x01", f"not single-object encoded: {value[:4]!r}"
+        topic, version, schema = self.by_fingerprint[value[2:10]]
+        return topic, version, fastavro.schemaless_reader(io.BytesIO(value[10:]), schema)
+
+
+@dataclass
+class Message:
+    topic: str  # logical topic
+    key: str
+    headers: dict[str, str]
+    record: dict[str, Any]
+    schema_version: int
+
+
+def unique_topics() -> dict[str, str]:
+    """Per-test topic names, so tests sharing the session broker never see each other."""
+    suffix = uuid.uuid4().hex[:8]
+    return {t: f"t{suffix}.{t}" for t in LOGICAL_TOPICS}
+
+
+async def collect(
+    bootstrap: str,
+    topics: dict[str, str],
+    done: Callable[[list[Message]], bool],
+    timeout: float = 60.0,
+) -> list[Message]:
+    """Read every topic from the beginning until `done(messages)` or the deadline."""
+    reader = AvroReader()
+    logical = {name: t for t, name in topics.items()}
+    consumer = AIOKafkaConsumer(
+        *topics.values(), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        metadata_max_age_ms=500,
+    )  # fmt: skip
+    await consumer.start()
+    messages: list[Message] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not done(messages):
+                batches = await consumer.getmany(timeout_ms=200)
+                for tp in sorted(batches, key=lambda tp: tp.topic):
+                    for m in batches[tp]:
+                        schema_topic, version, record = reader.decode(m.value)
+                        topic = logical[m.topic]
+                        assert schema_topic == topic, (schema_topic, topic)
+                        headers = {k: v.decode() for k, v in m.headers}
+                        messages.append(Message(topic, m.key.decode(), headers, record, version))
+    except TimeoutError:
+        counts = {t: sum(1 for m in messages if m.topic == t) for t in LOGICAL_TOPICS}
+        raise AssertionError(f"condition not met within {timeout} s; got {counts}") from None
+    finally:
+        await consumer.stop()
+    return messages
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BridgeProcess:
+    """`python -m bridge run --config …` as a child process, logs (JSON) kept in a file."""
+
+    def __init__(self, tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None):
+        self.metrics_port = free_port()
+        config = {**config, "metrics": {"host": "127.0.0.1", "port": self.metrics_port}}
+        config.setdefault("log", {"format": "json"})
+        self.config_path = tmp_path / "bridge.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = tmp_path / "bridge.log"
+        self._env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT,
+        )  # fmt: skip
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{self.metrics_port}{path}"
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                return response.status, await response.text()
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
+        _, text = await self.get("/metrics")
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            sample, value = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in sample for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"bridge exited with {self.process.returncode}:\n{self.log_text()}"
+                )
+            try:
+                status, _ = await self.get("/readyz")
+                if status == 200:
+                    return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"bridge not ready within {timeout} s:\n{self.log_text()[-4000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self._log.close()
+
+    def __enter__(self) -> BridgeProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.stop()

@@ -1,0 +1,103 @@
+"""The sink against a real broker: keys, headers, dead-letter conversions, ack-based metrics."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from bridge.codec import Codec, SchemaStore
+from bridge.devkafka import KafkaEndpoint
+from bridge.metrics import Metrics
+from bridge.records import Balance, Order, make_event_id
+from bridge.settings import KafkaSettings, TopicNames
+from bridge.sink import Sink
+from tests.helpers import Message, collect, unique_topics
+
+pytestmark = pytest.mark.integration
+
+
+def balance(asset: str, available: str, raw: str = "{}") -> Balance:
+    return Balance(
+        venue="aquanow", stream="s1", account="A1", event_time=int(time.time() * 1000) - 250,
+        received_at=time.time_ns() // 1000, source="stream",
+        event_id=make_event_id("test", asset, available), raw=raw, asset=asset,
+        available=Decimal(available), total=None, frozen=None, pending=None,
+        pending_transfer=None, credit=None, change=None, version=None,
+    )  # fmt: skip
+
+
+def order(order_id: str, status: str) -> Order:
+    return Order(
+        venue="aquanow", stream="s1", account="A1", event_time=None, received_at=1,
+        source="snapshot", event_id=make_event_id(order_id, status), raw="{}", order_id=order_id,
+        client_order_id=None, parent_order_id=None, symbol="BTC-USD", base_asset="BTC",
+        quote_asset="USD", side="buy", side_raw="buy", order_type="LIMIT", status=status,
+        status_raw=status.upper(), is_final=False, change_type=None, quantity=Decimal("1"),
+        price=None, filled_quantity=None, filled_quote=None, last_fill_quantity=None,
+        average_price=None, remaining_quantity=None, fee=None, fee_asset=None, is_taker=None,
+        reduce_only=None, leverage=None, created_at=None,
+    )  # fmt: skip
+
+
+async def test_records_land_with_keys_headers_and_metrics(kafka: KafkaEndpoint) -> None:
+    topics = unique_topics()
+    settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers, topics=TopicNames(**topics))
+    metrics = Metrics()
+    sink = Sink(settings, Codec(SchemaStore.load()), metrics)
+    await sink.start()
+    try:
+        await sink.publish(balance("BTC", "1.5"), received_mono=time.monotonic())
+        for status in ("new", "partially_filled", "filled"):
+            await sink.publish(order("o-1", status))
+        # Not representable in decimal(38, 18): must become a dead letter, not vanish.
+        await sink.publish(balance("ETH", "1E-19", raw='{"x":1}'))
+        # Larger than the producer's max request size: a dead letter carrying its start.
+        await sink.publish(balance("XRP", "1", raw="x" * 1_200_000))
+        assert await sink.flush(30)
+    finally:
+        assert await sink.stop()
+
+    def done(messages: list[Message]) -> bool:
+        return len(messages) >= 6
+
+    messages = await collect(kafka.bootstrap_servers, topics, done)
+    by_topic = {
+        t: [m for m in messages if m.topic == t] for t in ("balances", "orders", "deadletter")
+    }
+    assert [m.record["asset"] for m in by_topic["balances"]] == ["BTC"]
+    assert by_topic["balances"][0].key == "aquanow|A1|BTC"
+    assert [m.record["status"] for m in by_topic["orders"]] == ["new", "partially_filled", "filled"]
+    assert {m.key for m in by_topic["orders"]} == {"aquanow|A1|o-1"}
+    assert by_topic["orders"][0].headers["source"] == "snapshot"
+
+    encode_error, oversized = sorted(by_topic["deadletter"], key=lambda m: m.record["reason"])
+    assert encode_error.record["reason"] == "encode_error"
+    assert "bridge.records.Balance v1" in encode_error.record["detail"]
+    assert encode_error.record["raw"] == b'{"x":1}'
+    assert oversized.record["reason"] == "oversized_record"
+    assert "raw cut from 1200000 bytes" in oversized.record["detail"]
+    assert oversized.record["raw"] == b"x" * 512 * 1024
+    assert oversized.key == "aquanow|s1"
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    s1 = {"stream": "s1", "venue": "aquanow"}
+    assert value("bridge_records_published_total", **s1, topic="balances") == 1
+    assert value("bridge_records_published_total", **s1, topic="orders") == 3
+    assert value("bridge_records_published_total", **s1, topic="deadletter") == 2
+    assert value("bridge_deadletter_total", **s1, reason="encode_error") == 1
+    assert value("bridge_deadletter_total", **s1, reason="oversized_record") == 1
+    assert value("bridge_snapshot_records_total", **s1) == 3
+    assert value("bridge_pipeline_latency_seconds_count", **s1) == 1
+    assert value("bridge_event_lag_seconds_count", **s1) == 1  # only the BTC balance has a time
+    assert (
+        0.25
+        <= value("bridge_event_lag_seconds_sum", **s1)
+        / value("bridge_event_lag_seconds_count", **s1)
+        < 30
+    )
+    assert value("bridge_producer_buffer_records") == 0
+    assert value("bridge_producer_buffer_capacity_records") == 10_000

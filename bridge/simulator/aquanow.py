@@ -1,0 +1,272 @@
+"""Aquanow reporting websocket simulator (venues.md part 1).
+
+Verifies each (un)subscribe exactly as the docs define it: `apiSignature` must equal
+HMAC-SHA384(secret, JSON.stringify({type, channel, nonce})) and the nonce must be fresh. A bad
+key, signature or stale nonce is answered with an error frame and a close (the venue's exact
+behaviour is undocumented, §1.8.1: this is our stand-in). Pushes follow the AuthenticateObject
+envelope with UserBalancesObject, OrdersObject and tradeCreditBalance payloads, Latest or
+Legacy shapes, with orders moving through realistic status sequences (§1.4.2).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from decimal import ROUND_DOWN, Decimal
+from typing import Any, Final
+
+from bridge.simulator.base import Event, Session, VenueSimulator
+from bridge.venues.aquanow import CHANNELS, build_signed_payload, sign
+from bridge.venues.fields import dumps_exact
+
+# Which pushes each channel carries (§1.3). Where credit pushes travel is undocumented: we
+# send them with balances.
+CHANNELS_FOR: Final = {
+    "balance": frozenset({"executionReport", "balanceReport"}),
+    "tradeCreditBalance": frozenset({"executionReport", "balanceReport"}),
+    "order": frozenset({"executionReport", "parentOrderReport"}),
+}
+PAIRS: Final = (("BTC", "USD", "64000"), ("ETH", "CAD", "4300"), ("XRP", "CAD", "0.35"))
+ASSETS: Final = ("BTC", "ETH", "XRP", "USD", "CAD")
+EIGHT: Final = Decimal("0.00000001")
+# Order outcomes and the status sequence each one walks through.
+OUTCOMES: Final = (
+    ("fill", 0.55),
+    ("cancel", 0.2),
+    ("twap_partial", 0.1),
+    ("expire", 0.1),
+    ("error", 0.05),
+)
+
+
+class AquanowSimulator(VenueSimulator):
+    """See the module docstring. `sent`/`events` hold the ground truth; `orders`/`balances`/
+    `credit` hold the current state a REST snapshot would return."""
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        *,
+        account_id: str = "CA1000051R",
+        username: str = "helloWorld",
+        legacy: bool = False,
+        seed: int = 0,
+        nonce_window_ms: int = 30_000,
+        clock: Callable[[], float] = time.time,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.api_key = api_key
+        self._secret = api_secret
+        self.account_id = account_id
+        self.username = username
+        self.legacy = legacy
+        self.nonce_window_ms = nonce_window_ms
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._last_nonce = 0
+        self._last_ms = 0
+        self.balances: dict[str, dict[str, Any]] = {}
+        self.orders: dict[str, dict[str, Any]] = {}
+        self._plans: dict[str, list[str]] = {}
+        self.credit: dict[str, Any] | None = None
+        self.reject_next = 0  # fault injection: refuse this many more subscriptions
+
+    # -- requests -----------------------------------------------------------------------
+    async def handle_request(self, session: Session, text: str) -> None:
+        problem, channel, action = self._check_request(text)
+        if problem is not None or self.reject_next > 0:
+            self.reject_next = max(self.reject_next - 1, 0)
+            message = f"Unauthorized: {problem or 'rejected by fault injection'}"
+            await self.reject(session, json.dumps({"type": "error", "message": message}),
+                              1008, "unauthorized")  # fmt: skip
+            return
+        assert channel is not None
+        if action == "subscribe":
+            self.accept(session, channel)
+        else:
+            session.subscriptions.discard(channel)
+
+    def _check_request(self, text: str) -> tuple[str | None, str | None, str | None]:
+        """(problem, channel, action); problem is None when the request is valid."""
+        try:
+            request = json.loads(text)
+        except ValueError:
+            return "request is not JSON", None, None
+        if not isinstance(request, dict):
+            return "request is not an object", None, None
+        action, channel = request.get("type"), request.get("channel")
+        nonce, key = request.get("nonce"), request.get("apiKey")
+        signature = request.get("apiSignature")
+        if action not in ("subscribe", "unsubscribe") or channel not in CHANNELS:
+            return "unknown type or channel", None, None
+        if not (isinstance(nonce, str) and isinstance(key, str) and isinstance(signature, str)):
+            return "nonce, apiKey and apiSignature must be strings", None, None
+        if not hmac.compare_digest(key, self.api_key):
+            return "unknown apiKey", None, None
+        expected = sign(self._secret, build_signed_payload(action, channel, nonce))
+        if not hmac.compare_digest(signature, expected):
+            return "invalid signature", None, None
+        if not nonce.isdigit():
+            return "nonce is not numeric", None, None
+        now_ms = int(self._clock() * 1000)
+        if abs(now_ms - int(nonce)) > self.nonce_window_ms:
+            return "nonce outdated", None, None
+        if int(nonce) <= self._last_nonce:
+            return "nonce already used", None, None
+        self._last_nonce = int(nonce)
+        return None, channel, action
+
+    # -- events -------------------------------------------------------------------------
+    def next_event(self) -> Event:
+        roll = self._rng.random()
+        if self.orders and roll < 0.5 and self._plans:
+            return self._advance_order(self._rng.choice(sorted(self._plans)))
+        if roll < 0.75:
+            return self._new_order()
+        if roll < 0.95:
+            return self._balance_event()
+        return self._credit_event()
+
+    def _now_ms(self) -> int:
+        self._last_ms = max(int(self._clock() * 1000), self._last_ms + 1)
+        return self._last_ms
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> Event:
+        text = dumps_exact({"type": kind, "payload": payload})
+        return Event(kind, payload, text, CHANNELS_FOR[kind])
+
+    def _owner(self) -> dict[str, Any]:
+        return {} if self.legacy else {"accountId": self.account_id}
+
+    def _amount(self, low: str, high: str, places: Decimal = EIGHT) -> Decimal:
+        value = Decimal(str(self._rng.uniform(float(low), float(high))))
+        return value.quantize(places, rounding=ROUND_DOWN)
+
+    def _new_order(self) -> Event:
+        base, quote, price = self._rng.choice(PAIRS)
+        now = self._now_ms()
+        outcome = self._rng.choices([o for o, _ in OUTCOMES], [w for _, w in OUTCOMES])[0]
+        strategy = "TWAP" if outcome == "twap_partial" else self._rng.choice(("LIMIT", "MARKET"))
+        order_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        size = self._amount("0.01", "3")
+        limit = (Decimal(price) * self._amount("0.98", "1.02", Decimal("0.0001"))).quantize(EIGHT)
+        order: dict[str, Any] = {
+            **self._owner(),
+            "orderId": order_id,
+            "orderIdParent": order_id,
+            "symbol": f"{base}-{quote}",
+            "baseSymbol": base,
+            "quoteSymbol": quote,
+            "strategy": strategy,
+            "orderType": "parentOrder",
+            "tradeSide": self._rng.choice(("buy", "sell")),
+            "tradeSize": size,
+            "tradeStatus": "CREATE",
+            "fillPct": 0,
+            "fillQtyBase": 0,
+            "fillQtyQuote": 0,
+            "remainingQtyBase": size,
+            "finalizeReturnedQtyBase": 0,
+            "tradePriceAvg": "-",
+            "priceLimit": limit,
+            "priceArrival": Decimal(price),
+            "priceMarket": "-",
+            "commissionRate": 20,
+            "exchangeOrderId": "-",
+            "exchangeClientOrderId": "-",
+            "message": "-",
+            "createdAt": now,
+            "username": self.username,
+        }
+        if self.legacy:
+            order.update(itemDateTime=now, tradeTime=now, childOrderCount=0, fillFeeQuote=0)
+        else:
+            order.update(updatedAt=now, fillFeeQuoteAqua=0)
+        self.orders[order_id] = order
+        self._plans[order_id] = self._plan(outcome)
+        return self._event("order", dict(order))
+
+    def _plan(self, outcome: str) -> list[str]:
+        fills = ["AWAITING"] * self._rng.randint(1, 3)
+        return {
+            "fill": [*fills, "COMPLETE"],
+            "cancel": [fills[0], "CANCEL_PENDING", "CANCELLED"],
+            "twap_partial": [*fills, "PARTIAL_COMPLETE"],
+            "expire": ["EXPIRED"],
+            "error": ["ERROR"],
+        }[outcome]
+
+    def _advance_order(self, order_id: str) -> Event:
+        order = self.orders[order_id]
+        status = self._plans[order_id].pop(0)
+        if not self._plans[order_id]:
+            del self._plans[order_id]
+        size, filled = order["tradeSize"], Decimal(order["fillQtyBase"])
+        if status == "AWAITING" or (status == "COMPLETE" and filled < size):
+            fill = size - filled if status == "COMPLETE" else (size - filled) * Decimal("0.4")
+            self._fill(order, fill.quantize(EIGHT, rounding=ROUND_DOWN))
+        if status == "ERROR":
+            order["message"] = "Insufficient liquidity"
+        order["tradeStatus"] = status
+        now = self._now_ms()
+        order["itemDateTime" if self.legacy else "updatedAt"] = now
+        return self._event("order", dict(order))
+
+    def _fill(self, order: dict[str, Any], quantity: Decimal) -> None:
+        if quantity <= 0:
+            return
+        price = order["priceLimit"]
+        filled = Decimal(order["fillQtyBase"]) + quantity
+        quote = (Decimal(order["fillQtyQuote"]) + quantity * price).quantize(EIGHT)
+        fee = (quote * Decimal(order["commissionRate"]) / 10_000).quantize(EIGHT)
+        order.update(
+            fillQtyBase=filled,
+            fillQtyQuote=quote,
+            remainingQtyBase=order["tradeSize"] - filled,
+            fillPct=(filled * 100 / order["tradeSize"]).quantize(Decimal("0.01")),
+            tradePriceAvg=(quote / filled).quantize(EIGHT),
+        )
+        order["fillFeeQuote" if self.legacy else "fillFeeQuoteAqua"] = fee
+
+    def _balance_event(self) -> Event:
+        asset = self._rng.choice(ASSETS)
+        now = self._now_ms()
+        total = self._amount("0", "250")
+        available = (total * self._amount("0.5", "1", Decimal("0.01"))).quantize(EIGHT)
+        balance: dict[str, Any] = {
+            "createdAt": 1554400262916,
+            **self._owner(),
+            "symbol": asset,
+            "totalBalance": total,
+            "depositAddress": "-",
+            "usernameSymbol": f"{self.username}_{asset}",
+            "pendingTransfer": 0,
+            "itemDateTime": now,
+            "availableBalance": available,
+            "pending": total - available,
+            "username": self.username,
+        }
+        if not self.legacy:
+            balance["updatedAt"] = now
+        self.balances[asset] = balance
+        return self._event("balance", dict(balance))
+
+    def _credit_event(self) -> Event:
+        now = self._now_ms()
+        credit: dict[str, Any] = {
+            **self._owner(),
+            "adjustedMtmUSD": self._amount("10000", "90000", Decimal("0.00000000001")),
+            "createdAt": 1701366866377,
+            "ltv": self._amount("50", "250", Decimal("0.00000000001")),
+            "unutilizedCreditUSD": self._amount("100000", "999999", Decimal("0.0000000001")),
+            "updatedAt": now,
+            "username": self.username,
+        }
+        self.credit = credit
+        return self._event("tradeCreditBalance", dict(credit))

@@ -1,0 +1,181 @@
+"""The harness every venue simulator shares: a websocket server on loopback, subscriptions per
+connection, an emitter that generates venue events at a chosen rate, and the ground truth.
+
+A venue simulator subclasses `VenueSimulator` and implements `handle_request` (verify and
+answer a client message, the venue's way) and `next_event` (the next state change as the
+venue would push it). Everything the simulator sends is recorded in `sent`, so tests compare
+what reached Kafka with exactly what the venue said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One venue fact to push: `kind` names the push type, `payload` holds the ground-truth
+    values (decimals as `Decimal`), `text` is the exact frame, `keys` are the subscription
+    keys through which it is delivered."""
+
+    kind: str
+    payload: Any
+    text: str
+    keys: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A frame as delivered to one connection."""
+
+    connection: int
+    kind: str
+    payload: Any
+    text: str
+    key: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(eq=False)
+class Session:
+    """One client connection and what it subscribed to."""
+
+    id: int
+    ws: ServerConnection
+    subscriptions: set[str] = field(default_factory=set)
+
+
+class VenueSimulator:
+    """Base class; see the module docstring."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, rate: float = 10.0,
+                 count: int | None = None) -> None:  # fmt: skip
+        self.host = host
+        self.port = port
+        self.rate = rate  # events per second while anyone is subscribed; 0 = as fast as possible
+        self.count = count  # stop generating after this many events
+        self.sent: list[Sent] = []
+        self.events: list[Event] = []  # every event generated, delivered or not
+        self.auth_failures = 0
+        self.subscriptions_accepted = 0
+        self.connections_total = 0
+        self.sessions: dict[int, Session] = {}
+        self.finished = asyncio.Event()  # set once `count` events were generated
+        self.subscribed = asyncio.Event()  # set while at least one session is subscribed
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._emitter: asyncio.Task[None] | None = None
+        self._paused = False
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await serve(self._handle, self.host, self.port, max_size=2**22)
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        self._emitter = asyncio.create_task(self._emit_forever())
+
+    async def stop(self) -> None:
+        if self._emitter is not None:
+            self._emitter.cancel()
+            await asyncio.gather(self._emitter, return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> VenueSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    # -- venue-specific parts -------------------------------------------------------------
+    async def handle_request(self, session: Session, text: str) -> None:
+        raise NotImplementedError
+
+    def next_event(self) -> Event:
+        raise NotImplementedError
+
+    # -- controls used by tests, the demo and fault injection ---------------------------
+    def pause(self, paused: bool = True) -> None:
+        """Stop (or resume) generating events; connections stay open."""
+        self._paused = paused
+
+    async def send_raw(self, text: str | bytes, kind: str = "raw") -> None:
+        """Send a frame as is to every subscribed session (e.g. a malformed one)."""
+        for session in list(self.sessions.values()):
+            if session.subscriptions:
+                await self._deliver(session, kind, None, text, "*")
+
+    async def drop_connections(self) -> None:
+        """Cut every connection without a close handshake, as a network failure would."""
+        for session in list(self.sessions.values()):
+            transport = session.ws.transport
+            if transport is not None:
+                transport.abort()
+
+    def accept(self, session: Session, key: str) -> None:
+        session.subscriptions.add(key)
+        self.subscriptions_accepted += 1
+        self.subscribed.set()
+
+    async def reject(self, session: Session, frame: str, close_code: int, reason: str) -> None:
+        self.auth_failures += 1
+        await session.ws.send(frame)
+        await session.ws.close(close_code, reason)
+
+    # -- internals ----------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = Session(next(self._ids), ws)
+        self.sessions[session.id] = session
+        self.connections_total += 1
+        try:
+            async for message in ws:
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                await self.handle_request(session, text)
+        except ConnectionClosed:
+            pass
+        finally:
+            del self.sessions[session.id]
+            if not any(s.subscriptions for s in self.sessions.values()):
+                self.subscribed.clear()
+
+    async def _deliver(self, session: Session, kind: str, payload: Any, text: str | bytes,
+                       key: str) -> None:  # fmt: skip
+        try:
+            await session.ws.send(text)
+        except ConnectionClosed:
+            return
+        shown = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        self.sent.append(Sent(session.id, kind, payload, shown, key))
+
+    async def _emit_forever(self) -> None:
+        interval = 1 / self.rate if self.rate > 0 else 0.0
+        next_at = time.monotonic()
+        while self.count is None or len(self.events) < self.count:
+            if self._paused or not self.subscribed.is_set():
+                await self.subscribed.wait() if not self._paused else await asyncio.sleep(0.05)
+                next_at = time.monotonic()
+                continue
+            event = self.next_event()
+            self.events.append(event)
+            for session in list(self.sessions.values()):
+                for key in sorted(session.subscriptions & event.keys):
+                    await self._deliver(session, event.kind, event.payload, event.text, key)
+            if interval:
+                next_at += interval
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif len(self.events) % 100 == 0:
+                await asyncio.sleep(0)
+        self.finished.set()

@@ -1,0 +1,48 @@
+"""The README's promises: its first lines are the two commands, CI runs the test command, and
+its consumer example decodes what the bridge writes."""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.codec import Codec, SchemaStore
+from bridge.records import CreditBalance
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_first_lines_are_the_demo_and_test_commands() -> None:
+    block = README.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert README.index("```sh") < README.index("\n## ")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test\b", ci, re.MULTILINE)
+
+
+def test_consumer_example_decodes_a_bridge_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    snippet = README.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(ROOT)
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    record = CreditBalance(
+        venue="aquanow", stream="s", account="CA1", event_time=None, received_at=0,
+        source="stream", event_id="e", raw="{}", asset="USD", adjusted_mtm=Decimal("49215.15490545314"),
+        ltv=None, unutilized_credit=None, credit_limit=None, created_at=None,
+    )  # fmt: skip
+    decoded = namespace["decode"](Codec(SchemaStore.load()).encode(record).value)
+    assert decoded["adjusted_mtm"] == Decimal("49215.15490545314")
+    assert decoded["account"] == "CA1"
+    assert os.path.basename(os.getcwd()) == ROOT.name

@@ -23,8 +23,23 @@ from bridge import __version__
 
 # Seconds. Fine-grained below 100 ms (the pipeline's normal range), coarse above (outages).
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 
 
 class Metrics:
@@ -37,13 +52,15 @@ class Metrics:
             "bridge_ws_connected", "1 while the stream's websocket is open", sv, registry=r
         )
         self.ws_subscribed = Gauge(
-            "bridge_ws_subscribed", "1 while every subscription of the stream is active", sv,
+            "bridge_ws_subscribed",
+            "1 while every subscription of the stream is active",
+            sv,
             registry=r,
-        )  # fmt: skip
+        )
         self.ws_reconnects = Counter(
             "bridge_ws_reconnects_total",
             "Connections lost or refused, by reason (network, close, auth_rejected, watchdog, "
-            "silence, server_error, subscribe_timeout)",
+            "silence, server_error, subscribe_rejected, subscribe_timeout)",
             (*sv, "reason"),
             registry=r,
         )
@@ -69,9 +86,11 @@ class Metrics:
             registry=r,
         )
         self.deadletters = Counter(
-            "bridge_deadletter_total", "Records sent to the dead-letter topic, by reason",
-            (*sv, "reason"), registry=r,
-        )  # fmt: skip
+            "bridge_deadletter_total",
+            "Records sent to the dead-letter topic, by reason",
+            (*sv, "reason"),
+            registry=r,
+        )
         self.publish_errors = Counter(
             "bridge_publish_errors_total",
             "Records the producer failed to deliver (each is retried), by logical topic",
@@ -103,17 +122,23 @@ class Metrics:
             registry=r,
         )
         self.auth_failures = Counter(
-            "bridge_auth_failures_total", "Subscriptions or sessions the venue refused as "
-            "unauthenticated", sv, registry=r,
-        )  # fmt: skip
+            "bridge_auth_failures_total",
+            "Subscriptions or sessions the venue refused as unauthenticated",
+            sv,
+            registry=r,
+        )
         self.snapshot_records = Counter(
-            "bridge_snapshot_records_total", "Records published from REST snapshots", sv,
+            "bridge_snapshot_records_total",
+            "Records published from REST snapshots",
+            sv,
             registry=r,
-        )  # fmt: skip
+        )
         self.build_info = Gauge(
-            "bridge_build_info", "Always 1; the version label says which build runs", ("version",),
+            "bridge_build_info",
+            "Always 1; the version label says which build runs",
+            ("version",),
             registry=r,
-        )  # fmt: skip
+        )
         self.build_info.labels(__version__).set(1)
 
     def render(self) -> bytes:

@@ -83,8 +83,8 @@ class AquanowSimulator(VenueSimulator):
         if problem is not None or self.reject_next > 0:
             self.reject_next = max(self.reject_next - 1, 0)
             message = f"Unauthorized: {problem or 'rejected by fault injection'}"
-            await self.reject(session, json.dumps({"type": "error", "message": message}),
-                              1008, "unauthorized")  # fmt: skip
+            frame = json.dumps({"type": "error", "message": message})
+            await self.reject(session, frame, close=(1008, "unauthorized"))
             return
         assert channel is not None
         if action == "subscribe":

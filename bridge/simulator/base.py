@@ -55,8 +55,14 @@ class Session:
 class VenueSimulator:
     """Base class; see the module docstring."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, rate: float = 10.0,
-                 count: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate: float = 10.0,
+        count: int | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.rate = rate  # events per second while anyone is subscribed; 0 = as fast as possible
@@ -128,10 +134,14 @@ class VenueSimulator:
         self.subscriptions_accepted += 1
         self.subscribed.set()
 
-    async def reject(self, session: Session, frame: str, close_code: int, reason: str) -> None:
+    async def reject(
+        self, session: Session, frame: str, close: tuple[int, str] | None = None
+    ) -> None:
+        """Refuse a request: send the venue's error frame, then close if the venue would."""
         self.auth_failures += 1
         await session.ws.send(frame)
-        await session.ws.close(close_code, reason)
+        if close is not None:
+            await session.ws.close(*close)
 
     # -- internals ----------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
@@ -149,8 +159,9 @@ class VenueSimulator:
             if not any(s.subscriptions for s in self.sessions.values()):
                 self.subscribed.clear()
 
-    async def _deliver(self, session: Session, kind: str, payload: Any, text: str | bytes,
-                       key: str) -> None:  # fmt: skip
+    async def _deliver(
+        self, session: Session, kind: str, payload: Any, text: str | bytes, key: str
+    ) -> None:
         try:
             await session.ws.send(text)
         except ConnectionClosed:

@@ -178,8 +178,11 @@ def test_doc_balance_example() -> None:
     assert isinstance(record, Balance)
     assert record.key() == "aquanow|CA1000051R|BTC"
     assert (record.venue, record.stream, record.account, record.asset) == (
-        "aquanow", "aq-test", "CA1000051R", "BTC",
-    )  # fmt: skip
+        "aquanow",
+        "aq-test",
+        "CA1000051R",
+        "BTC",
+    )
     assert record.total == Decimal("2.30044886")
     assert record.available == Decimal("2.24044886")
     assert record.pending_transfer == Decimal(0)
@@ -362,9 +365,22 @@ JSON_VALUES = st.recursive(
     max_leaves=20,
 )
 FIELD_NAMES = st.sampled_from(
-    ["orderId", "symbol", "tradeStatus", "fillQtyBase", "tradeSize", "totalBalance",
-     "availableBalance", "updatedAt", "accountId", "ltv", "tradeSide", "priceLimit", "x"]
-)  # fmt: skip
+    [
+        "orderId",
+        "symbol",
+        "tradeStatus",
+        "fillQtyBase",
+        "tradeSize",
+        "totalBalance",
+        "availableBalance",
+        "updatedAt",
+        "accountId",
+        "ltv",
+        "tradeSide",
+        "priceLimit",
+        "x",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -18,9 +18,14 @@ from bridge.venues.fields import dumps_exact, loads_exact, to_amount
 pytestmark = pytest.mark.unit
 
 SETTINGS = ReconnectSettings(
-    initial_delay=1, max_delay=8, multiplier=2, jitter=0.5, healthy_after=30,
-    auth_initial_delay=10, auth_max_delay=40,
-)  # fmt: skip
+    initial_delay=1,
+    max_delay=8,
+    multiplier=2,
+    jitter=0.5,
+    healthy_after=30,
+    auth_initial_delay=10,
+    auth_max_delay=40,
+)
 
 
 def test_delays_grow_exponentially_and_are_capped_with_bounded_jitter() -> None:
@@ -90,12 +95,15 @@ def test_to_amount_refuses_what_decimal_38_18_cannot_hold(value: str, message: s
 
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=5)
         | st.decimals(allow_nan=False, allow_infinity=False, places=8),
         lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
         max_leaves=10,
     )
-)  # fmt: skip
+)
 def test_dumps_exact_round_trips_through_loads_exact(value: object) -> None:
     assert loads_exact(dumps_exact(value)) == value
 

@@ -110,10 +110,24 @@ def test_every_record_round_trips(codec: Codec, record: Envelope) -> None:
 def test_decoding_needs_no_bridge_code(codec: Codec) -> None:
     """A consumer with only the .avsc file and fastavro reads the body after the 10-byte header."""
     record = Balance(
-        venue="aquanow", stream="s", account="a", event_time=1, received_at=2, source="stream",
-        event_id="e", raw="{}", asset="BTC", available=Decimal("1.5"), total=None, frozen=None,
-        pending=None, pending_transfer=None, credit=None, change=None, version=7,
-    )  # fmt: skip
+        venue="aquanow",
+        stream="s",
+        account="a",
+        event_time=1,
+        received_at=2,
+        source="stream",
+        event_id="e",
+        raw="{}",
+        asset="BTC",
+        available=Decimal("1.5"),
+        total=None,
+        frozen=None,
+        pending=None,
+        pending_transfer=None,
+        credit=None,
+        change=None,
+        version=7,
+    )
     value = codec.encode(record).value
     schema = fastavro.parse_schema(json.loads((SCHEMAS / "balances/v1.avsc").read_text()))
     body = fastavro.schemaless_reader(io.BytesIO(value[10:]), schema)
@@ -123,10 +137,24 @@ def test_decoding_needs_no_bridge_code(codec: Codec) -> None:
 
 def test_headers_carry_the_contract(codec: Codec) -> None:
     record = Balance(
-        venue="aquanow", stream="main", account="a", event_time=None, received_at=2,
-        source="snapshot", event_id="id-1", raw="{}", asset="BTC", available=None, total=None,
-        frozen=None, pending=None, pending_transfer=None, credit=None, change=None, version=None,
-    )  # fmt: skip
+        venue="aquanow",
+        stream="main",
+        account="a",
+        event_time=None,
+        received_at=2,
+        source="snapshot",
+        event_id="id-1",
+        raw="{}",
+        asset="BTC",
+        available=None,
+        total=None,
+        frozen=None,
+        pending=None,
+        pending_transfer=None,
+        credit=None,
+        change=None,
+        version=None,
+    )
     headers = dict(codec.encode(record).headers)
     assert headers == {
         "schema": b"bridge.records.Balance",
@@ -140,11 +168,24 @@ def test_headers_carry_the_contract(codec: Codec) -> None:
 
 def test_a_value_outside_the_schema_is_an_encode_error(codec: Codec) -> None:
     record = Balance(
-        venue="aquanow", stream="main", account="a", event_time=None, received_at=2,
-        source="stream", event_id="id", raw="{}", asset="BTC", available=Decimal("1E-19"),
-        total=None, frozen=None, pending=None, pending_transfer=None, credit=None, change=None,
+        venue="aquanow",
+        stream="main",
+        account="a",
+        event_time=None,
+        received_at=2,
+        source="stream",
+        event_id="id",
+        raw="{}",
+        asset="BTC",
+        available=Decimal("1E-19"),
+        total=None,
+        frozen=None,
+        pending=None,
+        pending_transfer=None,
+        credit=None,
+        change=None,
         version=None,
-    )  # fmt: skip
+    )
     with pytest.raises(EncodeError, match=r"bridge\.records\.Balance v1"):
         codec.encode(record)
 

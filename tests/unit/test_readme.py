@@ -38,10 +38,21 @@ def test_consumer_example_decodes_a_bridge_record(monkeypatch: pytest.MonkeyPatc
     namespace: dict[str, Any] = {}
     exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     record = CreditBalance(
-        venue="aquanow", stream="s", account="CA1", event_time=None, received_at=0,
-        source="stream", event_id="e", raw="{}", asset="USD", adjusted_mtm=Decimal("49215.15490545314"),
-        ltv=None, unutilized_credit=None, credit_limit=None, created_at=None,
-    )  # fmt: skip
+        venue="aquanow",
+        stream="s",
+        account="CA1",
+        event_time=None,
+        received_at=0,
+        source="stream",
+        event_id="e",
+        raw="{}",
+        asset="USD",
+        adjusted_mtm=Decimal("49215.15490545314"),
+        ltv=None,
+        unutilized_credit=None,
+        credit_limit=None,
+        created_at=None,
+    )
     decoded = namespace["decode"](Codec(SchemaStore.load()).encode(record).value)
     assert decoded["adjusted_mtm"] == Decimal("49215.15490545314")
     assert decoded["account"] == "CA1"

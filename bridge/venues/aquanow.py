@@ -26,6 +26,7 @@ from bridge.records import (
 )
 from bridge.venues.base import (
     Frame,
+    Nonces,
     ParseResult,
     Rejected,
     Subscription,
@@ -111,31 +112,27 @@ class AquanowVenue:
         self._secret = api_secret
         self.channels = channels
         self.account = account
-        self._last_nonce = 0
+        self._nonces = Nonces()
         self._parsers: dict[str, Callable[[Fields, Frame, str, str], Record]] = {
             "balance": self._parse_balance,
             "order": self._parse_order,
             "tradeCreditBalance": self._parse_credit,
         }
 
-    def next_nonce(self, now_ms: int) -> str:
-        """A millisecond nonce, strictly increasing even within one millisecond: the venue may
-        refuse a nonce it has already seen (§1.2: "outdated nonce")."""
-        self._last_nonce = max(now_ms, self._last_nonce + 1)
-        return str(self._last_nonce)
-
     def build_subscriptions(self, now_ms: int) -> list[Subscription]:
         return [
             Subscription(
                 channel,
-                build_subscribe(self._api_key, self._secret, channel, self.next_nonce(now_ms)),
+                build_subscribe(
+                    self._api_key, self._secret, channel, str(self._nonces.next(now_ms))
+                ),
             )
             for channel in self.channels
         ]
 
     def rest_headers(self, method: str, path: str, now_ms: int) -> dict[str, str]:
         return build_rest_headers(
-            self._api_key, self._secret, method, path, self.next_nonce(now_ms)
+            self._api_key, self._secret, method, path, str(self._nonces.next(now_ms))
         )
 
     def parse(self, frame: Frame) -> ParseResult:

@@ -84,6 +84,20 @@ class Venue(Protocol):
         ...
 
 
+class Nonces:
+    """Strictly increasing millisecond values for nonces and signed timestamps: two requests
+    in the same millisecond must not share one (venues refuse reused or outdated values)."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self, now_ms: int) -> int:
+        self._last = max(now_ms, self._last + 1)
+        return self._last
+
+
 def build_dead_letter(
     venue: str,
     stream: str,

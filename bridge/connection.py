@@ -168,7 +168,7 @@ class StreamConnection:
     def _reject(self, event: Rejected) -> None:
         if event.auth:
             raise AuthRejected(event.detail)
-        raise ConnectionLost("server_error", event.detail)
+        raise ConnectionLost("subscribe_rejected" if event.id else "server_error", event.detail)
 
     async def _subscribed(self) -> None:
         self._set_subscribed(True)

@@ -150,6 +150,18 @@ class SatoriStream(_StreamBase):
         "1MIN", "3MIN", "5MIN", "15MIN", "30MIN", "1HOUR", "4HOUR", "8HOUR", "12HOUR", "1DAY"
     ] = "1MIN"
 
+    @field_validator("private_key")
+    @classmethod
+    def _valid_key(cls, value: SecretStr) -> SecretStr:
+        from eth_account import Account
+
+        try:
+            Account.from_key(value.get_secret_value())
+        except (ValueError, TypeError):
+            # Never echo the value: it is a private key.
+            raise ValueError("not a valid secp256k1 private key (32 bytes, hex)") from None
+        return value
+
     @model_validator(mode="after")
     def _scopes(self) -> SatoriStream:
         if "api_account" in self.events and not self.coins:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.settings import AquanowStream, SatoriStream
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Venue
+from bridge.venues.satori import SatoriVenue
 
 
 def build_venue(settings: AquanowStream | SatoriStream) -> Venue:
@@ -16,4 +17,13 @@ def build_venue(settings: AquanowStream | SatoriStream) -> Venue:
             channels=settings.channels,
             account=settings.account,
         )
-    raise NotImplementedError(f"venue {settings.venue!r} is not implemented yet")
+    return SatoriVenue(
+        stream=settings.name,
+        api_key=settings.api_key.get_secret_value(),
+        private_key=settings.private_key.get_secret_value(),
+        coins=settings.coins,
+        pairs=settings.pairs,
+        events=settings.events,
+        trade_period=settings.trade_period,
+        account=settings.account,
+    )

@@ -58,15 +58,33 @@ def test_good_config_with_interpolation_and_secret_file(tmp_path: Path) -> None:
         (("venue: aquanow", "venue: bogus"), "streams[0]: venue must be one of"),
         (("venue: aquanow", "venu: aquanow"), "streams[0].venue: field required"),
         (("channels:", "chanels:"), "streams[0].chanels: unknown key"),
-        (("channels: [executionReport, balanceReport]", "channels: [trades]"), "streams[0].channels[0]: input should be"),
-        (("metrics: {port: 9200}", "metrics: {port: 99999}"), "metrics.port: input should be less than or equal to 65535"),
-        (("url: \"wss://", "url: \"https://"), "streams[0].url: string should match pattern"),
-        (("topics: {deadletter: dlq}", "topics: {deadletters: dlq}"), "kafka.topics.deadletters: unknown key"),
-        (("api_key: \"${AQUANOW_API_KEY}\"", "api_key: \"${NOT_SET_ANYWHERE}\""), "streams[0].api_key: environment variable NOT_SET_ANYWHERE is not set"),
-        (("api_secret_file: secret.txt", "api_secret_file: missing.txt"), "streams[0].api_secret_file: cannot read"),
-        (("api_secret_file: secret.txt", "api_secret_file: secret.txt\n    api_secret: x"), "give either api_secret or api_secret_file"),
+        (
+            ("channels: [executionReport, balanceReport]", "channels: [trades]"),
+            "streams[0].channels[0]: input should be",
+        ),
+        (
+            ("metrics: {port: 9200}", "metrics: {port: 99999}"),
+            "metrics.port: input should be less than or equal to 65535",
+        ),
+        (('url: "wss://', 'url: "https://'), "streams[0].url: string should match pattern"),
+        (
+            ("topics: {deadletter: dlq}", "topics: {deadletters: dlq}"),
+            "kafka.topics.deadletters: unknown key",
+        ),
+        (
+            ('api_key: "${AQUANOW_API_KEY}"', 'api_key: "${NOT_SET_ANYWHERE}"'),
+            "streams[0].api_key: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            ("api_secret_file: secret.txt", "api_secret_file: missing.txt"),
+            "streams[0].api_secret_file: cannot read",
+        ),
+        (
+            ("api_secret_file: secret.txt", "api_secret_file: secret.txt\n    api_secret: x"),
+            "give either api_secret or api_secret_file",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_key_path(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
     text = GOOD.replace(*edit)
     with pytest.raises(ConfigError) as caught:
@@ -82,10 +100,13 @@ def test_duplicate_stream_names_are_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, doubled), {"AQUANOW_API_KEY": "k"})
 
 
+DOC_PRIVATE_KEY = "0x2bf7cc40cfc5b2a43f60769d31191e82ed33aafb5e75be710271acd40a769564"
+
+
 def test_satori_scopes_are_checked(tmp_path: Path) -> None:
-    text = """
+    text = f"""
 streams:
-  - {name: s, venue: satori, url: "wss://x/", api_key: k, private_key: p, events: [api_entrust]}
+  - {{name: s, venue: satori, url: "wss://x/", api_key: k, private_key: "{DOC_PRIVATE_KEY}", events: [api_entrust]}}
 """
     with pytest.raises(
         ConfigError, match=r"streams\[0\]\.pairs: api_entrust/api_position/api_trade need"
@@ -138,3 +159,14 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "streams[0].api_secret: field required" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_bad_private_key_is_named_but_never_echoed(tmp_path: Path) -> None:
+    text = """
+streams:
+  - {name: s, venue: satori, url: "wss://x/", api_key: k, private_key: "0xdeadbeef1234", pairs: [ETH-USD], coins: [USD]}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), {})
+    assert "streams[0].private_key: not a valid secp256k1 private key" in str(caught.value)
+    assert "deadbeef" not in str(caught.value)

@@ -48,15 +48,22 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
 
     simulate = commands.add_parser("simulate", help="serve a venue simulator on loopback")
-    simulate.add_argument("venue", choices=["aquanow"])
+    simulate.add_argument("venue", choices=["aquanow", "satori"])
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=0, help="0 picks a free port")
     simulate.add_argument("--rate", type=float, default=5.0, help="pushes per second")
     simulate.add_argument("--count", type=int, default=None, help="stop after N pushes")
     simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--api-key", default="demo-key")
-    simulate.add_argument("--api-secret", default="demo-secret-not-real")
-    simulate.add_argument("--legacy", action="store_true", help="Legacy account payloads")
+    simulate.add_argument("--api-key", default=None, help="default: the demo's key")
+    simulate.add_argument("--api-secret", default=None, help="aquanow: HMAC secret")
+    simulate.add_argument(
+        "--wallet-address",
+        default=None,
+        help="satori: the API wallet subscriptions must recover to",
+    )
+    simulate.add_argument("--coins", default="USD", help="satori: comma-separated coins")
+    simulate.add_argument("--pairs", default="ETH-USD", help="satori: comma-separated pairs")
+    simulate.add_argument("--legacy", action="store_true", help="aquanow: Legacy account payloads")
     simulate.set_defaults(handler=_simulate)
 
     demo = commands.add_parser(
@@ -127,17 +134,39 @@ def describe(settings: Settings) -> str:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from bridge.simulator.aquanow import AquanowSimulator
+    from bridge import demo
+    from bridge.simulator.base import VenueSimulator
+
+    common = {
+        "host": args.host,
+        "port": args.port,
+        "rate": args.rate,
+        "count": args.count,
+        "seed": args.seed,
+    }
+    sim: VenueSimulator
+    if args.venue == "aquanow":
+        from bridge.simulator.aquanow import AquanowSimulator
+
+        key = args.api_key or demo.AQUANOW_KEY
+        sim = AquanowSimulator(
+            key, args.api_secret or demo.AQUANOW_SECRET, legacy=args.legacy, **common
+        )
+    else:
+        from bridge.simulator.satori import SatoriSimulator
+
+        key = args.api_key or demo.SATORI_KEY
+        sim = SatoriSimulator(
+            key,
+            args.wallet_address or demo.SATORI_WALLET,
+            coins=tuple(args.coins.split(",")),
+            pairs=tuple(args.pairs.split(",")),
+            **common,
+        )
 
     async def serve() -> None:
-        sim = AquanowSimulator(
-            args.api_key, args.api_secret, host=args.host, port=args.port, rate=args.rate,
-            count=args.count, seed=args.seed, legacy=args.legacy,
-        )  # fmt: skip
         async with sim:
-            print(
-                f"aquanow simulator listening on {sim.url} (api key {args.api_key!r})", flush=True
-            )
+            print(f"{args.venue} simulator on {sim.url} (api key {key!r})", flush=True)
             await asyncio.Event().wait()
 
     asyncio.run(serve())

@@ -25,13 +25,19 @@ from bridge.devkafka import kafka_bootstrap
 from bridge.logs import configure
 from bridge.settings import Settings, TopicNames, validate_settings
 from bridge.simulator.aquanow import AquanowSimulator
+from bridge.simulator.satori import SatoriSimulator
 
 # Fields left out on screen (`bridge tail` shows everything).
 _HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
 # Fields left out on screen (`bridge tail` shows everything).
 _HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
-DEMO_KEY = "demo-key"
-DEMO_SECRET = "demo-secret-not-real"  # noqa: S105 - the simulator's own demo credential
+# Demo credentials, accepted by the local simulators only.
+AQUANOW_KEY = "demo-key"
+AQUANOW_SECRET = "demo-secret-not-real"  # noqa: S105 - simulator-only credential
+SATORI_KEY = "st_demo_key"
+# The Satori docs' published example key (venues.md §2.2): public, never a real account's.
+SATORI_PRIVATE_KEY = "0x2bf7cc40cfc5b2a43f60769d31191e82ed33aafb5e75be710271acd40a769564"
+SATORI_WALLET = "0x134eF0CfABEBF9c70eAE631254a6b4736f9b8508"
 
 
 def main(count: int | None, rate: float) -> int:
@@ -47,9 +53,18 @@ async def run_demo(bootstrap: str, *, count: int | None, rate: float) -> int:
     # The on-screen consumer's first offset lookup on brand-new topics logs a retried,
     # harmless NotLeaderForPartition error; it is only the viewer, keep the screen clean.
     logging.getLogger("aiokafka.consumer.fetcher").setLevel(logging.CRITICAL)
-    aquanow = AquanowSimulator(DEMO_KEY, DEMO_SECRET, rate=rate, seed=7)
+    aquanow = AquanowSimulator(AQUANOW_KEY, AQUANOW_SECRET, rate=rate, seed=7)
+    satori = SatoriSimulator(
+        SATORI_KEY,
+        SATORI_WALLET,
+        rate=rate,
+        seed=7,
+        coins=("USD", "ETH"),
+        pairs=("ETH-USD", "BTC-USD"),
+    )
     await aquanow.start()
-    settings = demo_settings(bootstrap, aquanow.url)
+    await satori.start()
+    settings = demo_settings(bootstrap, aquanow.url, satori.url)
     topics = [settings.kafka.topics.name(t) for t in TopicNames.model_fields]
     await _create_topics(bootstrap, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="latest")
@@ -77,19 +92,29 @@ async def run_demo(bootstrap: str, *, count: int | None, rate: float) -> int:
     finally:
         await consumer.stop()
         await aquanow.stop()
+        await satori.stop()
 
 
-def demo_settings(bootstrap: str, aquanow_url: str) -> Settings:
+def demo_settings(bootstrap: str, aquanow_url: str, satori_url: str) -> Settings:
     streams: list[dict[str, Any]] = [
         {
             "name": "aquanow-demo",
             "venue": "aquanow",
             "url": aquanow_url,
-            "api_key": DEMO_KEY,
-            "api_secret": DEMO_SECRET,
+            "api_key": AQUANOW_KEY,
+            "api_secret": AQUANOW_SECRET,
             "channels": ["executionReport"],
             "ack_grace": 0.5,
-        }
+        },
+        {
+            "name": "satori-demo",
+            "venue": "satori",
+            "url": satori_url,
+            "api_key": SATORI_KEY,
+            "private_key": SATORI_PRIVATE_KEY,
+            "coins": ["USD", "ETH"],
+            "pairs": ["ETH-USD", "BTC-USD"],
+        },
     ]
     return validate_settings(
         {

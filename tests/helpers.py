@@ -77,9 +77,11 @@ async def collect(
     reader = AvroReader()
     logical = {name: t for t, name in topics.items()}
     consumer = AIOKafkaConsumer(
-        *topics.values(), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        *topics.values(),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
         metadata_max_age_ms=500,
-    )  # fmt: skip
+    )
     await consumer.start()
     messages: list[Message] = []
     try:
@@ -130,8 +132,11 @@ class BridgeProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=ROOT,
-        )  # fmt: skip
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            cwd=ROOT,
+        )
         return self
 
     def log_text(self) -> str:
@@ -163,6 +168,26 @@ class BridgeProcess:
             if all(f'{k}="{v}"' in sample for k, v in labels.items()):
                 total += float(value)
         return total
+
+    async def wait_metric(
+        self, name: str, at_least: float, timeout: float = 30.0, **labels: str
+    ) -> float:
+        """Poll /metrics until `name` (summed over matching labels) reaches `at_least`."""
+        value = 0.0
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        value = await self.metric(name, **labels)
+                    except aiohttp.ClientError:
+                        value = 0.0  # the server is not up yet
+                    if value >= at_least:
+                        return value
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(
+                f"{name}{labels} = {value} < {at_least} after {timeout} s"
+            ) from None
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -7,10 +7,8 @@ dead-letter topic with their reason.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,8 @@ import websockets
 
 from bridge.devkafka import KafkaEndpoint
 from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.base import Sent
 from bridge.venues.aquanow import build_subscribe
+from tests.e2e.expected import EXPECT, RECORD_NAMES
 from tests.helpers import BridgeProcess, Message, collect, unique_topics, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -34,118 +32,31 @@ NO_ORDER_ID = (
 UNKNOWN_TYPE = '{"type":"transaction","payload":{"id":1}}'
 
 
-def ms(value: int | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value / 1000, dt.UTC)
-
-
-def dec(value: Any) -> Decimal | None:
-    return None if value in (None, "-") else Decimal(value)
-
-
-def common(sent: Sent, stream: str, account: str | None) -> dict[str, Any]:
-    return {
-        "venue": "aquanow",
-        "stream": stream,
-        "account": account,
-        "source": "stream",
-        "raw": sent.text,
-    }
-
-
-def expected_balance(sent: Sent, stream: str, fallback: str | None) -> dict[str, Any]:
-    p = sent.payload
-    return {
-        **common(sent, stream, p.get("accountId") or p["username"] or fallback),
-        "event_time": ms(p.get("updatedAt") or p["itemDateTime"]),
-        "asset": p["symbol"],
-        "available": dec(p["availableBalance"]),
-        "total": dec(p["totalBalance"]),
-        "frozen": None,
-        "pending": dec(p.get("pending")),
-        "pending_transfer": dec(p["pendingTransfer"]),
-        "credit": None,
-        "change": None,
-        "version": None,
-    }
-
-
-STATUS = {
-    "CREATE": "new", "AWAITING": "open", "CANCEL_PENDING": "cancel_pending", "COMPLETE": "filled",
-    "PARTIAL_COMPLETE": "partially_filled", "EXPIRED": "expired", "CANCELLED": "canceled",
-    "ERROR": "rejected",
-}  # fmt: skip
-FINAL = {"COMPLETE", "PARTIAL_COMPLETE", "EXPIRED", "CANCELLED", "ERROR"}
-
-
-def expected_order(sent: Sent, stream: str, fallback: str | None) -> dict[str, Any]:
-    p = sent.payload
-    status = STATUS[p["tradeStatus"]]
-    if status in ("new", "open") and Decimal(p["fillQtyBase"]) > 0:
-        status = "partially_filled"
-    fee = p.get("fillFeeQuoteAqua", p.get("fillFeeQuote"))
-    return {
-        **common(sent, stream, p.get("accountId") or p["username"] or fallback),
-        "event_time": ms(p.get("updatedAt") or p["itemDateTime"]),
-        "order_id": p["orderId"],
-        "client_order_id": None,
-        "parent_order_id": p["orderIdParent"],
-        "symbol": p["symbol"],
-        "base_asset": p["baseSymbol"],
-        "quote_asset": p["quoteSymbol"],
-        "side": p["tradeSide"],
-        "side_raw": p["tradeSide"],
-        "order_type": p["strategy"],
-        "status": status,
-        "status_raw": p["tradeStatus"],
-        "is_final": p["tradeStatus"] in FINAL,
-        "change_type": None,
-        "quantity": dec(p["tradeSize"]),
-        "price": dec(p["priceLimit"]),
-        "filled_quantity": dec(p["fillQtyBase"]),
-        "filled_quote": dec(p["fillQtyQuote"]),
-        "last_fill_quantity": None,
-        "average_price": dec(p["tradePriceAvg"]),
-        "remaining_quantity": dec(p["remainingQtyBase"]),
-        "fee": dec(fee),
-        "fee_asset": p["quoteSymbol"],
-        "is_taker": None,
-        "reduce_only": None,
-        "leverage": None,
-        "created_at": ms(p["createdAt"]),
-    }
-
-
-def expected_credit(sent: Sent, stream: str, fallback: str | None) -> dict[str, Any]:
-    p = sent.payload
-    return {
-        **common(sent, stream, p.get("accountId") or p["username"] or fallback),
-        "event_time": ms(p["updatedAt"]),
-        "asset": "USD",
-        "adjusted_mtm": dec(p["adjustedMtmUSD"]),
-        "ltv": dec(p["ltv"]),
-        "unutilized_credit": dec(p["unutilizedCreditUSD"]),
-        "credit_limit": None,
-        "created_at": ms(p["createdAt"]),
-    }
-
-
-EXPECT = {"balance": ("balances", expected_balance), "order": ("orders", expected_order),
-          "tradeCreditBalance": ("credit", expected_credit)}  # fmt: skip
-
-
 def config(
     kafka: KafkaEndpoint, sim: AquanowSimulator, topics: dict[str, str], **stream: Any
 ) -> dict[str, Any]:
     return {
         "kafka": {"bootstrap_servers": kafka.bootstrap_servers, "topics": topics},
-        "reconnect": {"initial_delay": 0.1, "max_delay": 1, "auth_initial_delay": 0.2, "auth_max_delay": 2},
+        "reconnect": {
+            "initial_delay": 0.1,
+            "max_delay": 1,
+            "auth_initial_delay": 0.2,
+            "auth_max_delay": 2,
+        },
         "shutdown": {"grace_seconds": 10},
-        "streams": [{
-            "name": "aq-e2e", "venue": "aquanow", "url": sim.url, "api_key": "${E2E_KEY}",
-            "api_secret": "${E2E_SECRET}", "channels": ["executionReport"], "ack_grace": 0.3,
-            **stream,
-        }],
-    }  # fmt: skip
+        "streams": [
+            {
+                "name": "aq-e2e",
+                "venue": "aquanow",
+                "url": sim.url,
+                "api_key": "${E2E_KEY}",
+                "api_secret": "${E2E_SECRET}",
+                "channels": ["executionReport"],
+                "ack_grace": 0.3,
+                **stream,
+            }
+        ],
+    }
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["latest", "legacy"])
@@ -196,10 +107,13 @@ async def test_every_push_reaches_kafka_exactly(
             key_field = {"balances": "asset", "orders": "order_id", "credit": "asset"}[topic]
             assert message.key == f"aquanow|{record['account']}|{record[key_field]}"
             assert message.headers == {
-                "schema": f"bridge.records.{ {'balances': 'Balance', 'orders': 'Order', 'credit': 'CreditBalance'}[topic] }",
-                "schema_version": "1", "venue": "aquanow", "stream": "aq-e2e",
-                "event_id": record["event_id"], "source": "stream",
-            }  # fmt: skip
+                "schema": f"bridge.records.{RECORD_NAMES[topic]}",
+                "schema_version": "1",
+                "venue": "aquanow",
+                "stream": "aq-e2e",
+                "event_id": record["event_id"],
+                "source": "stream",
+            }
     ids = [m.record["event_id"] for m in messages if m.topic != "deadletter"]
     assert len(set(ids)) == len(ids), "distinct facts must have distinct event ids"
 
@@ -224,8 +138,8 @@ async def test_wrong_secret_is_an_auth_error_retried_with_backoff(
     async with sim:
         cfg = config(kafka, sim, unique_topics())
         with BridgeProcess(tmp_path, cfg, env={"E2E_KEY": KEY, "E2E_SECRET": wrong}) as bridge:
-            await wait_until(lambda: sim.auth_failures >= 3, timeout=30)
-            assert await bridge.metric("bridge_auth_failures_total", stream="aq-e2e") >= 3
+            await bridge.wait_metric("bridge_auth_failures_total", 3, stream="aq-e2e")
+            assert sim.auth_failures >= 3
             assert await bridge.metric("bridge_ws_reconnects_total", reason="auth_rejected") >= 3
             status, body = await bridge.get("/readyz")
             assert (status, body.strip()) == (503, "not subscribed: aq-e2e")

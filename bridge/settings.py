@@ -57,6 +57,9 @@ class KafkaSettings(_Model):
     # venues pauses (backpressure); nothing is dropped.
     buffer_records: int = Field(10_000, ge=1)
     linger_ms: int = Field(5, ge=0)
+    # Per request, and how long a batch may wait for a partition leader before it fails and
+    # the sink resends it in order (bridge.sink).
+    request_timeout_ms: int = Field(30_000, ge=1000)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -101,6 +104,20 @@ class LogSettings(_Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class SnapshotSettings(_Model):
+    """REST reconciliation after every (re)subscribe (needs the stream's `rest_url`)."""
+
+    enabled: bool = True
+    rate_per_second: float = Field(5.0, gt=0)  # stay under the venue's REST limit
+    burst: int = Field(10, ge=1)
+    timeout: float = Field(10.0, gt=0)  # per request
+    attempts: int = Field(3, ge=1)  # per request, for server errors and timeouts
+    # Finished orders are fetched from the last order event seen minus this margin; on the
+    # first snapshot after start, from `lookback` ago.
+    since_margin: float = Field(60.0, ge=0)
+    lookback: float = Field(86_400.0, ge=0)
+
+
 class _StreamBase(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     url: str = Field(pattern=r"^wss?://")
@@ -115,7 +132,10 @@ class _StreamBase(_Model):
     # For venues that acknowledge nothing (Aquanow, venues.md §1.3): the subscription counts as
     # accepted at the first push, or when no error frame or close arrived within this time.
     ack_grace: float = Field(2.0, ge=0)
-    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Larger frames become dead letters (`oversized_frame`, raw cut to 512 KiB); frames over
+    # 16x this (or 16 MiB) close the connection (1009) before they can exhaust memory.
+    max_frame_bytes: int = Field(1024 * 1024, ge=1024)
+    snapshot: SnapshotSettings = SnapshotSettings()
 
 
 class AquanowStream(_StreamBase):

@@ -139,3 +139,51 @@ async def test_records_land_with_keys_headers_and_metrics(kafka: KafkaEndpoint) 
     )
     assert value("bridge_producer_buffer_records") == 0
     assert value("bridge_producer_buffer_capacity_records") == 10_000
+
+
+async def test_a_batch_the_broker_refuses_is_resent_in_order(kafka: KafkaEndpoint) -> None:
+    """The broker refuses a whole batch (MESSAGE_TOO_LARGE: one record in it is over the topic's
+    max.message.bytes). The sink must resend the batch's records one by one, in order, keep the
+    ones that fit, dead-letter only the one that does not, and leave each key's newest record
+    last."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topics = unique_topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        small = NewTopic(topics["balances"], 1, 1, topic_configs={"max.message.bytes": "4096"})
+        await admin.create_topics([small])
+    finally:
+        await admin.close()
+    settings = KafkaSettings(
+        bootstrap_servers=kafka.bootstrap_servers, topics=TopicNames(**topics), linger_ms=200
+    )
+    metrics = Metrics()
+    sink = Sink(settings, Codec(SchemaStore.load()), metrics)
+    await sink.start()
+    try:
+        for asset, available, raw in [
+            ("AAA", "1", "{}"),
+            ("BBB", "1", "{}"),
+            ("AAA", "2", "x" * 10_000),
+            ("AAA", "3", "{}"),
+            ("BBB", "2", "{}"),
+        ]:
+            await sink.publish(balance(asset, available, raw=raw))
+        assert await sink.flush(60)
+        assert sink.resent >= 4, "the refused batch went through the recovery path"
+    finally:
+        assert await sink.stop()
+
+    messages = await collect(kafka.bootstrap_servers, topics, lambda ms: len(ms) >= 5)
+    balances = [
+        (m.record["asset"], m.record["available"]) for m in messages if m.topic == "balances"
+    ]
+    assert [a for a in balances if a[0] == "AAA"] == [("AAA", Decimal(1)), ("AAA", Decimal(3))]
+    assert [a for a in balances if a[0] == "BBB"] == [("BBB", Decimal(1)), ("BBB", Decimal(2))]
+    (dead,) = [m.record for m in messages if m.topic == "deadletter"]
+    assert dead["reason"] == "oversized_record"
+    assert len(dead["raw"]) == 10_000
+    labels = {"stream": "s1", "venue": "aquanow", "topic": "balances"}
+    assert (metrics.registry.get_sample_value("bridge_publish_errors_total", labels) or 0) >= 5

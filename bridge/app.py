@@ -20,11 +20,12 @@ from aiokafka.errors import KafkaError
 from bridge.backoff import Backoff
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
-from bridge.settings import Settings
+from bridge.settings import Settings, StreamSettings
 from bridge.sink import Sink
+from bridge.snapshot import Snapshotter, StreamPublisher
 from bridge.venues import build_venue
 
 
@@ -60,31 +61,50 @@ class App:
             if not await self._start_sink(sink):
                 return 0
             self.health.producer_started = True
-            connections = [
-                StreamConnection(
-                    stream,
-                    build_venue(stream),
-                    sink,
-                    self.metrics,
-                    self.health,
-                    self.settings.reconnect,
-                )
-                for stream in self.settings.streams
-            ]
+            connections = [self._connection(stream, sink) for stream in self.settings.streams]
             tasks = [
                 asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
             ]
             self.started.set()
             stop_waiter = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
-            for task in done - {stop_waiter}:
-                task.result()  # a stream loop only ends on its own by raising: surface it
-            return await self._shutdown(connections, tasks, sink)
+            failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
+            code = await self._shutdown(connections, tasks, sink)
+            for exc in failed:  # a stream loop only ends on its own by raising
+                if isinstance(exc, SinkError):
+                    get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
+                    return 1
+                if exc is not None:
+                    raise exc
+            return code
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
+
+    def _connection(self, stream: StreamSettings, sink: Sink) -> StreamConnection:
+        venue = build_venue(stream)
+        publisher = StreamPublisher(sink)
+        snapshot = None
+        if stream.rest_url and stream.snapshot.enabled:
+            snapshot = Snapshotter(
+                venue,
+                stream.rest_url,
+                publisher,
+                self.metrics,
+                stream.snapshot,
+                self.settings.reconnect,
+            ).run
+        return StreamConnection(
+            stream,
+            venue,
+            publisher,
+            self.metrics,
+            self.health,
+            self.settings.reconnect,
+            snapshot=snapshot,
+        )
 
     def _on_signal(self, sig: signal.Signals) -> None:
         get_logger(component="app").info("shutdown requested", signal=sig.name)

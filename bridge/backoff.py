@@ -53,3 +53,23 @@ class Backoff:
 def _capped(initial: float, multiplier: float, attempts: int, cap: float) -> float:
     # The exponent is bounded so that a stream failing for months cannot overflow a float.
     return min(cap, initial * multiplier ** min(attempts, 64))
+
+
+@dataclass
+class TokenBucket:
+    """Rate limit for REST calls: `rate` requests per second sustained, bursts up to `burst`
+    (Aquanow documents 10/s with bursts of 200, §1.7; Satori documents nothing but 2008
+    "Frequent requests"). `reserve(now)` takes a token and says how long to wait for it."""
+
+    rate: float
+    burst: float
+    _tokens: float | None = None
+    _at: float = 0.0
+
+    def reserve(self, now: float) -> float:
+        if self._tokens is None:
+            self._tokens, self._at = self.burst, now
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate

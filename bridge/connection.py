@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -24,15 +24,29 @@ from bridge.errors import AuthRejected, ConnectionLost
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics
 from bridge.settings import AquanowStream, ReconnectSettings, SatoriStream
-from bridge.sink import Sink
-from bridge.venues.base import Control, Frame, Rejected, Subscribed, Subscription, Venue
+from bridge.snapshot import StreamPublisher
+from bridge.venues.base import (
+    Control,
+    Frame,
+    ParseResult,
+    Rejected,
+    Subscribed,
+    Subscription,
+    Venue,
+    build_dead_letter,
+)
 
 # Close codes that mean the venue refused our credentials (RFC 6455 policy violation, and the
 # 4001/4003 "unauthorized/forbidden" codes many venues use).
 AUTH_CLOSE_CODES: Final = frozenset({1008, 4001, 4003})
 KEEPALIVE_TIMEOUT_CODE: Final = 1011
 
-OnSubscribed = Callable[[], Awaitable[None]]
+# Frames above `max_frame_bytes` become dead letters; only frames above this multiple of it
+# (or 16 MiB) are refused by the websocket layer itself, closing the connection with 1009.
+HARD_FRAME_FACTOR: Final = 16
+HARD_FRAME_FLOOR: Final = 16 * 1024 * 1024
+
+StartSnapshot = Callable[[], Coroutine[Any, Any, None]]
 
 
 class StreamConnection:
@@ -42,18 +56,21 @@ class StreamConnection:
         self,
         settings: AquanowStream | SatoriStream,
         venue: Venue,
-        sink: Sink,
+        publisher: StreamPublisher,
         metrics: Metrics,
         health: Health,
         reconnect: ReconnectSettings,
-        on_subscribed: OnSubscribed | None = None,
+        snapshot: StartSnapshot | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.venue = venue
-        self._sink = sink
+        self._publisher = publisher
         self._health = health
-        self._on_subscribed = on_subscribed
+        self._snapshot = snapshot
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self.frames_received = 0
+        self.control_frames = 0  # frames that carried no record: acks, errors, empty pushes
         self._backoff = Backoff(reconnect, rng or random.Random())
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
@@ -86,7 +103,11 @@ class StreamConnection:
                 await self._lost(reason, f"handshake refused with HTTP {status}", auth=auth)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 await self._lost("network", f"{type(exc).__name__}: {exc}")
-        self._log.info("stream stopped")
+        self._log.info(
+            "stream stopped",
+            frames_received=self.frames_received,
+            control_frames=self.control_frames,
+        )
 
     async def stop(self) -> None:
         """Stop reading: close the socket; `run` returns after the frames already received."""
@@ -101,7 +122,7 @@ class StreamConnection:
             s.url,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
-            max_size=s.max_frame_bytes,
+            max_size=max(s.max_frame_bytes * HARD_FRAME_FACTOR, HARD_FRAME_FLOOR),
             open_timeout=s.subscribe_timeout,
             close_timeout=5,
         ) as ws:
@@ -115,6 +136,7 @@ class StreamConnection:
                 await self._read(ws, self.venue.build_subscriptions(int(time.time() * 1000)))
             finally:
                 self._ws = None
+                await self._cancel_snapshot()
                 self._set_subscribed(False)
                 self._m_connected.set(0)
 
@@ -147,23 +169,42 @@ class StreamConnection:
                     return
                 raise
             frame = Frame(data, time.time_ns() // 1000, time.monotonic())
+            self.frames_received += 1
             self._m_messages.inc()
             self._m_last.set(frame.received_at / 1e6)
-            result = self.venue.parse(frame)
+            result = self._parse(frame)
+            if not result.records:
+                self.control_frames += 1
+                self._m_control.inc()
             for event in result.events:
                 if isinstance(event, Subscribed):
                     pending.discard(event.id)
                 elif isinstance(event, Rejected):
-                    self._m_control.inc()
                     self._reject(event)
                 elif isinstance(event, Control):
-                    self._m_control.inc()
                     self._log.debug("control frame", detail=event.detail)
             for record in result.records:
-                await self._sink.publish(record, frame.received_mono)
+                await self._publisher.publish(record, frame.received_mono)
             if deadline is not None and not pending and (acked or result.records):
                 deadline = None
                 await self._subscribed()
+
+    def _parse(self, frame: Frame) -> ParseResult:
+        limit = self.settings.max_frame_bytes
+        data = frame.data
+        # A text frame's UTF-8 size is at most 4 bytes per character: encode only when needed.
+        if len(data) > limit or (isinstance(data, str) and len(data) * 4 > limit):
+            size = len(data) if isinstance(data, bytes) else len(data.encode())
+            if size > limit:
+                detail = f"frame of {size} bytes exceeds max_frame_bytes {limit}"
+                return ParseResult(
+                    records=[
+                        build_dead_letter(
+                            self.venue.name, self.settings.name, frame, "oversized_frame", detail
+                        )
+                    ]
+                )
+        return self.venue.parse(frame)
 
     def _reject(self, event: Rejected) -> None:
         if event.auth:
@@ -173,8 +214,17 @@ class StreamConnection:
     async def _subscribed(self) -> None:
         self._set_subscribed(True)
         self._log.info("subscribed")
-        if self._on_subscribed is not None:
-            await self._on_subscribed()
+        if self._snapshot is not None:
+            # Concurrent with reading: pings, pushes and backpressure go on meanwhile.
+            self._snapshot_task = asyncio.create_task(self._snapshot(), name="snapshot")
+
+    async def _cancel_snapshot(self) -> None:
+        task, self._snapshot_task = self._snapshot_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif task is not None and not task.cancelled() and task.exception() is not None:
+            self._log.error("snapshot crashed", error=repr(task.exception()))
 
     def _set_subscribed(self, value: bool) -> None:
         self._m_subscribed.set(1 if value else 0)

@@ -133,6 +133,19 @@ class Metrics:
             sv,
             registry=r,
         )
+        self.snapshot_failures = Counter(
+            "bridge_snapshot_failures_total",
+            "Snapshot runs that failed and will be retried, by kind (auth, rate_limited, "
+            "retry, fatal)",
+            (*sv, "kind"),
+            registry=r,
+        )
+        self.snapshot_last_success = Gauge(
+            "bridge_snapshot_last_success_timestamp_seconds",
+            "Wall-clock time the stream's last snapshot completed (epoch seconds)",
+            sv,
+            registry=r,
+        )
         self.build_info = Gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",

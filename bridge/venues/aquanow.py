@@ -11,16 +11,19 @@ import json
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Final
+from urllib.parse import urlencode
 
 from bridge.errors import ParseError
 from bridge.records import (
     SIDE_BUY,
     SIDE_SELL,
     SIDE_UNKNOWN,
+    SOURCE_SNAPSHOT,
     SOURCE_STREAM,
     Balance,
     CreditBalance,
     Order,
+    Position,
     Record,
     make_event_id,
 )
@@ -29,6 +32,10 @@ from bridge.venues.base import (
     Nonces,
     ParseResult,
     Rejected,
+    RestCall,
+    RestError,
+    SignedCall,
+    SnapshotPage,
     Subscription,
     build_dead_letter,
     frame_text,
@@ -112,6 +119,7 @@ class AquanowVenue:
         self._secret = api_secret
         self.channels = channels
         self.account = account
+        self._seen_account: str | None = None  # the accountId pushes carry, for REST calls
         self._nonces = Nonces()
         self._parsers: dict[str, Callable[[Fields, Frame, str, str], Record]] = {
             "balance": self._parse_balance,
@@ -130,10 +138,68 @@ class AquanowVenue:
             for channel in self.channels
         ]
 
-    def rest_headers(self, method: str, path: str, now_ms: int) -> dict[str, str]:
-        return build_rest_headers(
-            self._api_key, self._secret, method, path, str(self._nonces.next(now_ms))
-        )
+    # -- REST snapshot (§1.7) ---------------------------------------------------------------
+    def _rest_account(self) -> tuple[tuple[str, str], ...]:
+        account = self.account or self._seen_account
+        return (("accountId", account),) if account else ()
+
+    def snapshot_calls(self, now_ms: int, since_ms: int | None) -> list[RestCall]:
+        """Balances, open orders, orders updated since `since_ms` (those that finished during a
+        gap), and the credit line when the account id is known (§1.7 snapshot recipe)."""
+        account = self._rest_account()
+        calls = [
+            RestCall("balance", "GET", "/users/v1/userbalance", account),
+            RestCall("order", "GET", "/trades/v1/order", (*account, ("openOrders", "true"))),
+        ]
+        if since_ms is not None:
+            window = (("startTime", str(since_ms)), ("endTime", str(now_ms)))
+            calls.append(RestCall("order", "GET", "/trades/v1/order", (*account, *window)))
+        if account:
+            calls.append(
+                RestCall("tradeCreditBalance", "GET", "/users/v1/tradeCreditBalance", account)
+            )
+        return calls
+
+    def sign_call(self, call: RestCall, now_ms: int) -> SignedCall:
+        """Only the bare path is signed; query parameters are sent but not signed (§1.2)."""
+        nonce = str(self._nonces.next(now_ms))
+        headers = build_rest_headers(self._api_key, self._secret, call.method, call.path, nonce)
+        query = urlencode(call.params)
+        return SignedCall(f"{call.path}?{query}" if query else call.path, headers)
+
+    def parse_snapshot(self, call: RestCall, status: int, body: bytes, at: Frame) -> SnapshotPage:
+        error = _rest_error(status, body)
+        if error is not None:
+            if call.kind == "tradeCreditBalance" and "does not exist" in error.detail:
+                return SnapshotPage()  # an account without a credit line: nothing to state
+            return SnapshotPage(error=error)
+        try:
+            data = loads_exact(body)
+        except ParseError as exc:
+            return SnapshotPage(error=RestError("retry", f"{call.path}: {exc.detail}"))
+        items = data if isinstance(data, list) else [data]
+        if call.kind == "order" and isinstance(data, dict) and isinstance(data.get("data"), list):
+            items = data["data"]  # the v2 shape {data: [...], pagination: {...}}
+        return SnapshotPage(records=[self._snapshot_item(call.kind, item, at) for item in items])
+
+    def _snapshot_item(self, kind: str, item: object, at: Frame) -> Record:
+        try:
+            return self.parse_item(kind, item, at, SOURCE_SNAPSHOT)
+        except ParseError as exc:
+            raw = dumps_exact(item).encode()
+            detail = f"snapshot {kind}: {exc.detail}"
+            return build_dead_letter(
+                NAME, self.stream, at, exc.reason, detail, raw=raw, source=SOURCE_SNAPSHOT
+            )
+
+    def reconcile_missing(
+        self, orders: list[Order], positions: list[Position], at: Frame
+    ) -> tuple[list[RestCall], list[Record]]:
+        """Orders last seen open and in neither snapshot list: look each up by id."""
+        calls = [
+            RestCall("order", "GET", "/trades/v1/order", (("orderId", o.order_id),)) for o in orders
+        ]
+        return calls, []
 
     def parse(self, frame: Frame) -> ParseResult:
         try:
@@ -162,11 +228,14 @@ class AquanowVenue:
 
     def parse_item(self, kind: str, item: object, frame: Frame, source: str) -> Record:
         """One REST snapshot item (same objects as the pushes' payloads, §1.7) → record."""
-        return self._parsers[kind](Fields(item, kind), frame, "", source)
+        return self._parsers[kind](Fields(item, f"snapshot {kind}"), frame, "", source)
 
     def _account(self, payload: Fields) -> str | None:
         # Latest accounts carry accountId; Legacy ones only a username (§1.1, §1.4).
-        return payload.opt_str("accountId") or payload.opt_str("username") or self.account
+        account_id = payload.opt_str("accountId")
+        if account_id is not None:
+            self._seen_account = account_id
+        return account_id or payload.opt_str("username") or self.account
 
     def _parse_balance(self, p: Fields, frame: Frame, raw: str, source: str) -> Balance:
         account = self._account(p)
@@ -287,3 +356,22 @@ def _side(raw: str | None) -> str:
 
 def _item_text(p: Fields) -> str:
     return dumps_exact(p.obj)
+
+
+def _rest_error(status: int, body: bytes) -> RestError | None:
+    """Classify a non-200 answer (§1.2 error hints: 401 credentials or nonce, 403 IP
+    whitelist or wrong URL; the body carries `message`)."""
+    if status == 200:
+        return None
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body[:200].decode("utf-8", "replace")
+    detail = f"HTTP {status}: {message}".strip()
+    if status in (401, 403):
+        return RestError("auth", detail)
+    if status == 429:
+        return RestError("rate_limited", detail)
+    if status >= 500:
+        return RestError("retry", detail)
+    return RestError("fatal", detail)

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.records import SOURCE_STREAM, DeadLetter, Record
+from bridge.records import SOURCE_STREAM, DeadLetter, Order, Position, Record
 from bridge.records import build_dead_letter as build_record
 
 
@@ -65,6 +65,42 @@ class ParseResult:
     events: list[ControlEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class RestCall:
+    """One unsigned REST request of a snapshot; `kind` says which parser reads the answer."""
+
+    kind: str
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCall:
+    """A `RestCall` ready to send: the path with its query string, and the auth headers."""
+
+    target: str
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class SnapshotPage:
+    """What one REST answer produced: records, follow-up calls (next pages), or an error."""
+
+    records: list[Record] = field(default_factory=list)
+    more: list[RestCall] = field(default_factory=list)
+    error: RestError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RestError:
+    """A REST answer that is not data. `kind`: auth (credentials refused), rate_limited (slow
+    down and retry), retry (server fault, retry), fatal (a request this bridge got wrong)."""
+
+    kind: str
+    detail: str
+
+
 class Venue(Protocol):
     """A venue's wire protocol for one stream (one account connection)."""
 
@@ -81,6 +117,27 @@ class Venue(Protocol):
     def parse(self, frame: Frame) -> ParseResult:
         """Turn one frame into records and control events. Never raises for bad input: a frame
         that cannot be understood becomes a `DeadLetter` record with the reason."""
+        ...
+
+    def snapshot_calls(self, now_ms: int, since_ms: int | None) -> list[RestCall]:
+        """The REST calls that rebuild this stream's state; `since_ms` is the venue time from
+        which finished orders must be fetched too (None: the venue's default lookback)."""
+        ...
+
+    def sign_call(self, call: RestCall, now_ms: int) -> SignedCall:
+        """Freshly signed at send time (nonces and timestamps must be fresh)."""
+        ...
+
+    def parse_snapshot(self, call: RestCall, status: int, body: bytes, at: Frame) -> SnapshotPage:
+        """One REST answer → records (source=snapshot), next pages, or an error. Never raises
+        for bad input: malformed items become dead letters."""
+        ...
+
+    def reconcile_missing(
+        self, orders: list[Order], positions: list[Position], at: Frame
+    ) -> tuple[list[RestCall], list[Record]]:
+        """Orders and positions last published as open that the snapshot no longer lists:
+        calls that fetch their final state, and/or records stating it."""
         ...
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ from bridge.records import (
     SIDE_BUY,
     SIDE_SELL,
     SIDE_UNKNOWN,
+    SOURCE_SNAPSHOT,
     SOURCE_STREAM,
     Balance,
     Order,
@@ -27,12 +29,16 @@ from bridge.records import (
     Trade,
     make_event_id,
 )
+from bridge.venues import satori_rest
 from bridge.venues.base import (
     Control,
     Frame,
     Nonces,
     ParseResult,
     Rejected,
+    RestCall,
+    SignedCall,
+    SnapshotPage,
     Subscribed,
     Subscription,
     build_dead_letter,
@@ -133,6 +139,7 @@ class SatoriVenue:
         self._api_key = api_key
         self._private_key = private_key
         self.account = account or wallet_address(private_key)
+        self.coins, self.pairs, self.events = coins, pairs, events
         self.scopes = [(e, s) for e in events for s in (coins if SCOPE[e] == "symbol" else pairs)]
         self.trade_period = trade_period
         self._timestamps = Nonces()
@@ -160,8 +167,126 @@ class SatoriVenue:
             for event, scope in self.scopes
         ]
 
-    def rest_headers(self, signed: str) -> dict[str, str]:
-        return build_rest_headers(self._api_key, self._private_key, signed)
+    # -- REST snapshot (§2.7) ---------------------------------------------------------------
+    def snapshot_calls(self, now_ms: int, since_ms: int | None) -> list[RestCall]:
+        """Balances, current orders, positions and recent own fills. Satori has no "orders
+        updated since" query: orders that ended during a gap come from `reconcile_missing`."""
+        return satori_rest.snapshot_calls(self.coins, self.pairs, self.events)
+
+    def sign_call(self, call: RestCall, now_ms: int) -> SignedCall:
+        """The sorted query string with a fresh timestamp is what is signed and sent (§2.2)."""
+        params: dict[str, object] = dict(call.params)
+        params["timestamp"] = self._timestamps.next(now_ms)
+        query = build_query_string(params)
+        headers = build_rest_headers(self._api_key, self._private_key, query)
+        return SignedCall(f"{call.path}?{query}", headers)
+
+    def parse_snapshot(self, call: RestCall, status: int, body: bytes, at: Frame) -> SnapshotPage:
+        data, error = satori_rest.unwrap(status, body)
+        if error is not None:
+            return SnapshotPage(error=error)
+        if call.kind == "balance":
+            return SnapshotPage(records=self._parse_account(data, at, SOURCE_SNAPSHOT))
+        if call.kind == "order_lookup":
+            return SnapshotPage(records=self._snapshot_orders([data], at, current=False))
+        listed = satori_rest.items(data)
+        more = satori_rest.next_page(call, len(listed))
+        if call.kind == "orders":
+            return SnapshotPage(records=self._snapshot_orders(listed, at, current=True), more=more)
+        if call.kind == "positions":
+            records = self._items(
+                listed,
+                at,
+                SOURCE_SNAPSHOT,
+                "snapshot positions",
+                self._position_builder(at),
+                many=True,
+                rename=satori_rest.rename_position,
+                path="positions",
+            )
+            return SnapshotPage(records=records, more=more)
+        return SnapshotPage(records=self._snapshot_fills(listed, at))
+
+    def _snapshot_orders(self, listed: list[Any], at: Frame, current: bool) -> list[Record]:
+        """Orders the venue lists as current are open; an order looked up because it left
+        that list has ended: filled if its fill reached its quantity, else canceled."""
+
+        def build(p: Fields, raw: str, src: str) -> Record:
+            quantity, filled = p.opt_decimal("quantity"), p.opt_decimal("dealQuantity")
+            if current:
+                status = "partially_filled" if filled else "new"
+                return self.order_record(p, raw, src, at, None, "CURRENT", status, False)
+            done = quantity is not None and quantity > 0 and (filled or 0) >= quantity
+            status = "filled" if done else "canceled"
+            return self.order_record(p, raw, src, at, None, "NOT_CURRENT", status, True)
+
+        kind = "snapshot orders" if current else "snapshot order lookup"
+        return self._items(
+            listed,
+            at,
+            SOURCE_SNAPSHOT,
+            kind,
+            build,
+            many=True,
+            rename=satori_rest.rename_order,
+            path="orders",
+        )
+
+    def _snapshot_fills(self, listed: list[Any], at: Frame) -> list[Record]:
+        """The account's own fills (selectContractMatchPairList) as trades with order id, fee
+        and taker flag."""
+
+        def build(p: Fields, raw: str, src: str) -> Record:
+            trade_id = str(p.req_int("id"))
+            is_long = p.opt_bool("isLong")
+            return Trade(
+                venue=NAME,
+                stream=self.stream,
+                account=self.account,
+                event_time=p.opt_int("createTimeStamp"),
+                received_at=at.received_at,
+                source=src,
+                event_id=make_event_id(NAME, self.account, "fill", trade_id),
+                raw=raw,
+                trade_id=trade_id,
+                symbol=p.req_str("symbol"),
+                price=p.req_decimal("averagePrice"),
+                quantity=p.req_decimal("quantity"),
+                amount=p.opt_decimal("amount"),
+                side=SIDE_UNKNOWN if is_long is None else (SIDE_BUY if is_long else SIDE_SELL),
+                side_raw=None if is_long is None else ("LONG" if is_long else "SHORT"),
+                order_id=p.opt_str("entrustId"),
+                fee=p.opt_decimal("tradeFee"),
+                fee_asset=p.opt_str("accountCoinSymbol"),
+                is_taker=p.opt_bool("isTaker"),
+            )
+
+        return self._items(
+            listed, at, SOURCE_SNAPSHOT, "snapshot fills", build, many=True, path="fills"
+        )
+
+    def reconcile_missing(
+        self, orders: list[Order], positions: list[Position], at: Frame
+    ) -> tuple[list[RestCall], list[Record]]:
+        """Orders that left the current list: look up their final state. Positions that left
+        the position list (which holds only open ones) are closed: say so."""
+        calls = [satori_rest.lookup_call(o.order_id) for o in orders]
+        closed: list[Record] = [
+            replace(
+                p,
+                received_at=at.received_at,
+                source=SOURCE_SNAPSHOT,
+                event_id=make_event_id(NAME, self.account, "position", p.position_id, "ABSENT"),
+                raw=dumps_exact({"positionId": p.position_id, "absentFromPositionList": True}),
+                change_type=None,
+                is_open=False,
+                quantity=Decimal(0),
+                change_quantity=None,
+                closable_quantity=Decimal(0),
+            )
+            for p in positions
+        ]
+        return calls, closed
 
     def parse(self, frame: Frame) -> ParseResult:
         try:
@@ -207,6 +332,8 @@ class SatoriVenue:
         kind: str,
         build: Callable[[Fields, str, str], Record],
         many: bool = False,
+        rename: Callable[[Any], Any] | None = None,
+        path: str = "frame.data",
     ) -> list[Record]:
         """One record per item (`many`: `data` is an array, §2.4.4; else one object); a
         malformed item becomes a dead letter and the others still go on."""
@@ -215,9 +342,9 @@ class SatoriVenue:
         items = data if many else [data]
         records: list[Record] = []
         for i, item in enumerate(items):
-            path = f"frame.data[{i}]" if many else "frame.data"
+            where = f"{path}[{i}]" if many else path
             try:
-                fields = Fields(item, path)
+                fields = Fields(rename(item) if rename else item, where)
                 raw = dumps_exact(item)
                 records.append(build(fields, raw, source))
             except ParseError as exc:
@@ -281,55 +408,72 @@ class SatoriVenue:
 
     def _parse_entrust(self, data: Any, frame: Frame, source: str) -> list[Record]:
         def build(p: Fields, raw: str, src: str) -> Record:
-            order_id = str(p.req_int("currentEntrustId"))
-            symbol = p.req_str("symbol")
             change = p.req_str("changeType")
             quantity, filled = p.opt_decimal("quantity"), p.opt_decimal("dealQuantity")
-            last = p.opt_decimal("nowDealQuantity")
             status, is_final = order_status(change, quantity, filled)
-            direction = p.opt_str("direction")
-            is_market = p.opt_bool("isMarket")
-            base, _, quote = symbol.partition("-")
-            return Order(
-                venue=NAME,
-                stream=self.stream,
-                account=self.account,
-                event_time=None,
-                received_at=frame.received_at,
-                source=src,
-                event_id=make_event_id(NAME, self.account, "order", order_id, change, filled, last),
-                raw=raw,
-                order_id=order_id,
-                client_order_id=p.opt_str("clientOrderId"),
-                parent_order_id=None,
-                symbol=symbol,
-                base_asset=base or None,
-                quote_asset=quote or None,
-                side=_side(direction),
-                side_raw=direction,
-                order_type=None if is_market is None else ("MARKET" if is_market else "LIMIT"),
-                status=status,
-                status_raw=change,
-                is_final=is_final,
-                change_type=change,
-                quantity=quantity,
-                price=p.opt_decimal("price"),
-                filled_quantity=filled,
-                filled_quote=p.opt_decimal("dealAmount"),
-                last_fill_quantity=last,
-                average_price=None,
-                remaining_quantity=None,
-                fee=p.opt_decimal("feeAmt"),
-                fee_asset=p.opt_str("feeCoin"),
-                is_taker=p.opt_bool("isTaker"),
-                reduce_only=p.opt_bool("isClose"),
-                leverage=p.opt_int("lever"),
-                created_at=None,
-            )
+            return self.order_record(p, raw, src, frame, change, change, status, is_final)
 
         return self._items(data, frame, source, "api_entrust", build)
 
+    def order_record(
+        self,
+        p: Fields,
+        raw: str,
+        source: str,
+        frame: Frame,
+        change: str | None,
+        status_raw: str,
+        status: str,
+        is_final: bool,
+    ) -> Order:
+        """An order record from push-named fields (REST items are renamed to these first)."""
+        order_id = str(p.req_int("currentEntrustId"))
+        symbol = p.req_str("symbol")
+        filled, last = p.opt_decimal("dealQuantity"), p.opt_decimal("nowDealQuantity")
+        direction = p.opt_str("direction")
+        is_market = p.opt_bool("isMarket")
+        base, _, quote = symbol.partition("-")
+        return Order(
+            venue=NAME,
+            stream=self.stream,
+            account=self.account,
+            event_time=None,
+            received_at=frame.received_at,
+            source=source,
+            event_id=make_event_id(NAME, self.account, "order", order_id, status_raw, filled, last),
+            raw=raw,
+            order_id=order_id,
+            client_order_id=p.opt_str("clientOrderId"),
+            parent_order_id=None,
+            symbol=symbol,
+            base_asset=base or None,
+            quote_asset=quote or None,
+            side=_side(direction),
+            side_raw=direction,
+            order_type=None if is_market is None else ("MARKET" if is_market else "LIMIT"),
+            status=status,
+            status_raw=status_raw,
+            is_final=is_final,
+            change_type=change,
+            quantity=p.opt_decimal("quantity"),
+            price=p.opt_decimal("price"),
+            filled_quantity=filled,
+            filled_quote=p.opt_decimal("dealAmount"),
+            last_fill_quantity=last,
+            average_price=None,
+            remaining_quantity=None,
+            fee=p.opt_decimal("feeAmt"),
+            fee_asset=p.opt_str("feeCoin"),
+            is_taker=p.opt_bool("isTaker"),
+            reduce_only=p.opt_bool("isClose"),
+            leverage=p.opt_int("lever"),
+            created_at=p.opt_int("createTimeStamp"),
+        )
+
     def _parse_position(self, data: Any, frame: Frame, source: str) -> list[Record]:
+        return self._items(data, frame, source, "api_position", self._position_builder(frame))
+
+    def _position_builder(self, frame: Frame) -> Callable[[Fields, str, str], Record]:
         def build(p: Fields, raw: str, src: str) -> Record:
             position_id = str(p.req_int("positionId"))
             change = p.opt_str("changeType")
@@ -368,7 +512,7 @@ class SatoriVenue:
                 margin_mode=None if mode is None else _MARGIN_MODES.get(mode, str(mode)),
             )
 
-        return self._items(data, frame, source, "api_position", build)
+        return build
 
     def _parse_trades(self, data: Any, frame: Frame, source: str) -> list[Record]:
         def build(p: Fields, raw: str, src: str) -> Record:

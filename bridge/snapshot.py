@@ -1,0 +1,234 @@
+"""After each (re)subscribe: the venue's REST state, published with `source=snapshot`, so that the
+compacted view of every topic equals the venue's truth after any gap.
+
+Ordering rule (why the last record per key is right): the snapshot starts only once the
+subscription is active, so every change after that arrives as a push, in order. A snapshot
+record for a state key (balances, orders, positions, credit) is skipped when a stream record
+for that key was published after the snapshot began: that push, or a later one, is at least
+as new. Trades are events, not state: snapshot fills are always published (same `event_id` as
+any earlier copy, so consumers deduplicate).
+
+Orders and positions last published as open that the snapshot no longer lists ended during
+the gap; the venue module says how to learn their final state (`reconcile_missing`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import aiohttp
+from yarl import URL
+
+from bridge.backoff import Backoff, TokenBucket
+from bridge.logs import get_logger
+from bridge.metrics import Metrics
+from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Envelope, Order, Position
+from bridge.settings import ReconnectSettings, SnapshotSettings
+from bridge.sink import Sink
+from bridge.venues.base import Frame, RestCall, RestError, SnapshotPage, Venue
+
+STATE_TOPICS: Final = frozenset({"balances", "orders", "positions", "credit"})
+
+
+@dataclass
+class StreamPublisher:
+    """One stream's way to the sink. Remembers what a snapshot needs: the orders and positions
+    last published as open, the newest order event time, and — while a snapshot runs — the
+    state keys that got newer stream records."""
+
+    sink: Sink
+    open_orders: dict[str, Order] = field(default_factory=dict)
+    open_positions: dict[str, Position] = field(default_factory=dict)
+    last_order_ms: int | None = None
+    superseded: int = 0
+    _fresh: set[tuple[str, str]] | None = None
+
+    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
+        if self._fresh is not None and record.TOPIC in STATE_TOPICS:
+            key = (record.TOPIC, record.key())
+            if record.source == SOURCE_SNAPSHOT and key in self._fresh:
+                self.superseded += 1
+                return
+            if record.source == SOURCE_STREAM:
+                self._fresh.add(key)
+        self._track(record)
+        await self.sink.publish(record, received_mono)
+
+    def _track(self, record: Envelope) -> None:
+        if isinstance(record, Order):
+            if record.is_final:
+                self.open_orders.pop(record.order_id, None)
+            else:
+                self.open_orders[record.order_id] = record
+            if record.event_time is not None:
+                self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
+        elif isinstance(record, Position):
+            if record.is_open:
+                self.open_positions[record.position_id] = record
+            else:
+                self.open_positions.pop(record.position_id, None)
+
+    def begin_snapshot(self) -> None:
+        self._fresh, self.superseded = set(), 0
+
+    def end_snapshot(self) -> None:
+        self._fresh = None
+
+
+class SnapshotFailed(Exception):
+    def __init__(self, error: RestError, call: RestCall) -> None:
+        super().__init__(f"{call.method} {call.path}: {error.kind}: {error.detail}")
+        self.error = error
+
+
+class Snapshotter:
+    """Runs one stream's snapshot to completion, retrying failed runs with backoff."""
+
+    def __init__(
+        self,
+        venue: Venue,
+        rest_url: str,
+        publisher: StreamPublisher,
+        metrics: Metrics,
+        settings: SnapshotSettings,
+        reconnect: ReconnectSettings,
+    ) -> None:
+        self._venue = venue
+        self._base = rest_url.rstrip("/")
+        self._publisher = publisher
+        self._settings = settings
+        self._reconnect = reconnect
+        self._bucket = TokenBucket(settings.rate_per_second, settings.burst)
+        self._log = get_logger(stream=venue.stream, venue=venue.name, component="snapshot")
+        labels = (venue.stream, venue.name)
+        self._m_failures = metrics.snapshot_failures
+        self._m_last = metrics.snapshot_last_success.labels(*labels)
+        self._labels = labels
+
+    async def run(self) -> None:
+        backoff = Backoff(self._reconnect, random.Random())
+        while True:
+            try:
+                await self.run_once()
+                return
+            except SnapshotFailed as exc:
+                self._m_failures.labels(*self._labels, exc.error.kind).inc()
+                auth = exc.error.kind == "auth"
+                delay = backoff.next_delay(time.monotonic(), auth=auth)
+                log = self._log.error if auth else self._log.warning
+                log("snapshot failed", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+
+    async def run_once(self) -> Counter[str]:
+        started = time.monotonic()
+        publisher = self._publisher
+        publisher.begin_snapshot()
+        was_open = (dict(publisher.open_orders), dict(publisher.open_positions))
+        counts: Counter[str] = Counter()
+        seen: set[tuple[str, str]] = set()
+        timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                now_ms = int(time.time() * 1000)
+                calls = deque(self._venue.snapshot_calls(now_ms, self._since(now_ms)))
+                await self._drain(session, calls, counts, seen)
+                orders = [o for i, o in was_open[0].items() if ("order", i) not in seen]
+                positions = [p for i, p in was_open[1].items() if ("position", i) not in seen]
+                lookups, closed = self._venue.reconcile_missing(orders, positions, _stamp(b""))
+                for record in closed:
+                    await self._publish(record, counts, seen)
+                await self._drain(session, deque(lookups), counts, seen)
+        finally:
+            publisher.end_snapshot()
+        self._m_last.set(time.time())
+        self._log.info(
+            "snapshot done",
+            records=sum(counts.values()),
+            by_topic=dict(counts),
+            superseded=publisher.superseded,
+            ended_during_gap=len(orders) + len(positions),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return counts
+
+    def _since(self, now_ms: int) -> int:
+        last = self._publisher.last_order_ms
+        if last is None:
+            return now_ms - int(self._settings.lookback * 1000)
+        return last - int(self._settings.since_margin * 1000)
+
+    async def _drain(
+        self,
+        session: aiohttp.ClientSession,
+        calls: deque[RestCall],
+        counts: Counter[str],
+        seen: set[tuple[str, str]],
+    ) -> None:
+        while calls:
+            call = calls.popleft()
+            page = await self._fetch(session, call)
+            calls.extend(page.more)
+            for record in page.records:
+                await self._publish(record, counts, seen)
+
+    async def _publish(
+        self, record: Envelope, counts: Counter[str], seen: set[tuple[str, str]]
+    ) -> None:
+        if isinstance(record, Order):
+            seen.add(("order", record.order_id))
+        elif isinstance(record, Position):
+            seen.add(("position", record.position_id))
+        await self._publisher.publish(record)
+        counts[record.TOPIC] += 1
+
+    async def _fetch(self, session: aiohttp.ClientSession, call: RestCall) -> SnapshotPage:
+        """One call, rate-limited, retried on server errors and rate limits."""
+        error = RestError("retry", "no attempt made")
+        for attempt in range(1, self._settings.attempts + 1):
+            await asyncio.sleep(self._bucket.reserve(time.monotonic()))
+            signed = self._venue.sign_call(call, int(time.time() * 1000))
+            retry_after: float | None = None
+            try:
+                async with session.request(
+                    call.method,
+                    URL(self._base + signed.target, encoded=True),  # sent exactly as signed
+                    headers={**signed.headers, "Content-Type": "text/plain"},
+                    data=b"" if call.method == "POST" else None,
+                ) as response:
+                    body = await response.read()
+                    retry_after = _seconds(response.headers.get("Retry-After"))
+                    page = self._venue.parse_snapshot(call, response.status, body, _stamp(body))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = RestError("retry", f"{type(exc).__name__}: {exc}")
+            else:
+                if page.error is None:
+                    return page
+                error = page.error
+            if error.kind in ("auth", "fatal") or attempt == self._settings.attempts:
+                break
+            delay = retry_after or self._reconnect.initial_delay * 2 ** (attempt - 1)
+            self._log.warning(
+                "snapshot call retried",
+                path=call.path,
+                error=error.detail,
+                kind=error.kind,
+                retry_in=delay,
+            )
+            await asyncio.sleep(delay)
+        raise SnapshotFailed(error, call)
+
+
+def _stamp(body: bytes) -> Frame:
+    return Frame(body, time.time_ns() // 1000, time.monotonic())
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None

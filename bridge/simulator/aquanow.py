@@ -19,8 +19,10 @@ from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
+from aiohttp import web
+
 from bridge.simulator.base import Event, Session, VenueSimulator
-from bridge.venues.aquanow import CHANNELS, build_signed_payload, sign
+from bridge.venues.aquanow import CHANNELS, build_rest_signed_payload, build_signed_payload, sign
 from bridge.venues.fields import dumps_exact
 
 # Which pushes each channel carries (§1.3). Where credit pushes travel is undocumented: we
@@ -76,6 +78,7 @@ class AquanowSimulator(VenueSimulator):
         self._plans: dict[str, list[str]] = {}
         self.credit: dict[str, Any] | None = None
         self.reject_next = 0  # fault injection: refuse this many more subscriptions
+        self._last_rest_nonce = 0
 
     # -- requests -----------------------------------------------------------------------
     async def handle_request(self, session: Session, text: str) -> None:
@@ -112,15 +115,84 @@ class AquanowSimulator(VenueSimulator):
         expected = sign(self._secret, build_signed_payload(action, channel, nonce))
         if not hmac.compare_digest(signature, expected):
             return "invalid signature", None, None
-        if not nonce.isdigit():
-            return "nonce is not numeric", None, None
-        now_ms = int(self._clock() * 1000)
-        if abs(now_ms - int(nonce)) > self.nonce_window_ms:
-            return "nonce outdated", None, None
-        if int(nonce) <= self._last_nonce:
-            return "nonce already used", None, None
+        problem = self._nonce_problem(nonce, self._last_nonce)
+        if problem is not None:
+            return problem, None, None
         self._last_nonce = int(nonce)
         return None, channel, action
+
+    def _nonce_problem(self, nonce: str, last: int) -> str | None:
+        """The only documented rule is "an outdated nonce gives 401" (§1.2); we also refuse a
+        nonce not above the last one accepted (a replay)."""
+        if not nonce.isdigit():
+            return "nonce is not numeric"
+        if abs(int(self._clock() * 1000) - int(nonce)) > self.nonce_window_ms:
+            return "nonce outdated"
+        if int(nonce) <= last:
+            return "nonce already used"
+        return None
+
+    # -- REST (§1.7): the same objects as the pushes, from the current state -------------
+    def add_rest_routes(self, app: web.Application) -> None:
+        app.router.add_get("/users/v1/userbalance", self._rest_balances)
+        app.router.add_get("/trades/v1/order", self._rest_orders)
+        app.router.add_get("/users/v1/tradeCreditBalance", self._rest_credit)
+
+    def _rest_refusal(self, request: web.Request) -> web.Response | None:
+        """Verify x-api-key / x-nonce / x-signature: HMAC over {httpMethod, path, nonce} with
+        the bare path (§1.2); then the account scope (Latest accounts need accountId)."""
+        key = request.headers.get("x-api-key", "")
+        nonce = request.headers.get("x-nonce", "")
+        signature = request.headers.get("x-signature", "")
+        expected = sign(
+            self._secret, build_rest_signed_payload(request.method, request.path, nonce)
+        )
+        problem = None
+        if not hmac.compare_digest(key, self.api_key):
+            problem = "Invalid API key"
+        elif not hmac.compare_digest(signature, expected):
+            problem = "Invalid signature"
+        elif (
+            not nonce.isdigit()
+            or abs(int(self._clock() * 1000) - int(nonce)) > self.nonce_window_ms
+        ):
+            problem = "Outdated nonce"
+        elif int(nonce) <= self._last_rest_nonce:
+            problem = "Nonce already used"
+        if problem is not None:
+            self.rest_rejected += 1
+            return web.json_response({"message": f"Unauthorized: {problem}"}, status=401)
+        self._last_rest_nonce = int(nonce)
+        if not self.legacy and request.query.get("accountId") != self.account_id:
+            return web.json_response({"message": "Please provide an accountId"}, status=400)
+        return None
+
+    async def _rest_balances(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        return refusal or _json(list(self.balances.values()))
+
+    async def _rest_orders(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
+        orders = list(self.orders.values())
+        query = request.query
+        if "orderId" in query:
+            orders = [o for o in orders if o["orderId"] == query["orderId"]]
+        if query.get("openOrders") == "true":
+            orders = [o for o in orders if o["tradeStatus"] not in FINAL]
+        if "startTime" in query and "endTime" in query:
+            start, end = int(query["startTime"]), int(query["endTime"])
+            orders = [o for o in orders if start <= _updated(o) <= end]
+        return _json(orders)
+
+    async def _rest_credit(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
+        if self.credit is None:
+            return web.json_response({"message": "Credit balance does not exist"}, status=400)
+        return _json({**self.credit, "creditLimitUsd": Decimal(1_000_000)})
 
     # -- events -------------------------------------------------------------------------
     def next_event(self) -> Event:
@@ -270,3 +342,14 @@ class AquanowSimulator(VenueSimulator):
         }
         self.credit = credit
         return self._event("tradeCreditBalance", dict(credit))
+
+
+FINAL: Final = frozenset({"COMPLETE", "PARTIAL_COMPLETE", "EXPIRED", "CANCELLED", "ERROR"})
+
+
+def _updated(order: dict[str, Any]) -> int:
+    return int(order.get("updatedAt") or order.get("itemDateTime") or 0)
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(text=dumps_exact(value), content_type="application/json")

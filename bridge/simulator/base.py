@@ -15,8 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from bridge.backoff import TokenBucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,7 @@ class Session:
     id: int
     ws: ServerConnection
     subscriptions: set[str] = field(default_factory=set)
+    stalled: bool = False
 
 
 class VenueSimulator:
@@ -62,11 +68,24 @@ class VenueSimulator:
         port: int = 0,
         rate: float = 10.0,
         count: int | None = None,
+        rest_port: int = 0,
+        rest_rate: float | None = None,
+        emit_while_disconnected: bool = False,
     ) -> None:
         self.host = host
         self.port = port
+        self.rest_port = rest_port
         self.rate = rate  # events per second while anyone is subscribed; 0 = as fast as possible
         self.count = count  # stop generating after this many events
+        # True: the venue's state keeps changing while nobody is connected (gaps lose pushes,
+        # only the REST snapshot can tell); False: events wait for a subscriber.
+        self.emit_while_disconnected = emit_while_disconnected
+        self.rest_requests = 0
+        self.rest_rejected = 0  # REST calls refused (auth or rate limit)
+        self.refusing = False  # fault: refuse websocket handshakes with HTTP 503
+        self.refused = 0
+        self._rest_bucket = TokenBucket(rest_rate, rest_rate) if rest_rate else None
+        self._rest_runner: web.AppRunner | None = None
         self.sent: list[Sent] = []
         self.events: list[Event] = []  # every event generated, delivered or not
         self.auth_failures = 0
@@ -84,9 +103,28 @@ class VenueSimulator:
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}/"
 
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.rest_port}"
+
     async def start(self) -> None:
-        self._server = await serve(self._handle, self.host, self.port, max_size=2**22)
+        self._server = await serve(
+            self._handle,
+            self.host,
+            self.port,
+            max_size=2**25,
+            ping_interval=None,
+            process_request=self._process_request,
+        )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
+        app = web.Application()
+        self.add_rest_routes(app)
+        app.middlewares.append(self._count_rest)
+        self._rest_runner = web.AppRunner(app, access_log=None)
+        await self._rest_runner.setup()
+        site = web.TCPSite(self._rest_runner, self.host, self.rest_port)
+        await site.start()
+        self.rest_port = self._rest_runner.addresses[0][1]
         self._emitter = asyncio.create_task(self._emit_forever())
 
     async def stop(self) -> None:
@@ -96,6 +134,8 @@ class VenueSimulator:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._rest_runner is not None:
+            await self._rest_runner.cleanup()
 
     async def __aenter__(self) -> VenueSimulator:
         await self.start()
@@ -111,6 +151,13 @@ class VenueSimulator:
     def next_event(self) -> Event:
         raise NotImplementedError
 
+    def add_rest_routes(self, app: web.Application) -> None:
+        """The venue's REST endpoints (snapshot queries), each verifying signatures."""
+
+    def rest_rate_limited(self) -> web.Response:
+        """How the venue answers a caller over its REST rate limit."""
+        return web.json_response({"message": "Too many requests"}, status=429)
+
     # -- controls used by tests, the demo and fault injection ---------------------------
     def pause(self, paused: bool = True) -> None:
         """Stop (or resume) generating events; connections stay open."""
@@ -121,6 +168,14 @@ class VenueSimulator:
         for session in list(self.sessions.values()):
             if session.subscriptions:
                 await self._deliver(session, kind, None, text, "*")
+
+    def stall(self) -> None:
+        """Hang every current connection: read nothing (pings go unanswered), send nothing,
+        close nothing — as a frozen venue or a black-holed route would."""
+        for session in self.sessions.values():
+            session.stalled = True
+            if session.ws.transport is not None:
+                session.ws.transport.pause_reading()
 
     async def drop_connections(self) -> None:
         """Cut every connection without a close handshake, as a network failure would."""
@@ -144,6 +199,21 @@ class VenueSimulator:
             await session.ws.close(*close)
 
     # -- internals ----------------------------------------------------------------------
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        if not self.refusing:
+            return None
+        self.refused += 1
+        return Response(503, "Service Unavailable", Headers(), b"refused by fault injection\n")
+
+    @web.middleware
+    async def _count_rest(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.rest_requests += 1
+        if self._rest_bucket is not None and self._rest_bucket.reserve(time.monotonic()) > 0:
+            self.rest_rejected += 1
+            return self.rest_rate_limited()
+        response: web.StreamResponse = await handler(request)
+        return response
+
     async def _handle(self, ws: ServerConnection) -> None:
         session = Session(next(self._ids), ws)
         self.sessions[session.id] = session
@@ -173,13 +243,16 @@ class VenueSimulator:
         interval = 1 / self.rate if self.rate > 0 else 0.0
         next_at = time.monotonic()
         while self.count is None or len(self.events) < self.count:
-            if self._paused or not self.subscribed.is_set():
+            idle = not self.subscribed.is_set() and not self.emit_while_disconnected
+            if self._paused or idle:
                 await self.subscribed.wait() if not self._paused else await asyncio.sleep(0.05)
                 next_at = time.monotonic()
                 continue
             event = self.next_event()
             self.events.append(event)
             for session in list(self.sessions.values()):
+                if session.stalled:
+                    continue
                 for key in sorted(session.subscriptions & event.keys):
                     await self._deliver(session, event.kind, event.payload, event.text, key)
             if interval:

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
+from aiohttp import web
+
 from bridge.simulator.base import Event, Session, VenueSimulator
+from bridge.venues import satori_rest
 from bridge.venues.fields import dumps_exact
 from bridge.venues.satori import EVENTS, SCOPE, recover_address
 
@@ -61,10 +64,21 @@ class SatoriSimulator(VenueSimulator):
         self.positions: dict[int, dict[str, Any]] = {}
         self._open_orders: list[int] = []
         self._open_positions: list[int] = []
+        for coin in coins:  # every coin has a balance before anything changes it
+            self._log_ids[coin] = self._rng.randint(1000, 5000)
+            self.balances[coin] = {
+                "availableAmount": str(self._amount("1000", "999999")),
+                "coinId": COIN_IDS.get(coin, 99),
+                "frozenAmount": "0",
+                "logId": self._log_ids[coin],
+                "operateAmount": "0",
+                "symbol": coin,
+            }
         self._next_order = 180632923
         self._next_position = 4796701
         self._next_match = 19868095
         self.reject_next = 0  # fault injection: refuse this many more subscriptions
+        self.fills: list[dict[str, Any]] = []  # the account's own fills, oldest first
 
     # -- requests -----------------------------------------------------------------------
     async def handle_request(self, session: Session, text: str) -> None:
@@ -120,7 +134,7 @@ class SatoriSimulator(VenueSimulator):
             return request, "invalid apiKey"
         if not isinstance(timestamp, int) or isinstance(timestamp, bool):
             return request, "timestamp must be a number"
-        if abs(int(self._clock() * 1000) - timestamp) > self.timestamp_window_ms:
+        if self._expired(timestamp):
             return request, "timestamp expired"
         try:
             signer = recover_address(str(timestamp), str(signature))
@@ -129,6 +143,92 @@ class SatoriSimulator(VenueSimulator):
         if signer.lower() != self.wallet_address.lower():
             return request, "signature verification failed"
         return request, None
+
+    # -- REST (§2.7): POST, params in the signed query string, {code, data} envelope -----
+    def add_rest_routes(self, app: web.Application) -> None:
+        for path, handler in (
+            (satori_rest.BALANCE, self._rest_balance),
+            (satori_rest.CURRENT_ORDERS, self._rest_orders),
+            (satori_rest.POSITIONS, self._rest_positions),
+            (satori_rest.FILLS, self._rest_fills),
+            (satori_rest.QUERY_ORDER, self._rest_query_order),
+        ):
+            app.router.add_post(path, handler)
+
+    def rest_rate_limited(self) -> web.Response:
+        return _envelope(None, code=2008, msg="Frequent requests")
+
+    def _rest_refusal(self, request: web.Request) -> web.Response | None:
+        """The signature covers the query string exactly as sent and must recover to the API
+        wallet; the timestamp in it must be fresh (§2.2)."""
+        query = request.rel_url.raw_query_string
+        timestamp = request.query.get("timestamp", "")
+        problem = None
+        if not hmac.compare_digest(request.headers.get("APIKEY", ""), self.api_key):
+            problem = "invalid apiKey"
+        elif request.headers.get("X-SAPI-SIGN-TYPE") != "2":
+            problem = "signType must be 2"
+        elif (
+            not timestamp.isdigit()
+            or abs(int(self._clock() * 1000) - int(timestamp)) > self.timestamp_window_ms
+        ):
+            problem = "timestamp expired"
+        else:
+            try:
+                signer = recover_address(query, request.headers.get("signature", ""))
+            except (ValueError, TypeError):
+                signer = ""
+            if signer.lower() != self.wallet_address.lower():
+                problem = "signature verification failed"
+        if problem is None:
+            return None
+        self.rest_rejected += 1
+        return _envelope(None, code=401, msg=problem, status=401)
+
+    def _expired(self, timestamp_ms: int) -> bool:
+        """No window is documented (§2.8.3); ours is `timestamp_window_ms` either way."""
+        return abs(int(self._clock() * 1000) - timestamp_ms) > self.timestamp_window_ms
+
+    def _page(self, request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
+        pair = request.query.get("pairName")
+        if pair is None:
+            return _envelope(None, code=2002, msg="Required parameter: pairName")
+        rows = [r for r in rows if r["symbol"] == pair]
+        page, size = int(request.query.get("pageNo", "1")), int(request.query.get("pageSize", "10"))
+        return _envelope(rows[(page - 1) * size : page * size])
+
+    async def _rest_balance(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
+        balance = self.balances.get(request.query.get("symbol", ""))
+        if balance is None:
+            return _envelope(None, code=2001, msg="Illegal parameter: symbol")
+        keys = ("coinId", "availableAmount", "frozenAmount", "symbol")
+        return _envelope({"userId": 42471, **{k: balance[k] for k in keys}})
+
+    async def _rest_orders(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        current = [rest_order(self.orders[i]) for i in self._open_orders]
+        return refusal or self._page(request, current)
+
+    async def _rest_positions(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        held = [rest_position(self.positions[i]) for i in self._open_positions]
+        return refusal or self._page(request, held)
+
+    async def _rest_fills(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        return refusal or self._page(request, list(reversed(self.fills)))  # newest first
+
+    async def _rest_query_order(self, request: web.Request) -> web.Response:
+        refusal = self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
+        order = self.orders.get(int(request.query.get("entrustId", "0") or 0))
+        if order is None:
+            return _envelope(None, code=2001, msg="Illegal parameter: entrustId")
+        return _envelope(rest_order(order))
 
     # -- events -------------------------------------------------------------------------
     def next_event(self) -> Event:
@@ -151,11 +251,10 @@ class SatoriSimulator(VenueSimulator):
 
     def _account_event(self) -> Event:
         coin = self._rng.choice(self.coins)
-        log_id = self._log_ids.get(coin, self._rng.randint(1000, 5000)) + self._rng.randint(1, 9)
+        log_id = self._log_ids[coin] + self._rng.randint(1, 9)
         self._log_ids[coin] = log_id
-        previous = self.balances.get(coin)
         available = self._amount("1000", "999999")
-        change = available - Decimal(previous["availableAmount"]) if previous else Decimal("0.00")
+        change = available - Decimal(self.balances[coin]["availableAmount"])
         data = {
             "availableAmount": str(available),
             "coinId": COIN_IDS.get(coin, 99),
@@ -218,16 +317,47 @@ class SatoriSimulator(VenueSimulator):
                 feeAmt=str((notional * Decimal("0.0005")).quantize(SIX)),
                 isTaker=self._rng.random() < 0.5,
             )
+            self._record_fill(order, fill, notional)
         if order["changeType"] == "CANCELED" or Decimal(order["dealQuantity"]) >= quantity:
             self._open_orders.remove(order_id)
         return self._push("api_entrust", dict(order), order["symbol"])
+
+    def _record_fill(self, order: dict[str, Any], quantity: Decimal, notional: Decimal) -> None:
+        self._next_match += self._rng.randint(1, 12)
+        now_ms = int(self._clock() * 1000)
+        self.fills.append(
+            {
+                "id": self._next_match,
+                "entrustId": order["currentEntrustId"],
+                "amount": str(notional.quantize(SIX)),
+                "averagePrice": order["price"],
+                "contractPairId": 1,
+                "createTime": dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).strftime(
+                    "%Y-%m-%d %H:%M:%S"
+                ),
+                "createTimeStamp": now_ms,
+                "isClose": order["isClose"],
+                "isLong": order["direction"] == "LONG",
+                "isTaker": order["isTaker"],
+                "quantity": str(quantity),
+                "symbol": order["symbol"],
+                "tradeFee": order["feeAmt"],
+                "accountCoinSymbol": "USD",
+            }
+        )
 
     def _position_event(self) -> Event:
         if self._open_positions and self._rng.random() < 0.7:
             position = self.positions[self._rng.choice(self._open_positions)]
             current = Decimal(position["currentQuantity"])
             change = self._rng.choice(("INCREASE", "REDUCE", "CLOSE"))
-            delta = current if change == "CLOSE" else (current / 2).quantize(Decimal("0.01"))
+            # Every change moves the quantity: at least one lot (0.01); a reduce that would
+            # leave nothing is a close.
+            delta = max((current / 2).quantize(Decimal("0.01")), Decimal("0.01"))
+            if change == "REDUCE" and delta >= current:
+                change = "CLOSE"
+            if change == "CLOSE":
+                delta = current
             current = current + delta if change == "INCREASE" else current - delta
             position.update(
                 changeType=change,
@@ -285,3 +415,53 @@ class SatoriSimulator(VenueSimulator):
             )
         trades.reverse()  # newest first, as in the docs' example
         return self._push("api_trade", trades, pair, {"pair": pair})
+
+
+def rest_order(order: dict[str, Any]) -> dict[str, Any]:
+    """The REST shape of an order (§2.7 current order list): `id`, `isLong`, no changeType."""
+    keys = (
+        "clientOrderId",
+        "contractPairId",
+        "dealAmount",
+        "dealQuantity",
+        "isClose",
+        "isMarket",
+        "lever",
+        "matchType",
+        "price",
+        "quantity",
+        "symbol",
+    )
+    return {
+        "id": order["currentEntrustId"],
+        "isLong": order["direction"] == "LONG",
+        **{k: order[k] for k in keys},
+    }
+
+
+def rest_position(position: dict[str, Any]) -> dict[str, Any]:
+    """The REST shape of a held position (§2.7 position list)."""
+    return {
+        "id": position["positionId"],
+        "contractPairId": position["contractPairId"],
+        "isLong": position["direction"] == "LONG",
+        "marginAmount": position["marginAmount"],
+        "marginCallAmount": position["marginCallAmount"],
+        "openingPrice": position["openingPrice"],
+        "positionType": position["positionType"],
+        "quantity": position["currentQuantity"],
+        "remainingCloseQuantity": position["canClosedQuantity"],
+        "status": 1,
+        "symbol": position["symbol"],
+    }
+
+
+def _envelope(data: Any, code: int = 200, msg: str = "SUCCESS", status: int = 200) -> web.Response:
+    body = {
+        "error": code != 200,
+        "code": code,
+        "msg": msg,
+        "data": data,
+        "sid": "1809703344791625729",
+    }
+    return web.Response(text=dumps_exact(body), content_type="application/json", status=status)

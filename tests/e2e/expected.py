@@ -274,3 +274,74 @@ RECORD_NAMES = {
     "credit": "CreditBalance",
     "deadletter": "DeadLetter",
 }
+
+
+# -- convergence: what the last record of each key must say, from the simulators' state ----
+Truth = dict[tuple[str, str], dict[str, Any]]
+AQUANOW_FINAL = {"COMPLETE", "PARTIAL_COMPLETE", "EXPIRED", "CANCELLED", "ERROR"}
+
+
+def aquanow_truth(sim: Any) -> Truth:
+    """Every balance, order (ended ones too: the REST window query finds them) and the credit
+    line of an Aquanow simulator."""
+    account = sim.username if sim.legacy else sim.account_id
+    truth: Truth = {}
+    for asset, b in sim.balances.items():
+        truth[("balances", f"aquanow|{account}|{asset}")] = {
+            "available": dec(b["availableBalance"]),
+            "total": dec(b["totalBalance"]),
+        }
+    for order_id, o in sim.orders.items():
+        truth[("orders", f"aquanow|{account}|{order_id}")] = {
+            "status_raw": o["tradeStatus"],
+            "filled_quantity": dec(o["fillQtyBase"]),
+            "is_final": o["tradeStatus"] in AQUANOW_FINAL,
+        }
+    if sim.credit is not None:
+        truth[("credit", f"aquanow|{account}|USD")] = {
+            "ltv": dec(sim.credit["ltv"]),
+            "unutilized_credit": dec(sim.credit["unutilizedCreditUSD"]),
+        }
+    return truth
+
+
+def satori_truth(sim: Any, wallet: str, published: set[tuple[str, str]]) -> Truth:
+    """Every balance; every order and position that is open, or that the bridge published.
+    (An order or position that began and ended inside a gap is invisible to Satori's
+    documented REST API: only its fills are listed.)"""
+    truth: Truth = {}
+    for coin, b in sim.balances.items():
+        truth[("balances", f"satori|{wallet}|{coin}")] = {
+            "available": Decimal(b["availableAmount"]),
+            "frozen": Decimal(b["frozenAmount"]),
+        }
+    for order_id, o in sim.orders.items():
+        key = ("orders", f"satori|{wallet}|{order_id}")
+        quantity, filled = Decimal(o["quantity"]), Decimal(o["dealQuantity"])
+        if o["changeType"] == "CANCELED":
+            state = {"status": "canceled", "is_final": True}
+        elif filled >= quantity:
+            state = {"status": "filled", "is_final": True}
+        else:
+            state = {"status": "partially_filled" if filled else "new", "is_final": False}
+        if not state["is_final"] or key in published:
+            truth[key] = {**state, "filled_quantity": filled}
+    for position_id, p in sim.positions.items():
+        key = ("positions", f"satori|{wallet}|{position_id}")
+        quantity = Decimal(p["currentQuantity"])
+        is_open = p["changeType"] not in ("CLOSE", "LIQUIDATE") and quantity != 0
+        if is_open or key in published:
+            truth[key] = {"is_open": is_open, "quantity": quantity}
+    return truth
+
+
+def mismatches(truth: Truth, last: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Keys whose last record on Kafka differs from the truth (or is missing)."""
+    problems = []
+    for key, want in truth.items():
+        got = last.get(key)
+        if got is None:
+            problems.append(f"{key}: missing")
+        elif {k: got[k] for k in want} != want:
+            problems.append(f"{key}: { ({k: got[k] for k in want}) } != {want}")
+    return problems

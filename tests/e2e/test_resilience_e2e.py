@@ -224,3 +224,27 @@ def _figures(
         f"pushes_generated={ {n: len(s.events) for n, s in sims.items()} } "
         f"pushes_delivered={ {n: len(s.sent) for n, s in sims.items()} } mismatched_keys=0"
     )
+
+
+async def test_a_silent_feed_is_reconnected_only_when_configured(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    """A venue that keeps the connection and answers pings but sends nothing: only the
+    separate silence watchdog (silence_timeout) reconnects, with reason `silence`."""
+    sim = AquanowSimulator(AQ_KEY, AQ_SECRET, rate=20, seed=9)
+    async with sim:
+        stream = {**stream_config("aq", sim), "silence_timeout": 1.0}
+        config = {
+            "kafka": {"bootstrap_servers": kafka.bootstrap_servers, "topics": unique_topics()},
+            "reconnect": {"initial_delay": 0.1, "max_delay": 0.5},
+            "streams": [stream],
+        }
+        with BridgeProcess(tmp_path, config) as bridge:
+            await bridge.wait_ready()
+            sim.pause()
+            await bridge.wait_metric("bridge_ws_reconnects_total", 2, stream="aq", reason="silence")
+            assert (
+                await bridge.metric("bridge_ws_reconnects_total", stream="aq", reason="watchdog")
+                == 0
+            )
+            assert bridge.stop() == 0

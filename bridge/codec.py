@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -134,23 +135,28 @@ class Codec:
         prefix_for: Callable[[SchemaVersion], bytes] = single_object_prefix,
     ) -> None:
         self.store = store
-        self._writers: dict[type[Envelope], tuple[SchemaVersion, bytes, tuple[str, ...]]] = {}
+        self._writers: dict[type[Envelope], _Writer] = {}
         for record_type in RECORD_TYPES:
             sv = store.latest(record_type.TOPIC)
             names = tuple(f.name for f in dataclasses.fields(record_type))
             _check_fields_match(record_type, names, sv)
-            self._writers[record_type] = (sv, prefix_for(sv), names)
+            self._writers[record_type] = _Writer(sv, prefix_for(sv), names, _decimal_scales(sv))
 
     def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:
-        return self._writers[record_type][0]
+        return self._writers[record_type].schema
 
     def encode(self, record: Envelope) -> Encoded:
-        sv, prefix, names = self._writers[type(record)]
+        writer = self._writers[type(record)]
+        sv = writer.schema
+        values = {n: getattr(record, n) for n in writer.names}
         buffer = io.BytesIO()
-        buffer.write(prefix)
+        buffer.write(writer.prefix)
         try:
-            fastavro.schemaless_writer(buffer, sv.parsed, {n: getattr(record, n) for n in names})
-        except (ValueError, TypeError, OverflowError) as exc:
+            for name, scale in writer.decimals:
+                if values[name] is not None:
+                    values[name] = decimal_bytes(values[name], scale)
+            fastavro.schemaless_writer(buffer, sv.parsed, values)
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
             raise EncodeError(f"{sv.full_name} v{sv.version}: {exc}") from exc
         headers = [
             ("schema", sv.full_name.encode()),
@@ -161,6 +167,41 @@ class Codec:
             ("source", record.source.encode()),
         ]
         return Encoded(record.TOPIC, record.key().encode(), buffer.getvalue(), headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    schema: SchemaVersion
+    prefix: bytes
+    names: tuple[str, ...]
+    decimals: tuple[tuple[str, int], ...]  # (field, scale) of every decimal field
+
+
+_WIDE = Context(prec=80)
+
+
+def decimal_bytes(value: Decimal, scale: int) -> bytes:
+    """An Avro `decimal` body: the unscaled value, big-endian two's complement.
+
+    fastavro would do this too, digit by digit in a loop; doing it here with C-level Decimal
+    operations cuts record encoding by about a fifth (tests/bench). A value with more fraction
+    digits than the scale is refused, never rounded.
+    """
+    scaled = value.scaleb(scale, _WIDE)
+    unscaled = int(scaled)
+    if unscaled != scaled:
+        raise ValueError(f"{value} has more than {scale} decimal places")
+    return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+
+
+def _decimal_scales(sv: SchemaVersion) -> tuple[tuple[str, int], ...]:
+    out = []
+    for field in json.loads(sv.text)["fields"]:
+        branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+        for branch in branches:
+            if isinstance(branch, dict) and branch.get("logicalType") == "decimal":
+                out.append((field["name"], int(branch.get("scale", 0))))
+    return tuple(out)
 
 
 def _check_fields_match(

@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install kafka-jars demo test test-unit lint format typecheck check clean
+.PHONY: install kafka-jars demo test test-unit lint format typecheck check clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,9 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+## bench: throughput vs a bare producer, latency, 1,000-stream fan-out, recovery (JSON + PNG in
+##        tests/bench/results/; `make bench ARGS="--only latency"`, `ARGS=--quick` for a smoke run)
+bench: kafka-jars
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m tests.bench.run $(ARGS)

@@ -118,7 +118,14 @@ def free_port() -> int:
 class BridgeProcess:
     """`python -m bridge run --config …` as a child process, logs (JSON) kept in a file."""
 
-    def __init__(self, tmp_path: Path, config: dict[str, Any], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        python_args: tuple[str, ...] = (),
+    ):
+        self._python_args = python_args  # e.g. a profiler: ("-m", "pyinstrument", ...)
         self.metrics_port = free_port()
         config = {**config, "metrics": {"host": "127.0.0.1", "port": self.metrics_port}}
         config.setdefault("log", {"format": "json"})
@@ -131,7 +138,15 @@ class BridgeProcess:
     def start(self) -> BridgeProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                *self._python_args,
+                "-m",
+                "bridge",
+                "run",
+                "--config",
+                str(self.config_path),
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self._env,

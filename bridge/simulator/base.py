@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,7 @@ class VenueSimulator:
         self._server: Server | None = None
         self._emitter: asyncio.Task[None] | None = None
         self._paused = False
+        self._preloaded: deque[Event] = deque()
 
     @property
     def url(self) -> str:
@@ -159,6 +161,11 @@ class VenueSimulator:
         return web.json_response({"message": "Too many requests"}, status=429)
 
     # -- controls used by tests, the demo and fault injection ---------------------------
+    def preload(self, count: int) -> None:
+        """Generate `count` events now, so that emitting them later costs only the sends
+        (benchmarks measure the bridge, not the simulator's event generation)."""
+        self._preloaded.extend(self.next_event() for _ in range(count))
+
     def pause(self, paused: bool = True) -> None:
         """Stop (or resume) generating events; connections stay open."""
         self._paused = paused
@@ -248,7 +255,7 @@ class VenueSimulator:
                 await self.subscribed.wait() if not self._paused else await asyncio.sleep(0.05)
                 next_at = time.monotonic()
                 continue
-            event = self.next_event()
+            event = self._preloaded.popleft() if self._preloaded else self.next_event()
             self.events.append(event)
             for session in list(self.sessions.values()):
                 if session.stalled:

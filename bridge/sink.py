@@ -70,6 +70,7 @@ class Sink:
         self._drained.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # a resend that could not be done
+        self._backpressure = False  # on while a publish waited for room, off at half empty
         self._log = get_logger(component="sink")
         metrics.buffer_capacity.set(settings.buffer_records)
 
@@ -92,6 +93,9 @@ class Sink:
         except EncodeError as exc:
             record = self._dead_letter_for(record, "encode_error", str(exc))
             encoded = self._codec.encode(record)
+        if self._room.locked() and not self._backpressure:  # log the episode, not each wait
+            self._backpressure = True
+            self._log.info("backpressure on", stream=record.stream, buffered=self._in_flight)
         await self._room.acquire()
         self._in_flight += 1
         self._drained.clear()
@@ -181,7 +185,11 @@ class Sink:
             m.snapshot_records.labels(*labels).inc()
         if received_mono is not None:
             m.pipeline_latency.labels(*labels).observe(time.monotonic() - received_mono)
-        if isinstance(record, VenueRecord) and record.event_time is not None:
+        if (  # a snapshot restates old facts: their event time says nothing about our lag
+            isinstance(record, VenueRecord)
+            and record.event_time is not None
+            and record.source != SOURCE_SNAPSHOT
+        ):
             lag = time.time() - record.event_time / 1000
             m.event_lag.labels(*labels).observe(max(lag, 0.0))
 
@@ -192,6 +200,9 @@ class Sink:
         self._in_flight -= 1
         self._metrics.buffer_records.set(self._in_flight)
         self._room.release()
+        if self._backpressure and self._in_flight <= self._settings.buffer_records // 2:
+            self._backpressure = False
+            self._log.info("backpressure off", buffered=self._in_flight)
         if self._in_flight == 0:
             self._drained.set()
 

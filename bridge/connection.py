@@ -152,6 +152,7 @@ class StreamConnection:
             result = self.venue.parse(frame)
             for event in result.events:
                 if isinstance(event, Subscribed):
+                    self._m_control.inc()
                     pending.discard(event.id)
                 elif isinstance(event, Rejected):
                     self._m_control.inc()

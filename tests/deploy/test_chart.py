@@ -403,3 +403,46 @@ def test_notes_say_how_to_check_the_release(tmp_path: Path) -> None:
     assert "runs 2 stream(s): aquanow-treasury (aquanow), satori-treasury (satori)" in text
     assert "kubectl -n bridges rollout status deployment/treasury-bridge" in text
     assert 'Secret "treasury-bridge" (not created by this chart' in text
+
+
+def test_the_readme_install_example_works(tmp_path: Path) -> None:
+    """README "Deploy on Kubernetes": its `helm install` renders (as `helm template`), passes
+    the Kubernetes schemas and `bridge check`, and the Secret it creates first has exactly the
+    files the rendered config names."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Deploy on Kubernetes", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    commands = [c for c in commands if c]
+    install = next(c for c in commands if c[:2] == ["helm", "install"])
+    secret = next(c for c in commands if c[:4] == ["kubectl", "-n", "bridges", "create"])
+    args = ["template", *install[2:], "--kube-version", KUBE_RENDER]
+    code, out = helm(*args)
+    assert code == 0, out
+    code, report = run(tool("kubernetes-validate"), "-k", "1.34", "--strict", "-", stdin=out)
+    assert code == 0, report
+    docs = documents(out)
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"].startswith("registry.example.com/trading/venue-bridge:")
+    secret_name = secret[secret.index("generic") + 1]
+    assert {"secret": {"name": secret_name}} in pod["volumes"][0]["projected"]["sources"]
+    files = {a.split("=", 1)[1].split("=")[0] for a in secret if a.startswith("--from-file=")}
+    text = config_map(docs)["data"]["bridge.yaml"]
+    assert set(secret_files(yaml.safe_load(text))) == files
+    (tmp_path / "bridge.yaml").write_text(text)
+    for name in files:
+        (tmp_path / name).write_text("placeholder\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "--config", str(tmp_path / "bridge.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "my-cluster-kafka-bootstrap.kafka:9092" in done.stdout
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"

@@ -1,11 +1,15 @@
 # Every target bootstraps what it needs: a fresh clone only needs python3 (3.11+), Java 17+
-# and Maven (for the local Kafka broker's jars, fetched once from Maven Central).
+# and Maven (for the local Kafka broker's jars, fetched once from Maven Central), Go (helm is
+# built from source once, ~2 min) and apt (promtool comes out of Debian's prometheus package).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# promtool, helm, kubernetes-validate: installed by .ci/install-tools.sh into the shared cache
+TOOLS_BIN := $(or $(BRIDGE_TOOLS_BIN),$(or $(BRIDGE_CACHE_DIR),$(HOME)/.cache/bridge)/tools/bin)
 
-.PHONY: install kafka-jars demo test test-unit lint format typecheck check clean bench
+.PHONY: install kafka-jars tools demo test test-unit alerts-check helm-check lint format \
+	typecheck check clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +22,29 @@ install: $(STAMP)
 kafka-jars: install
 	$(BIN)/python -m bridge.devkafka --fetch-only
 
+## tools: promtool, helm and kubernetes-validate into the cache (skipped when present)
+tools:
+	bash .ci/install-tools.sh
+
 ## demo: simulator venues → bridge → real Kafka → decoded records on screen (Ctrl-C stops;
 ##       `make demo ARGS="--count 20"` stops after 20 records)
 demo: kafka-jars
 	$(BIN)/bridge demo $(ARGS)
 
-## test: every test (unit, integration against a real broker, end to end)
-test: kafka-jars
+## test: every test (unit, integration against a real broker, end to end, alert rules, chart)
+test: kafka-jars tools
 	$(BIN)/pytest $(ARGS)
+
+## alerts-check: promtool check + unit tests of the alert rules (and the pytest wrapper)
+alerts-check: install tools
+	$(TOOLS_BIN)/promtool check rules helm/bridge/files/alerts.yaml
+	$(TOOLS_BIN)/promtool test rules tests/alerts/alerts_test.yaml
+	$(BIN)/pytest tests/alerts $(ARGS)
+
+## helm-check: helm lint, template (default + full values) validated offline, bridge check on
+##             the rendered config, promtool on the rendered PrometheusRule, one-source checks
+helm-check: install tools
+	$(BIN)/pytest tests/deploy $(ARGS)
 
 test-unit: install
 	$(BIN)/pytest -m unit $(ARGS)

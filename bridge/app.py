@@ -46,6 +46,8 @@ class App:
 
     async def run(self) -> int:
         log = get_logger(component="app")
+        for stream in self.settings.streams:
+            self.metrics.add_stream(stream.name, stream.venue)
         codec = self._build_codec()
         sink = Sink(self.settings.kafka, codec, self.metrics)
         self._http = await start_http_server(

@@ -1,32 +1,60 @@
 """Structured logging: JSON lines when not on a terminal, readable console output on one.
 
-Secrets are never passed to a logger; as a second line of defence, `configure` takes the
-configured secret values and a processor masks any of them wherever they would appear.
+Secrets are never passed to a logger. As a second line of defence, a processor masks (`***`)
+every configured secret value wherever it would appear in an event, nested values included,
+and any long hex run (an HMAC-SHA384 or secp256k1 signature, a private key without its `0x`):
+`[hex redacted]`. Either marker in a log means something tried to log a secret: a test runs
+full sessions and fails if one shows up.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
 Processor = Any
+MASK: Final = "***"
+HEX_MASK: Final = "[hex redacted]"
+# 64+ hex digits: private keys (64), HMAC-SHA384 (96) and EIP-191 (130) signatures. Nothing the
+# bridge logs on purpose is that long (wallet addresses are 40, event ids are UUIDs).
+_LONG_HEX: Final = re.compile(r"(?:0x)?[0-9a-fA-F]{64,}")
+
+
+def secret_variants(secrets: Iterable[str]) -> list[str]:
+    """The values to mask, longest first: each secret, plus a hex key without its `0x`."""
+    values: set[str] = set()
+    for secret in secrets:
+        values.add(secret)
+        if secret[:2] in ("0x", "0X"):
+            values.add(secret[2:])
+    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
 
 
 def _masker(secrets: Iterable[str]) -> Processor:
-    values = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+    values = secret_variants(secrets)
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in values:
+                if secret in value:
+                    value = value.replace(secret, MASK)
+            return _LONG_HEX.sub(HEX_MASK, value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, bytes):
+            return clean(value.decode("utf-8", "replace"))
+        return value
 
     def mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if values:
-            for key, value in event.items():
-                if isinstance(value, str):
-                    for secret in values:
-                        if secret in value:
-                            value = value.replace(secret, "***")
-                    event[key] = value
+        for key, value in event.items():
+            event[key] = clean(value)
         return event
 
     return mask

@@ -1,13 +1,19 @@
 """Every Prometheus metric, defined once, and the HTTP server for /metrics, /healthz, /readyz.
 
 Labels are bounded: `stream` and `venue` (from the config), `topic` (six logical topics),
-`reason` (a fixed vocabulary). Never a symbol, an order id or anything from a frame.
+`reason` (a fixed vocabulary, below). Never a symbol, an order id or anything from a frame.
 Nothing is created at import time: `Metrics()` builds its own registry.
+
+`add_stream` creates every labelled series of a stream at zero when the stream is configured.
+Alert rules depend on that: `increase()` cannot see a counter's first increment when the series
+appears with the value 1, so the first dead letter, auth failure or reconnect of a series that
+did not exist yet would never alert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from aiohttp import web
 from prometheus_client import (
@@ -16,10 +22,41 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
 from bridge import __version__
+
+# The `reason` label of bridge_ws_reconnects_total (raised in connection.py).
+RECONNECT_REASONS: Final = (
+    "network",  # connect failed, or the TCP connection broke (close code 1006)
+    "close",  # the venue closed the websocket normally
+    "auth_rejected",  # HTTP 401/403, close 1008/4001/4003, or an auth error frame
+    "watchdog",  # a ping got no pong in time
+    "silence",  # no frame at all for `silence_timeout`
+    "server_error",  # an error frame or a refused handshake
+    "subscribe_rejected",  # the venue refused a subscription (not for auth)
+    "subscribe_timeout",  # no ack within `subscribe_timeout`
+)
+# The `reason` label of bridge_deadletter_total: ParseError reasons of the venue modules, and
+# the sink's own conversions.
+DEADLETTER_REASONS: Final = (
+    "invalid_json",
+    "missing_field",
+    "invalid_field",
+    "unknown_type",
+    "unknown_event",
+    "stale_version",
+    "encode_error",
+    "oversized_record",
+    "oversized_frame",
+)
+# The `reason` label of bridge_snapshot_failures_total (RestError kinds, venues/base.py).
+SNAPSHOT_FAILURE_KINDS: Final = ("auth", "rate_limited", "retry", "fatal")
+# The `topic` label: logical topics (the Kafka names are configurable, these are not).
+TOPICS: Final = ("balances", "orders", "positions", "trades", "credit", "deadletter")
 
 # Seconds. Fine-grained below 100 ms (the pipeline's normal range), coarse above (outages).
 LATENCY_BUCKETS = (
@@ -46,6 +83,8 @@ class Metrics:
     """The bridge's metrics on one registry (one per process; tests make their own)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `*_created` series: they double every counter's cardinality and nothing uses them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         r, sv = self.registry, ("stream", "venue")
         self.ws_connected = Gauge(
@@ -59,8 +98,7 @@ class Metrics:
         )
         self.ws_reconnects = Counter(
             "bridge_ws_reconnects_total",
-            "Connections lost or refused, by reason (network, close, auth_rejected, watchdog, "
-            "silence, server_error, subscribe_rejected, subscribe_timeout)",
+            "Connections lost or refused, by reason: " + ", ".join(RECONNECT_REASONS),
             (*sv, "reason"),
             registry=r,
         )
@@ -69,7 +107,7 @@ class Metrics:
         )
         self.ws_last_message = Gauge(
             "bridge_ws_last_message_timestamp_seconds",
-            "Wall-clock time of the last frame received (epoch seconds)",
+            "Wall-clock time of the last frame received (epoch seconds; 0 = none since start)",
             sv,
             registry=r,
         )
@@ -99,7 +137,7 @@ class Metrics:
         )
         self.event_lag = Histogram(
             "bridge_event_lag_seconds",
-            "Broker ack time minus the venue's event time",
+            "Broker ack time minus the venue's event time (stream records that carry one)",
             sv,
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -135,9 +173,9 @@ class Metrics:
         )
         self.snapshot_failures = Counter(
             "bridge_snapshot_failures_total",
-            "Snapshot runs that failed and will be retried, by kind (auth, rate_limited, "
-            "retry, fatal)",
-            (*sv, "kind"),
+            "Snapshot runs that failed and will be retried, by reason: "
+            + ", ".join(SNAPSHOT_FAILURE_KINDS),
+            (*sv, "reason"),
             registry=r,
         )
         self.snapshot_last_success = Gauge(
@@ -153,6 +191,38 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__).set(1)
+        # process_start_time_seconds, memory, CPU, open fds (Linux; a no-op elsewhere). The
+        # feed-silent alert uses the start time: a fresh process has seen no frame yet.
+        ProcessCollector(registry=r)
+
+    def add_stream(self, stream: str, venue: str) -> None:
+        """Create every series of a configured stream at zero (see the module docstring)."""
+        labels = (stream, venue)
+        for gauge in (
+            self.ws_connected,
+            self.ws_subscribed,
+            self.ws_last_message,
+            self.snapshot_last_success,
+        ):
+            gauge.labels(*labels)
+        for kind in SNAPSHOT_FAILURE_KINDS:
+            self.snapshot_failures.labels(*labels, kind)
+        for counter in (
+            self.ws_messages,
+            self.control_frames,
+            self.auth_failures,
+            self.snapshot_records,
+        ):
+            counter.labels(*labels)
+        for reason in RECONNECT_REASONS:
+            self.ws_reconnects.labels(*labels, reason)
+        for reason in DEADLETTER_REASONS:
+            self.deadletters.labels(*labels, reason)
+        for topic in TOPICS:
+            self.records_published.labels(*labels, topic)
+            self.publish_errors.labels(*labels, topic)
+        self.event_lag.labels(*labels)
+        self.pipeline_latency.labels(*labels)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -173,7 +173,7 @@ class Sink:
             encoded = self._codec.encode(record)
         await self._open.wait()
         if self._room.locked():
-            self._pressure(f"buffer full ({self._capacity} records unacknowledged)")
+            self._pressure(record, f"buffer full ({self._capacity} records unacknowledged)")
         await self._room.acquire()
         self._in_flight += 1
         self._drained.clear()
@@ -200,7 +200,9 @@ class Sink:
                 # The partition's batch could not drain (broker unreachable): keep this record
                 # and its place, try again. The caller (the websocket read) waits meanwhile.
                 self._count_error(pending)
-                self._pressure(f"producer queue for {topic} full (broker not accepting)")
+                self._pressure(
+                    pending.record, f"producer queue for {topic} full (broker not accepting)"
+                )
             except MessageSizeTooLargeError as exc:
                 self._count_error(pending)
                 self._oversized(pending, exc)
@@ -330,7 +332,9 @@ class Sink:
             m.snapshot.inc()
         if pending.received_mono is not None:
             m.latency.observe(time.monotonic() - pending.received_mono)
-        if isinstance(record, VenueRecord) and record.event_time is not None:
+        # Lag is about live events: a snapshot restating an old fact would read as huge lag.
+        live = record.source != SOURCE_SNAPSHOT
+        if live and isinstance(record, VenueRecord) and record.event_time is not None:
             m.lag.observe(max(time.time() - record.event_time / 1000, 0.0))
 
     def _children(self, stream: str, venue: str, topic: str) -> _Children:
@@ -355,11 +359,14 @@ class Sink:
             record.stream, record.venue, pending.encoded.topic
         ).inc()
 
-    def _pressure(self, why: str) -> None:
-        """Reading is paused until Kafka takes records again: say so once, at info."""
+    def _pressure(self, record: Envelope, why: str) -> None:
+        """Reading is paused until Kafka takes records again: say so once, at info, naming the
+        stream that met it first (the pause holds every stream: they share the buffer)."""
         if not self._backpressure:
             self._backpressure = True
-            self._log.info("backpressure on: reading paused", reason=why, in_flight=self._in_flight)
+            self._log.info(
+                "backpressure on", stream=record.stream, reason=why, in_flight=self._in_flight
+            )
 
     def _release(self, pending: Pending) -> None:
         self._in_flight -= 1
@@ -368,7 +375,7 @@ class Sink:
             self._room.release()
         if self._backpressure and self._in_flight <= self._capacity // 2:
             self._backpressure = False
-            self._log.info("backpressure off: reading resumed", in_flight=self._in_flight)
+            self._log.info("backpressure off", in_flight=self._in_flight)
         if self._in_flight == 0:
             self._drained.set()
 

@@ -7,9 +7,11 @@ had is an error, never a skip: CI must not go green without having talked to Kaf
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from bridge.devkafka import KafkaEndpoint, kafka_bootstrap
 
@@ -38,3 +40,15 @@ def pytest_terminal_summary(
     if tail:
         terminalreporter.write_sep("-", f"kafka broker log (last {_TAIL_LINES} lines)")
         terminalreporter.write_line(tail)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Tests that call `bridge.logs.configure` bind loggers to a captured stderr: undo it, so
+    later tests do not write to a closed capture."""
+    handlers = logging.getLogger().handlers[:]
+    level = logging.getLogger().level
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = handlers
+    logging.getLogger().setLevel(level)

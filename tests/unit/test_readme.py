@@ -57,3 +57,29 @@ def test_consumer_example_decodes_a_bridge_record(monkeypatch: pytest.MonkeyPatc
     assert decoded["adjusted_mtm"] == Decimal("49215.15490545314")
     assert decoded["account"] == "CA1"
     assert os.path.basename(os.getcwd()) == ROOT.name
+
+
+def test_metrics_sample_is_an_excerpt_of_a_real_scrape() -> None:
+    """Every line of the README's /metrics sample is in the captured scrape, which parses
+    and names every metric of the contract."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.unit.test_metrics import CONTRACT
+
+    scrape = (ROOT / "docs" / "metrics-sample.txt").read_text()
+    section = README.split("## Metrics, health and logs", 1)[1]
+    sample = section.split("```\n", 1)[1].split("```", 1)[0]
+    lines = set(scrape.splitlines())
+    assert sample.strip()
+    assert [line for line in sample.splitlines() if line not in lines] == []
+    names = {f.name for f in text_string_to_metric_families(scrape)}
+    assert {n.removesuffix("_total") for n in CONTRACT} <= names
+
+
+def test_every_alert_is_explained() -> None:
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "helm" / "bridge" / "files" / "alerts.yaml").read_text())
+    section = README.split("## Alerts and dashboard", 1)[1].split("\n## ", 1)[0]
+    for rule in rules["groups"][0]["rules"]:
+        assert f"| `{rule['alert']}` |" in section, rule["alert"]

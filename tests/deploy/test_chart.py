@@ -1,0 +1,448 @@
+"""The Helm chart, validated offline the way a cluster would: `helm lint --strict`, `helm
+template` for the default values and for the full example, every manifest against Kubernetes'
+strict schemas (kubernetes-validate) and the Prometheus Operator resources against their own
+structural schemas, the rendered config through `bridge check`, the rendered PrometheusRule
+through promtool (with the same unit tests as the canonical rules), and the dashboard and
+rules in the chart proved to be the canonical files byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.tools import ALERT_TESTS, ALERTS, CHART, DASHBOARD, ROOT, run, tool
+
+pytestmark = pytest.mark.tools
+
+FULL = ROOT / "helm" / "examples" / "values-full.yaml"
+VALUES = {"default": None, "full": FULL}
+KUBE_RENDER = "1.34.0"
+KUBE_VALIDATE = ("1.25", "1.34")  # the chart's oldest supported version and a current one
+CRD_SCHEMAS = {
+    "ServiceMonitor": Path(__file__).parent / "crd-schemas" / "servicemonitor.json",
+    "PrometheusRule": Path(__file__).parent / "crd-schemas" / "prometheusrule.json",
+}
+NAMESPACE = "bridges"
+
+
+def helm(*args: str) -> tuple[int, str]:
+    return run(tool("helm"), *args)
+
+
+def template_args(values: Path | None, *extra: str) -> list[str]:
+    args = ["template", "treasury", str(CHART), "-n", NAMESPACE, "--kube-version", KUBE_RENDER]
+    return [*args, *(["-f", str(values)] if values else []), *extra]
+
+
+@cache
+def rendered(case: str) -> str:
+    code, out = helm(*template_args(VALUES[case]))
+    assert code == 0, out
+    return out
+
+
+def documents(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, (kind, [d["metadata"]["name"] for d in found])
+    return found[0]
+
+
+def config_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "ConfigMap" and "bridge.yaml" in d.get("data", {}))
+
+
+# ------------------------------------------------------------------ helm lint, kube schemas
+
+
+@pytest.mark.parametrize("case", VALUES)
+def test_helm_lint_strict(case: str) -> None:
+    values = VALUES[case]
+    code, out = helm("lint", "--strict", str(CHART), *(["-f", str(values)] if values else []))
+    assert code == 0, out
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("case", VALUES)
+def test_manifests_pass_kubernetes_strict_schemas(case: str) -> None:
+    text = rendered(case)
+    docs = documents(text)
+    builtin = [d for d in docs if d["kind"] not in CRD_SCHEMAS]
+    for version in KUBE_VALIDATE:  # one run each: with `-` it reads stdin only once
+        code, out = run(tool("kubernetes-validate"), "-k", version, "--strict", "-", stdin=text)
+        assert code == 0, out
+        for doc in builtin:
+            expected = f"passed for resource {doc['kind'].lower()}/{doc['metadata']['name']}"
+            assert f"{expected} against version {version}" in out, out
+        assert out.count("passed for resource") == len(builtin)
+        assert "did not validate" not in out
+    # kubernetes-validate skips custom resources (a warning, exit 0): check them ourselves.
+    for doc in docs:
+        if doc["kind"] in CRD_SCHEMAS:
+            schema = json.loads(CRD_SCHEMAS[doc["kind"]].read_text())
+            jsonschema.validate(doc, schema)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Deployment",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ]
+    )
+
+
+def test_crd_schemas_catch_mistakes() -> None:
+    docs = documents(rendered("default"))
+    monitor = one(docs, "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["scrapeInterval"] = "30s"  # the field is `interval`
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, json.loads(CRD_SCHEMAS["ServiceMonitor"].read_text()))
+    rule = one(docs, "PrometheusRule")
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "3 minutes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rule, json.loads(CRD_SCHEMAS["PrometheusRule"].read_text()))
+
+
+# ------------------------------------------------------------------ the config: bridge check
+
+
+@pytest.mark.parametrize("case", VALUES)
+def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) -> None:
+    docs = documents(rendered(case))
+    text = config_map(docs)["data"]["bridge.yaml"]
+    config = yaml.safe_load(text)
+    assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}  # noqa: S104 - in the pod
+    # The pod sees the Secret's keys next to bridge.yaml (projected volume): so does the check.
+    (tmp_path / "bridge.yaml").write_text(text)
+    for name in secret_files(config):
+        assert "/" not in name, f"{name}: secret files are relative to the config"
+        placeholder = "0x" + "11" * 32 if "private" in name else f"placeholder-{name}"
+        (tmp_path / name).write_text(placeholder + "\n")
+    env = {"SATORI_API_KEY": "placeholder"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "--config", str(tmp_path / "bridge.yaml")],
+        capture_output=True,
+        text=True,
+        env={**env, "PATH": "/usr/bin:/bin"},
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"config OK: {len(config['streams'])} stream(s)" in done.stdout
+    deployment = one(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["run", "--config", "/etc/bridge/bridge.yaml"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    assert mount["mountPath"] == "/etc/bridge"
+
+
+def plain_secrets(node: Any) -> list[str]:
+    """Secret keys given as values (not `<key>_file`, not a `${VAR}` reference)."""
+    keys = ("api_secret", "private_key", "sasl_password")
+    if isinstance(node, dict):
+        found = [k for k, v in node.items() if k in keys and not str(v).startswith("${")]
+        return found + [f for v in node.values() for f in plain_secrets(v)]
+    if isinstance(node, list):
+        return [f for v in node for f in plain_secrets(v)]
+    return []
+
+
+def secret_files(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k.endswith("_file") and isinstance(v, str)]
+        return found + [f for v in node.values() for f in secret_files(v)]
+    if isinstance(node, list):
+        return [f for v in node for f in secret_files(v)]
+    return []
+
+
+# ------------------------------------------------------------------ alert rules: promtool
+
+
+def prometheus_rule_spec(case: str) -> dict[str, Any]:
+    spec: dict[str, Any] = one(documents(rendered(case)), "PrometheusRule")["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("case", VALUES)
+def test_rendered_prometheusrule_passes_promtool(case: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(prometheus_rule_spec(case), sort_keys=False))
+    code, out = run(tool("promtool"), "check", "rules", str(rules))
+    assert code == 0, out
+    assert "SUCCESS: 9 rules found" in out
+    if case == "default":  # the defaults are the tested thresholds: the unit tests must pass
+        tests = tmp_path / "alerts_test.yaml"
+        tests.write_text(
+            ALERT_TESTS.read_text().replace("../../helm/bridge/files/alerts.yaml", str(rules))
+        )
+        code, out = run(tool("promtool"), "test", "rules", str(tests))
+        assert code == 0, out
+
+
+def test_overrides_change_only_what_they_name() -> None:
+    canonical = {r["alert"]: r for r in yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]}
+    full = {r["alert"]: r for r in prometheus_rule_spec("full")["groups"][0]["rules"]}
+    assert full.keys() == canonical.keys()
+    lag, silent = full["BridgeEventLagHigh"], full["BridgeFeedSilent"]
+    assert lag["expr"] == canonical["BridgeEventLagHigh"]["expr"].replace("> 30", "> 10")
+    assert lag["for"] == "5m"
+    assert silent["expr"].count("> 3600") == 2
+    assert "900" not in silent["expr"]
+    assert full["BridgeDeadLettersRising"]["labels"] == {"severity": "critical", "team": "treasury"}
+    for name, rule in full.items():
+        if name not in ("BridgeEventLagHigh", "BridgeFeedSilent", "BridgeDeadLettersRising"):
+            assert rule == {
+                **canonical[name],
+                "labels": {**canonical[name]["labels"], "team": "treasury"},
+            }
+
+
+def test_disabled_alerts_are_left_out() -> None:
+    code, out = helm(*template_args(None, "--set", "prometheusRule.disabled={BridgeFeedSilent}"))
+    assert code == 0, out
+    spec = one(documents(out), "PrometheusRule")["spec"]
+    names = [r["alert"] for r in spec["groups"][0]["rules"]]
+    assert "BridgeFeedSilent" not in names
+    assert len(names) == 8
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("prometheusRule.overrides.BridgeDown.threshold=1", "this alert has no threshold"),
+        ("prometheusRule.overrides.NoSuchAlert.for=5m", "no alert named NoSuchAlert"),
+        ("prometheusRule.disabled={BridgeDwon}", "no alert named BridgeDwon"),
+    ],
+)
+def test_override_mistakes_fail_the_render(flag: str, message: str) -> None:
+    code, out = helm(*template_args(None, "--set", flag))
+    assert code != 0
+    assert message in out
+
+
+# ------------------------------------------------------------------ one source, byte for byte
+
+
+def test_chart_renders_the_canonical_rules_byte_for_byte() -> None:
+    """The PrometheusRule's spec, as text, is files/alerts.yaml: the file promtool tests."""
+    text = rendered("default")
+    block = next(b for b in text.split("\n---\n") if "\nkind: PrometheusRule\n" in b)
+    spec_text = block.split("\nspec:\n", 1)[1]
+    lines = spec_text.split("\n")
+    assert all(line.startswith("  ") or line == "" for line in lines)
+    assert "\n".join(line[2:] for line in lines).rstrip(" \n") + "\n" == ALERTS.read_text()
+    assert yaml.safe_load(spec_text) == yaml.safe_load(ALERTS.read_text())
+
+
+def test_chart_renders_the_canonical_dashboard_byte_for_byte() -> None:
+    dashboard = one(documents(rendered("default")), "ConfigMap", "-dashboard")
+    assert dashboard["data"]["venue-bridge.json"] == DASHBOARD.read_text()
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    json.loads(dashboard["data"]["venue-bridge.json"])
+
+
+def test_the_canonical_files_are_single_copies() -> None:
+    """No second copy of the rules or dashboard anywhere in the repository."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.split()
+    for canonical in (ALERTS, DASHBOARD):
+        content = canonical.read_bytes()
+        copies = [p for p in tracked if (ROOT / p).is_file() and (ROOT / p).read_bytes() == content]
+        assert copies == [str(canonical.relative_to(ROOT))]
+
+
+# ------------------------------------------------------------------ the Deployment's promises
+
+
+@pytest.mark.parametrize("case", VALUES)
+def test_deployment_runs_one_non_root_read_only_process(case: str) -> None:
+    docs = documents(rendered(case))
+    deployment = one(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    grace = yaml.safe_load(config_map(docs)["data"]["bridge.yaml"])["shutdown"]["grace_seconds"]
+    assert pod["terminationGracePeriodSeconds"] >= grace + 10
+    # a config change restarts the pod
+    assert "checksum/config" in spec["template"]["metadata"]["annotations"]
+    # scraped even while not ready; job="bridge" whatever the release is called
+    service = one(docs, "Service")
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["metadata"]["labels"]["app.kubernetes.io/part-of"] == "bridge"
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/part-of"
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+
+def test_config_change_changes_the_checksum() -> None:
+    def checksum(*extra: str) -> str:
+        code, out = helm(*template_args(None, *extra))
+        assert code == 0, out
+        deployment = one(documents(out), "Deployment")
+        value: str = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        return value
+
+    assert checksum() != checksum("--set", "config.log.level=debug")
+
+
+def test_secret_is_used_from_an_existing_one_or_created() -> None:
+    full = documents(rendered("full"))
+    assert not [d for d in full if d["kind"] == "Secret"]
+    volume = one(full, "Deployment")["spec"]["template"]["spec"]["volumes"][0]
+    assert {"secret": {"name": "treasury-bridge"}} in volume["projected"]["sources"]
+    config = yaml.safe_load(config_map(full)["data"]["bridge.yaml"])
+    assert not plain_secrets(config), "secrets in a ConfigMap"
+
+    code, out = helm(
+        *template_args(
+            None, "--set", "secret.create=true", "--set", "secret.data.aquanow-api-secret=s3cr3t"
+        )
+    )
+    assert code == 0, out
+    docs = documents(out)
+    secret = one(docs, "Secret")
+    assert base64.b64decode(secret["data"]["aquanow-api-secret"]) == b"s3cr3t"
+    assert "s3cr3t" not in config_map(docs)["data"]["bridge.yaml"]
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/secret" in annotations
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+        (
+            {
+                "config": {
+                    "streams": [
+                        {
+                            "name": "a",
+                            "venue": "aquanow",
+                            "url": "wss://x/",
+                            "api_secret": "plain-text",
+                        }
+                    ]
+                }
+            },
+            "/config/streams/0/api_secret",
+        ),
+        ({"config": {"streams": []}}, "minItems"),
+        ({"prometheusRule": {"overrides": {"BridgeDown": {"severity": "page"}}}}, "severity"),
+        (
+            {"terminationGracePeriodSeconds": 25},
+            "must be at least config.shutdown.grace_seconds + 10",
+        ),
+    ],
+)
+def test_bad_values_are_refused(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    code, out = helm(*template_args(path))
+    assert code != 0
+    assert message in out
+
+
+def test_notes_say_how_to_check_the_release(tmp_path: Path) -> None:
+    """NOTES.txt renders only on install (which needs a cluster): render it as a template."""
+    chart = tmp_path / "bridge"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    body = "".join("  " + line for line in notes.splitlines(keepends=True))
+    (chart / "templates" / "notes.yaml").write_text("notes: |\n" + body)
+    code, out = run(
+        tool("helm"),
+        "template",
+        "treasury",
+        str(chart),
+        "-n",
+        NAMESPACE,
+        "-f",
+        str(FULL),
+        "--show-only",
+        "templates/notes.yaml",
+    )
+    assert code == 0, out
+    text = yaml.safe_load(out)["notes"]
+    assert "runs 2 stream(s): aquanow-treasury (aquanow), satori-treasury (satori)" in text
+    assert "kubectl -n bridges rollout status deployment/treasury-bridge" in text
+    assert 'Secret "treasury-bridge" (not created by this chart' in text
+
+
+def test_the_readme_install_example_works(tmp_path: Path) -> None:
+    """README "Deploy on Kubernetes": its `helm install` renders (as `helm template`), passes
+    the Kubernetes schemas and `bridge check`, and the Secret it creates first has exactly the
+    files the rendered config names."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Deploy on Kubernetes", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    commands = [c for c in commands if c]
+    install = next(c for c in commands if c[:2] == ["helm", "install"])
+    secret = next(c for c in commands if c[:4] == ["kubectl", "-n", "bridges", "create"])
+    args = ["template", *install[2:], "--kube-version", KUBE_RENDER]
+    code, out = helm(*args)
+    assert code == 0, out
+    code, report = run(tool("kubernetes-validate"), "-k", "1.34", "--strict", "-", stdin=out)
+    assert code == 0, report
+    docs = documents(out)
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"].startswith("registry.example.com/trading/venue-bridge:")
+    secret_name = secret[secret.index("generic") + 1]
+    assert {"secret": {"name": secret_name}} in pod["volumes"][0]["projected"]["sources"]
+    files = {a.split("=", 1)[1].split("=")[0] for a in secret if a.startswith("--from-file=")}
+    text = config_map(docs)["data"]["bridge.yaml"]
+    assert set(secret_files(yaml.safe_load(text))) == files
+    (tmp_path / "bridge.yaml").write_text(text)
+    for name in files:
+        (tmp_path / name).write_text("placeholder\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "--config", str(tmp_path / "bridge.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "my-cluster-kafka-bootstrap.kafka:9092" in done.stdout
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"

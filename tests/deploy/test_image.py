@@ -1,0 +1,70 @@
+"""The container image, without a Docker engine: the Dockerfile's promises checked as text
+(two stages, nothing built in the final one, a numeric non-root user, the `bridge` entry point
+and the command the Helm chart runs), and the wheel it installs built for real and opened."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.tools import CHART, ROOT
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+STAGES = re.split(r"^FROM ", DOCKERFILE, flags=re.MULTILINE)[1:]
+FINAL = STAGES[-1]
+TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
+
+
+@pytest.mark.unit
+def test_two_stages_and_nothing_built_in_the_final_one() -> None:
+    assert len(STAGES) == 2
+    assert STAGES[0].split()[2] == "build"  # FROM <image> AS build
+    assert "pip wheel" in STAGES[0]
+    for tool in ("gcc", "build-essential", "apt-get", "pip wheel", "COPY . "):
+        assert tool not in FINAL, tool
+    assert "--no-index" in FINAL  # installs only the wheels built in the first stage
+    assert "pip uninstall --yes pip" in FINAL
+
+
+@pytest.mark.unit
+def test_runs_as_the_chart_user_with_the_chart_command() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    user = re.search(r"^USER (\d+):(\d+)$", FINAL, re.MULTILINE)
+    assert user is not None, "USER must be numeric uid:gid (runAsNonRoot checks it)"
+    uid, gid = int(user[1]), int(user[2])
+    assert uid != 0
+    assert (uid, gid) == (
+        values["podSecurityContext"]["runAsUser"],
+        values["podSecurityContext"]["runAsGroup"],
+    )
+    assert 'ENTRYPOINT ["bridge"]' in FINAL
+    cmd = re.search(r"^CMD (\[.*\])$", FINAL, re.MULTILINE)
+    assert cmd is not None
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert f"args: {cmd[1]}" in deployment
+    assert f"EXPOSE {values['metrics']['port']}" in FINAL
+
+
+def test_the_wheel_carries_the_schemas_and_the_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("bridge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for topic in TOPICS:
+        assert f"bridge/schemas/{topic}/v1.avsc" in names, topic
+    assert "bridge/devkafka/pom.xml" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "bridge = bridge.cli:main" in text

@@ -30,6 +30,10 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
 LOGICAL_TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
+# The version the bridge writes: the newest file of each topic.
+NEWEST_VERSION = {
+    t: max(int(p.stem[1:]) for p in (SCHEMAS / t).glob("v*.avsc")) for t in LOGICAL_TOPICS
+}
 
 
 class AvroReader:

@@ -1,7 +1,9 @@
 """The `bridge` command: run, check, simulate, demo.
 
 Exit codes: 0 success, 1 runtime failure (e.g. records left unacknowledged at shutdown),
-2 bad configuration or usage (the message names the key path).
+2 bad configuration or usage (the message names the key path), or a schema registry that
+refuses the bridge's schemas at start (incompatible, not registered, not authorized): restarting
+cannot fix either.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge import __version__
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, RegistryError
 from bridge.settings import AquanowStream, SatoriStream, Settings, load_settings
 
 EXIT_CONFIG = 2
@@ -27,6 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bridge: configuration error\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except RegistryError as exc:
+        print(f"bridge: schema registry error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG if not exc.retriable else 1
     except KeyboardInterrupt:
         return 130
     return code
@@ -94,6 +99,8 @@ def _secrets(settings: Settings) -> list[str]:
             values.append(stream.private_key.get_secret_value())
     if settings.kafka.sasl_password is not None:
         values.append(settings.kafka.sasl_password.get_secret_value())
+    if settings.serialization.registry_password is not None:
+        values.append(settings.serialization.registry_password.get_secret_value())
     return values
 
 

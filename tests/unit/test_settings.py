@@ -170,3 +170,68 @@ streams:
         load_settings(write(tmp_path, text), {})
     assert "streams[0].private_key: not a valid secp256k1 private key" in str(caught.value)
     assert "deadbeef" not in str(caught.value)
+
+
+REGISTRY = """
+serialization:
+  mode: registry
+  registry_url: "${REGISTRY_URL}"
+  registry_username: bridge
+  registry_password_file: registry.txt
+"""
+
+
+def test_registry_mode_with_a_password_file(tmp_path: Path) -> None:
+    (tmp_path / "registry.txt").write_text("reg-pass\n")
+    path = write(tmp_path, GOOD + REGISTRY)
+    settings = load_settings(path, {"AQUANOW_API_KEY": "k", "REGISTRY_URL": "https://sr:8081"})
+    ser = settings.serialization
+    assert (ser.mode, ser.registry_url, ser.registry_username) == (
+        "registry",
+        "https://sr:8081",
+        "bridge",
+    )
+    assert ser.registry_password is not None
+    assert ser.registry_password.get_secret_value() == "reg-pass"
+    assert (ser.compatibility, ser.auto_register) == ("FULL", True)  # the defaults
+    assert "reg-pass" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("serialization", "message"),
+    [
+        ("{mode: registry}", "serialization.registry_url: required when mode is registry"),
+        (
+            "{mode: registry, registry_url: 'http://u:p@sr:8081'}",
+            "serialization.registry_url: put credentials in registry_username",
+        ),
+        ("{mode: registry, registry_url: 'sr:8081'}", "serialization.registry_url: expected an"),
+        (
+            "{mode: registry, registry_url: 'http://sr', registry_password: x}",
+            "serialization.registry_username: required with registry_password",
+        ),
+        ("{mode: registry, registry_url: 'http://sr', compatibility: full}", "compatibility"),
+        (
+            "{mode: registry, registry_url: 'http://sr', subject: x}",
+            "serialization.subject: unknown",
+        ),
+        ("{mode: avro}", "serialization.mode: input should be 'single-object' or 'registry'"),
+    ],
+)
+def test_registry_settings_errors_name_the_key(
+    tmp_path: Path, serialization: str, message: str
+) -> None:
+    path = write(tmp_path, GOOD + f"serialization: {serialization}\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, {"AQUANOW_API_KEY": "k"})
+    assert message in str(error.value)
+
+
+def test_compatibility_may_be_left_to_the_registry(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        GOOD + "serialization: {mode: registry, registry_url: 'http://sr', "
+        "compatibility: null, auto_register: false}\n",
+    )
+    ser = load_settings(path, {"AQUANOW_API_KEY": "k"}).serialization
+    assert (ser.compatibility, ser.auto_register) == (None, False)

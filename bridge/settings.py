@@ -257,6 +257,42 @@ class Settings(BaseSettings):
         return streams
 
 
+class ReaderSettings(BaseSettings):
+    """What a reader of the bridge's topics (`bridge tail`) takes from the bridge's config:
+    how to reach Kafka and the registry. Other sections are ignored, so their `${ENV}`
+    secrets need not be set."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_prefix="BRIDGE_", env_nested_delimiter="__"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    serialization: SerializationSettings = SerializationSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def load_reader_settings(
+    path: Path | str | None, environ: dict[str, str] | None = None
+) -> ReaderSettings:
+    """The `kafka` and `serialization` sections of a config file (defaults without a file)."""
+    env = dict(os.environ) if environ is None else environ
+    if path is None:
+        return _validate(ReaderSettings, {})
+    document = _read_yaml(Path(path))
+    wanted = {k: v for k, v in document.items() if k in ReaderSettings.model_fields}
+    return _validate(ReaderSettings, resolve(wanted, "", env, Path(path).parent))
+
+
 def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Settings:
     """Read, interpolate and validate a config file. Raises `ConfigError` naming the key."""
     env = dict(os.environ) if environ is None else environ

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from tests.e2e.scenario import (
 from tests.helpers import (
     LOGICAL_TOPICS,
     NEWEST_VERSION,
+    ROOT,
     SCHEMAS,
     BridgeProcess,
     Message,
@@ -83,6 +87,51 @@ async def test_registry_mode_end_to_end(
         old = fastavro.schemaless_reader(io.BytesIO(m.value[5:]), writer, v1)
         assert "deposit_address" not in old
         assert old == {k: v for k, v in m.record.items() if k != "deposit_address"}
+
+    # `bridge tail` reads the same topic back through the registry.
+    lines = _tail(kafka, registry, run.topics["balances"], count=5)
+    assert len(lines) == 5
+    for line, m in zip(lines, balances, strict=False):
+        assert line["topic"] == run.topics["balances"]
+        assert line["key"] == m.key
+        assert (line["schema"], line["version"]) == ("bridge.records.Balance", 2)
+        assert line["schema_id"] == m.schema_id
+        assert line["value"]["event_id"] == m.record["event_id"]
+        for amount in ("available", "total"):  # exact decimals, as strings
+            value = m.record[amount]
+            shown = line["value"][amount]
+            assert shown is None if value is None else Decimal(shown) == value
+            assert shown is None or isinstance(shown, str)
+
+
+def _tail(
+    kafka: KafkaEndpoint, registry: RegistryEndpoint, topic: str, count: int
+) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "tail",
+            topic,
+            "--bootstrap-servers",
+            kafka.bootstrap_servers,
+            "--registry-url",
+            registry.url,
+            "--from-beginning",
+            "--count",
+            str(count),
+            "--timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def _quiet_config(kafka: KafkaEndpoint, serialization: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.cli import main
 from bridge.errors import ConfigError
-from bridge.settings import AquanowStream, load_settings
+from bridge.settings import AquanowStream, load_reader_settings, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -235,3 +235,20 @@ def test_compatibility_may_be_left_to_the_registry(tmp_path: Path) -> None:
     )
     ser = load_settings(path, {"AQUANOW_API_KEY": "k"}).serialization
     assert (ser.compatibility, ser.auto_register) == (None, False)
+
+
+def test_readers_take_only_kafka_and_registry_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bridge tail --config` works with the bridge's own config, without its venue secrets."""
+    path = write(tmp_path, GOOD + "serialization: {mode: registry, registry_url: 'http://sr'}\n")
+    monkeypatch.delenv("AQUANOW_API_KEY", raising=False)
+    monkeypatch.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "broker:9093")
+    settings = load_reader_settings(path)
+    assert settings.kafka.bootstrap_servers == "broker:9093"
+    assert settings.kafka.topics.deadletter == "dlq"
+    assert settings.serialization.registry_url == "http://sr"
+    assert load_reader_settings(None).kafka.bootstrap_servers == "broker:9093"
+    (tmp_path / "bad.yaml").write_text("kafka: {bootstrap: x}\n")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap: unknown key"):
+        load_reader_settings(tmp_path / "bad.yaml")

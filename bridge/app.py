@@ -12,7 +12,9 @@ import contextlib
 import random
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -27,6 +29,8 @@ from bridge.registry import Registration, RegistryClient, register_schemas
 from bridge.settings import Settings
 from bridge.sink import Sink
 from bridge.venues import build_venue
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -111,25 +115,30 @@ class App:
         cannot change it, and publishing without it would break consumers."""
         log = get_logger(component="registry")
         ser = self.settings.serialization
-        assert ser.registry_url is not None  # settings validation guarantees it
+        url = ser.registry_url
+        assert url is not None  # settings validation guarantees it
         topics = {t: self.settings.kafka.topics.name(t) for t in store.topics()}
         backoff = Backoff(self.settings.reconnect, random.Random())
         password = ser.registry_password.get_secret_value() if ser.registry_password else None
+
+        async def attempt() -> Registration:
+            async with RegistryClient(
+                url,
+                username=ser.registry_username,
+                password=password,
+                timeout=ser.registry_timeout,
+            ) as client:
+                return await register_schemas(
+                    client,
+                    store,
+                    topics,
+                    compatibility=ser.compatibility,
+                    auto_register=ser.auto_register,
+                )
+
         while not self._stop.is_set():
             try:
-                async with RegistryClient(
-                    ser.registry_url,
-                    username=ser.registry_username,
-                    password=password,
-                    timeout=ser.registry_timeout,
-                ) as client:
-                    return await register_schemas(
-                        client,
-                        store,
-                        topics,
-                        compatibility=ser.compatibility,
-                        auto_register=ser.auto_register,
-                    )
+                return await self._unless_stopped(attempt())
             except RegistryError as exc:
                 if not exc.retriable:
                     log.error("schema registry refused the bridge's schemas", error=str(exc))
@@ -143,6 +152,21 @@ class App:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
         return None
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """`work`'s result, or None (work cancelled) as soon as a stop is requested: a slow
+        registry must not hold a SIGTERM for request timeout x requests."""
+        task = asyncio.create_task(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when="FIRST_COMPLETED")
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return None if task.cancelled() else task.result()
 
     async def _start_sink(self, sink: Sink) -> bool:
         """Start the producer, retrying with backoff while the brokers are unreachable.

@@ -5,6 +5,7 @@ reads with the v1 schema (a consumer that never upgraded). Start-up failures are
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -193,3 +194,29 @@ async def test_an_incompatible_schema_stops_the_bridge_with_exit_2(
     assert refused
     assert refused[0]["event"] == "schema registry refused the bridge's schemas"
     assert confluent.get_versions(subject) == [1]  # nothing of ours was registered
+
+
+async def test_sigterm_is_not_held_by_a_registry_that_never_answers(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    """A registry that accepts connections and never answers, with a request timeout longer
+    than any test: SIGTERM must still end the bridge cleanly (exit 0, not a kill)."""
+    accepted = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()  # until the client goes away
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = {
+        "mode": "registry",
+        "registry_url": f"http://127.0.0.1:{port}",
+        "registry_timeout": 3600,
+    }
+    async with server:
+        with BridgeProcess(tmp_path, _quiet_config(kafka, silent)) as bridge:
+            async with asyncio.timeout(60):
+                await accepted.wait()
+            assert (await bridge.get("/readyz"))[0] == 503
+            assert bridge.stop(timeout=30) == 0

@@ -1,6 +1,7 @@
 # Every target bootstraps what it needs: a fresh clone only needs python3 (3.11+), Java 17+
-# and Maven (for the local Kafka broker's jars, fetched once from Maven Central), Go (helm is
-# built from source once, ~2 min) and apt (promtool comes out of Debian's prometheus package).
+# and Maven (the local Kafka broker's jars and the schema registry, fetched once from Maven
+# Central into ~/.cache/bridge or $BRIDGE_CACHE_DIR), Go (helm is built from source once,
+# ~2 min) and apt (promtool comes out of Debian's prometheus package).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,8 +9,8 @@ STAMP  := $(VENV)/.installed-stamp
 # promtool, helm, kubernetes-validate: installed by .ci/install-tools.sh into the shared cache
 TOOLS_BIN := $(or $(BRIDGE_TOOLS_BIN),$(or $(BRIDGE_CACHE_DIR),$(HOME)/.cache/bridge)/tools/bin)
 
-.PHONY: install kafka-jars tools demo test test-unit alerts-check helm-check lint format \
-	typecheck check clean bench
+.PHONY: install kafka-jars registry tools demo test test-unit alerts-check helm-check lint \
+	format typecheck check clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +27,18 @@ kafka-jars: install
 tools:
 	bash .ci/install-tools.sh
 
+## registry: fetch Apicurio Registry (Confluent-compatible schema registry) for the tests
+registry: install
+	$(BIN)/python -m bridge.devregistry --fetch-only
+
 ## demo: simulator venues → bridge → real Kafka → decoded records on screen (Ctrl-C stops;
 ##       `make demo ARGS="--count 20"` stops after 20 records)
 demo: kafka-jars
 	$(BIN)/bridge demo $(ARGS)
 
-## test: every test (unit, integration against a real broker, end to end, alert rules, chart)
-test: kafka-jars tools
+## test: every test (unit, integration against a real broker and registry, end to end,
+##       alert rules, chart)
+test: kafka-jars registry tools
 	$(BIN)/pytest $(ARGS)
 
 ## alerts-check: promtool check + unit tests of the alert rules (and the pytest wrapper)

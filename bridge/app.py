@@ -12,7 +12,9 @@ import contextlib
 import random
 import signal
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -20,13 +22,16 @@ from aiokafka.errors import KafkaError
 from bridge.backoff import Backoff
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.errors import ConfigError, SinkError
+from bridge.errors import RegistryError, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
+from bridge.registry import Registration, RegistryClient, register_schemas
 from bridge.settings import Settings, StreamSettings
 from bridge.sink import Sink
 from bridge.snapshot import Snapshotter, StreamPublisher
 from bridge.venues import build_venue
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -48,8 +53,6 @@ class App:
         log = get_logger(component="app")
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
-        codec = self._build_codec()
-        sink = Sink(self.settings.kafka, codec, self.metrics)
         self._http = await start_http_server(
             self.metrics, self.health, self.settings.metrics.host, self.settings.metrics.port
         )
@@ -60,6 +63,11 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         try:
+            # Ready only after the schemas are registered: the producer starts after the codec.
+            codec = await self._build_codec()
+            if codec is None:
+                return 0
+            sink = Sink(self.settings.kafka, codec, self.metrics)
             if not await self._start_sink(sink):
                 return 0
             self.health.producer_started = True
@@ -112,10 +120,75 @@ class App:
         get_logger(component="app").info("shutdown requested", signal=sig.name)
         self._stop.set()
 
-    def _build_codec(self) -> Codec:
-        if self.settings.serialization.mode == "registry":
-            raise ConfigError("serialization.mode: registry mode is not available in this build")
-        return Codec(SchemaStore.load())
+    async def _build_codec(self) -> Codec | None:
+        """The codec for the configured framing; in registry mode only once every schema
+        version is registered (or found). None when a stop was requested first."""
+        store = SchemaStore.load()
+        if self.settings.serialization.mode != "registry":
+            return Codec(store)
+        registration = await self._register_schemas(store)
+        if registration is None:
+            return None
+        return Codec(store, prefix_for=registration.prefix_for)
+
+    async def _register_schemas(self, store: SchemaStore) -> Registration | None:
+        """Register the schemas, retrying with backoff while the registry is unreachable or
+        answers 5xx. A refusal (incompatible schema, bad credentials) is raised: retrying
+        cannot change it, and publishing without it would break consumers."""
+        log = get_logger(component="registry")
+        ser = self.settings.serialization
+        url = ser.registry_url
+        assert url is not None  # settings validation guarantees it
+        topics = {t: self.settings.kafka.topics.name(t) for t in store.topics()}
+        backoff = Backoff(self.settings.reconnect, random.Random())
+        password = ser.registry_password.get_secret_value() if ser.registry_password else None
+
+        async def attempt() -> Registration:
+            async with RegistryClient(
+                url,
+                username=ser.registry_username,
+                password=password,
+                timeout=ser.registry_timeout,
+            ) as client:
+                return await register_schemas(
+                    client,
+                    store,
+                    topics,
+                    compatibility=ser.compatibility,
+                    auto_register=ser.auto_register,
+                )
+
+        while not self._stop.is_set():
+            try:
+                return await self._unless_stopped(attempt())
+            except RegistryError as exc:
+                if not exc.retriable:
+                    log.error("schema registry refused the bridge's schemas", error=str(exc))
+                    raise
+                delay = backoff.next_delay(time.monotonic())
+                log.warning(
+                    "schema registry unavailable; retrying",
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        return None
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, _T]) -> _T | None:
+        """`work`'s result, or None (work cancelled) as soon as a stop is requested: a slow
+        registry must not hold a SIGTERM for request timeout x requests."""
+        task = asyncio.create_task(work)
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when="FIRST_COMPLETED")
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return None if task.cancelled() else task.result()
 
     async def _start_sink(self, sink: Sink) -> bool:
         """Start the producer, retrying with backoff while the brokers are unreachable.

@@ -1,7 +1,9 @@
-"""The `bridge` command: run, check, simulate, demo.
+"""The `bridge` command: run, check, schemas, tail, simulate, demo.
 
 Exit codes: 0 success, 1 runtime failure (e.g. records left unacknowledged at shutdown),
-2 bad configuration or usage (the message names the key path).
+2 bad configuration or usage (the message names the key path), or a schema registry that
+refuses the bridge's schemas at start (incompatible, not registered, not authorized): restarting
+cannot fix either.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge import __version__
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, RegistryError
 from bridge.settings import AquanowStream, SatoriStream, Settings, load_settings
+
+if TYPE_CHECKING:
+    from bridge.codec import SchemaStore
 
 EXIT_CONFIG = 2
 
@@ -27,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bridge: configuration error\n{exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except RegistryError as exc:
+        print(f"bridge: schema registry error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG if not exc.retriable else 1
     except KeyboardInterrupt:
         return 130
     return code
@@ -46,6 +55,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", "-c", type=Path, required=True)
     check.set_defaults(handler=_check)
+
+    schemas = commands.add_parser(
+        "schemas", help="list topics, schema versions and fingerprints; print one schema"
+    )
+    schemas.add_argument("topic", nargs="?", help="print this topic's schema (newest version)")
+    schemas.add_argument("--version", "-v", type=int, default=None, help="print version N")
+    schemas.set_defaults(handler=_schemas)
+
+    tail = commands.add_parser(
+        "tail", help="print a topic's records as JSON lines (exact decimals as strings)"
+    )
+    tail.add_argument(
+        "topics",
+        nargs="+",
+        metavar="TOPIC",
+        help="logical name (balances, orders, positions, trades, credit, deadletter) "
+        "or a Kafka topic name",
+    )
+    tail.add_argument("--config", "-c", type=Path, help="take Kafka and registry settings here")
+    tail.add_argument("--bootstrap-servers", "-b", help="overrides kafka.bootstrap_servers")
+    tail.add_argument("--registry-url", help="overrides serialization.registry_url")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    tail.add_argument("--count", "-n", type=int, default=None, help="stop after N records")
+    tail.add_argument(
+        "--timeout", type=float, default=None, help="stop when no record came for this long (s)"
+    )
+    tail.set_defaults(handler=_tail)
 
     simulate = commands.add_parser("simulate", help="serve a venue simulator on loopback")
     simulate.add_argument("venue", choices=["aquanow", "satori"])
@@ -94,6 +130,8 @@ def _secrets(settings: Settings) -> list[str]:
             values.append(stream.private_key.get_secret_value())
     if settings.kafka.sasl_password is not None:
         values.append(settings.kafka.sasl_password.get_secret_value())
+    if settings.serialization.registry_password is not None:
+        values.append(settings.serialization.registry_password.get_secret_value())
     return values
 
 
@@ -131,6 +169,61 @@ def describe(settings: Settings) -> str:
         "(/healthz, /readyz)",
     ]
     return "\n".join(lines)
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from bridge.codec import SchemaStore
+
+    store = SchemaStore.load()
+    if args.topic is None:
+        if args.version is not None:
+            raise ConfigError("--version: needs a TOPIC")
+        print(describe_schemas(store))
+        return 0
+    if args.topic not in store.topics():
+        raise ConfigError(f"TOPIC: {args.topic!r} is not one of {store.topics()}")
+    versions = {sv.version: sv for sv in store.versions(args.topic)}
+    number = args.version if args.version is not None else max(versions)
+    if number not in versions:
+        raise ConfigError(f"--version: {args.topic} has versions {sorted(versions)}")
+    print(versions[number].text, end="" if versions[number].text.endswith("\n") else "\n")
+    return 0
+
+
+def describe_schemas(store: SchemaStore) -> str:
+    """What `bridge schemas` prints: one line per released schema version."""
+    rows = [("topic", "version", "record", "fingerprint", "file")]
+    for topic in store.topics():
+        newest = store.latest(topic).version
+        for sv in store.versions(topic):
+            mark = " (writes)" if sv.version == newest else ""
+            path = f"schemas/{topic}/v{sv.version}.avsc"
+            rows.append((topic, f"v{sv.version}{mark}", sv.full_name, sv.fingerprint.hex(), path))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[4]])
+        for row in rows
+    ]
+    lines.append("")
+    lines.append(
+        "fingerprint: the CRC-64-AVRO of the schema's parsing canonical form, as the 8 bytes "
+        "after C3 01 in each single-object value"
+    )
+    return "\n".join(lines)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from bridge.consume import tail_main
+
+    return tail_main(
+        topics=args.topics,
+        config=args.config,
+        bootstrap_servers=args.bootstrap_servers,
+        registry_url=args.registry_url,
+        from_beginning=args.from_beginning,
+        count=args.count,
+        timeout=args.timeout,
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:

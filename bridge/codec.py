@@ -122,6 +122,11 @@ def single_object_prefix(sv: SchemaVersion) -> bytes:
     return SINGLE_OBJECT_MAGIC + sv.fingerprint
 
 
+def confluent_prefix(schema_id: int) -> bytes:
+    """Confluent wire format header: magic byte 0, then the schema id as 4 bytes big-endian."""
+    return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
+
+
 class Codec:
     """Encodes records with the newest schema version of their topic.
 

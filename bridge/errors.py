@@ -56,3 +56,37 @@ class SinkError(BridgeError):
     """Kafka refused or lost a record beyond the producer's own retries."""
 
     retriable = True
+
+
+class RegistryError(BridgeError):
+    """The schema registry did not do what the bridge needs at start (register or look up a
+    schema, set a subject's compatibility). Network faults and 5xx/429 answers are retriable;
+    any other refusal (bad credentials, an unknown subject with registration turned off) is not:
+    retrying the same request cannot change the answer."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: int | None = None,
+        retriable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.retriable = retriable
+
+
+class IncompatibleSchema(RegistryError):
+    """The registry refused a schema version as incompatible with the subject's history (HTTP
+    409): shipping it would break consumers, so the bridge does not start."""
+
+    def __init__(self, subject: str, detail: str, what: str = "the schema") -> None:
+        super().__init__(
+            f"subject {subject}: the registry refused {what} as incompatible: {detail}",
+            status=409,
+            error_code=409,
+        )
+        self.subject = subject
+        self.detail = detail

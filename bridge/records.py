@@ -101,6 +101,8 @@ class Balance(VenueRecord):
     credit: Decimal | None
     change: Decimal | None  # the delta that caused this push, where the venue says (Satori)
     version: int | None  # the venue's monotonic version of this balance (Satori `logId`)
+    # Since schemas/balances/v2. Defaulted so venues that have no such field need no change.
+    deposit_address: str | None = None
 
     def key(self) -> str:
         return f"{self.venue}|{self.account or ''}|{self.asset}"

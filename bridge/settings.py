@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -28,9 +29,12 @@ from bridge.errors import ConfigError
 
 # Keys whose value may instead be read from a file (`api_secret_file: /var/run/secrets/…`),
 # the way Kubernetes mounts Secrets.
-SECRET_KEYS: Final = frozenset({"api_key", "api_secret", "private_key", "sasl_password"})
+SECRET_KEYS: Final = frozenset(
+    {"api_key", "api_secret", "private_key", "sasl_password", "registry_password"}
+)
 _VAR: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 VENUES: Final = ("aquanow", "satori")
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class _Model(BaseModel):
@@ -71,14 +75,55 @@ class KafkaSettings(_Model):
     ssl_cafile: Path | None = None
 
 
+# Confluent's compatibility levels (a subject's rule for accepting a new schema version).
+Compatibility = Literal[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+
+
 class SerializationSettings(_Model):
+    """How record values are framed. `registry`: Confluent wire format, schemas registered at
+    start under `<topic>-value`. `single-object`: the Avro spec's framing, no registry."""
+
     mode: Literal["single-object", "registry"] = "single-object"
+    # The Confluent-API base URL, e.g. http://registry:8081 (Apicurio: …/apis/ccompat/v7).
     registry_url: str | None = None
+    registry_username: str | None = None  # HTTP basic auth (Confluent Cloud: the API key)
+    registry_password: SecretStr | None = None  # or registry_password_file
+    # Set on each subject before registering, so the registry itself refuses a version that
+    # would break readers. null leaves the registry's own setting alone.
+    compatibility: Compatibility | None = "FULL"
+    # false: only look the schemas up (for registries the bridge may not write to); a version
+    # that is not registered is then an error at start, and compatibility is not touched.
+    auto_register: bool = True
+    registry_timeout: float = Field(10.0, gt=0)  # seconds per registry request
+
+    @field_validator("registry_url")
+    @classmethod
+    def _plain_http_url(cls, value: str | None) -> str | None:
+        """Credentials go in registry_username/password, never the URL: the URL is printed by
+        `bridge check` and logged."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in registry_username / registry_password")
+        return value
 
     @model_validator(mode="after")
     def _registry_needs_url(self) -> SerializationSettings:
         if self.mode == "registry" and not self.registry_url:
-            raise ValueError("registry_url is required when mode is registry")
+            raise ValueError("registry_url: required when mode is registry")
+        if self.registry_password is not None and not self.registry_username:
+            raise ValueError("registry_username: required with registry_password")
         return self
 
 
@@ -235,10 +280,52 @@ class Settings(BaseSettings):
         return streams
 
 
+class ReaderSettings(BaseSettings):
+    """What a reader of the bridge's topics (`bridge tail`) takes from the bridge's config:
+    how to reach Kafka and the registry. Other sections are ignored, so their `${ENV}`
+    secrets need not be set."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", frozen=True, env_prefix="BRIDGE_", env_nested_delimiter="__"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    serialization: SerializationSettings = SerializationSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def load_reader_settings(
+    path: Path | str | None, environ: dict[str, str] | None = None
+) -> ReaderSettings:
+    """The `kafka` and `serialization` sections of a config file (defaults without a file)."""
+    env = dict(os.environ) if environ is None else environ
+    if path is None:
+        return _validate(ReaderSettings, {})
+    document = _read_yaml(Path(path))
+    wanted = {k: v for k, v in document.items() if k in ReaderSettings.model_fields}
+    return _validate(ReaderSettings, resolve(wanted, "", env, Path(path).parent))
+
+
 def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Settings:
     """Read, interpolate and validate a config file. Raises `ConfigError` naming the key."""
     env = dict(os.environ) if environ is None else environ
     path = Path(path)
+    document = _read_yaml(path)
+    data = resolve(document, "", env, path.parent)
+    return validate_settings(data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -247,13 +334,16 @@ def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Se
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the config must be a mapping at the top level")
-    data = resolve(document, "", env, path.parent)
-    return validate_settings(data)
+    return document
 
 
 def validate_settings(data: dict[str, Any]) -> Settings:
+    return _validate(Settings, data)
+
+
+def _validate(model: type[_S], data: dict[str, Any]) -> _S:
     try:
-        return Settings(**data)
+        return model(**data)
     except ValidationError as exc:
         errors = exc.errors()
         # pydantic also reports "too short" for a list whose items all failed: noise.

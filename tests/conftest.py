@@ -1,8 +1,10 @@
-"""Shared fixtures: one real Kafka broker per test session.
+"""Shared fixtures: one real Kafka broker and one real schema registry per test session.
 
 The broker comes from ``bridge.devkafka.kafka_bootstrap()`` (``KAFKA_BOOTSTRAP_SERVERS``, else
-Docker via testcontainers, else a local broker from Maven Central jars). A broker that cannot be
-had is an error, never a skip: CI must not go green without having talked to Kafka.
+Docker via testcontainers, else a local broker from Maven Central jars); the registry from
+``bridge.devregistry.registry_endpoint()`` (``SCHEMA_REGISTRY_URL``, else Apicurio Registry
+from Maven Central). Either one that cannot be had is an error, never a skip: CI must not go
+green without having talked to them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import pytest
 import structlog
 
 from bridge.devkafka import KafkaEndpoint, kafka_bootstrap
+from bridge.devregistry import RegistryEndpoint, registry_endpoint
 
 _BROKER_LOG_TAIL = pytest.StashKey[str]()
+_REGISTRY_LOG_TAIL = pytest.StashKey[str]()
 _TAIL_LINES = 80
 
 
@@ -32,14 +36,26 @@ def kafka(request: pytest.FixtureRequest) -> Iterator[KafkaEndpoint]:
             )
 
 
+@pytest.fixture(scope="session")
+def registry(request: pytest.FixtureRequest) -> Iterator[RegistryEndpoint]:
+    """The session's schema registry; ``.url`` is its Confluent-API base URL."""
+    with registry_endpoint() as endpoint:
+        yield endpoint
+        if request.session.testsfailed:
+            request.config.stash[_REGISTRY_LOG_TAIL] = (
+                f"{endpoint.kind} registry at {endpoint.url}\n{endpoint.log_tail(_TAIL_LINES)}"
+            )
+
+
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
     """Show the broker log tail when a test failed: most Kafka test failures start there."""
-    tail = config.stash.get(_BROKER_LOG_TAIL, None)
-    if tail:
-        terminalreporter.write_sep("-", f"kafka broker log (last {_TAIL_LINES} lines)")
-        terminalreporter.write_line(tail)
+    for key, what in ((_BROKER_LOG_TAIL, "kafka broker"), (_REGISTRY_LOG_TAIL, "schema registry")):
+        tail = config.stash.get(key, None)
+        if tail:
+            terminalreporter.write_sep("-", f"{what} log (last {_TAIL_LINES} lines)")
+            terminalreporter.write_line(tail)
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,12 +31,20 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
 LOGICAL_TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
+# The version the bridge writes: the newest file of each topic.
+NEWEST_VERSION = {
+    t: max(int(p.stem[1:]) for p in (SCHEMAS / t).glob("v*.avsc")) for t in LOGICAL_TOPICS
+}
 
 
 class AvroReader:
-    """Decodes single-object-encoded values using only the repository's .avsc files."""
+    """Decodes single-object-encoded values using only the repository's .avsc files, and
+    Confluent-framed ones with the writer schema fetched from the registry by id (plain HTTP,
+    no bridge code), which must be one of the repository's files."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry_url: str | None = None) -> None:
+        self.registry_url = registry_url
+        self.by_id: dict[int, tuple[str, int, Any]] = {}
         self.by_fingerprint: dict[bytes, tuple[str, int, Any]] = {}
         for path in SCHEMAS.glob("*/v*.avsc"):
             document = json.loads(path.read_text())
@@ -47,9 +56,23 @@ class AvroReader:
             )
 
     def decode(self, value: bytes) -> tuple[str, int, dict[str, Any]]:
+        if self.registry_url is not None:
+            assert value[:1] == b"\x00", f"not Confluent framed: {value[:5]!r}"
+            topic, version, schema = self.registry_schema(int.from_bytes(value[1:5], "big"))
+            return topic, version, fastavro.schemaless_reader(io.BytesIO(value[5:]), schema)
         assert value[:2] == b"\xc3\x01", f"not single-object encoded: {value[:4]!r}"
         topic, version, schema = self.by_fingerprint[value[2:10]]
         return topic, version, fastavro.schemaless_reader(io.BytesIO(value[10:]), schema)
+
+    def registry_schema(self, schema_id: int) -> tuple[str, int, Any]:
+        if schema_id not in self.by_id:
+            url = f"{self.registry_url}/schemas/ids/{schema_id}"
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+                document = json.loads(json.loads(response.read())["schema"])
+            fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(document), "CRC-64-AVRO"))
+            topic, version, _ = self.by_fingerprint[fp]  # the registry serves our own files
+            self.by_id[schema_id] = (topic, version, fastavro.parse_schema(document))
+        return self.by_id[schema_id]
 
 
 @dataclass
@@ -59,6 +82,8 @@ class Message:
     headers: dict[str, str]
     record: dict[str, Any]
     schema_version: int
+    schema_id: int | None = None  # registry id, for Confluent-framed values
+    value: bytes = b""  # the raw Kafka value
 
 
 def unique_topics() -> dict[str, str]:
@@ -72,9 +97,11 @@ async def collect(
     topics: dict[str, str],
     done: Callable[[list[Message]], bool],
     timeout: float = 60.0,
+    registry_url: str | None = None,
 ) -> list[Message]:
-    """Read every topic from the beginning until `done(messages)` or the deadline."""
-    reader = AvroReader()
+    """Read every topic from the beginning until `done(messages)` or the deadline. With
+    `registry_url`, values must be Confluent framed (registry mode)."""
+    reader = AvroReader(registry_url)
     logical = {name: t for t, name in topics.items()}
     consumer = AIOKafkaConsumer(
         *topics.values(),
@@ -94,7 +121,12 @@ async def collect(
                         topic = logical[m.topic]
                         assert schema_topic == topic, (schema_topic, topic)
                         headers = {k: v.decode() for k, v in m.headers}
-                        messages.append(Message(topic, m.key.decode(), headers, record, version))
+                        schema_id = int.from_bytes(m.value[1:5], "big") if registry_url else None
+                        messages.append(
+                            Message(
+                                topic, m.key.decode(), headers, record, version, schema_id, m.value
+                            )
+                        )
     except TimeoutError:
         counts = {t: sum(1 for m in messages if m.topic == t) for t in LOGICAL_TOPICS}
         raise AssertionError(f"condition not met within {timeout} s; got {counts}") from None

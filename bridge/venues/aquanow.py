@@ -263,6 +263,7 @@ class AquanowVenue:
             credit=p.opt_decimal("creditBalance"),
             change=None,
             version=None,
+            deposit_address=p.opt_str("depositAddress"),
         )
 
     def _parse_order(self, p: Fields, frame: Frame, raw: str, source: str) -> Order:

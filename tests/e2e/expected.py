@@ -43,6 +43,7 @@ def expected_balance(sent: Sent, stream: str, fallback: str | None) -> dict[str,
         "credit": None,
         "change": None,
         "version": None,
+        "deposit_address": None if p["depositAddress"] in ("-", "") else p["depositAddress"],
     }
 
 
@@ -164,6 +165,7 @@ def expected_satori(sent: Sent, stream: str, wallet: str) -> list[tuple[str, dic
                     "credit": None,
                     "change": Decimal(p["operateAmount"]),
                     "version": p["logId"],
+                    "deposit_address": None,
                 },
             )
         ]

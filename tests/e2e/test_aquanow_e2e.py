@@ -19,7 +19,14 @@ from bridge.devkafka import KafkaEndpoint
 from bridge.simulator.aquanow import AquanowSimulator
 from bridge.venues.aquanow import build_subscribe
 from tests.e2e.expected import EXPECT, RECORD_NAMES
-from tests.helpers import BridgeProcess, Message, collect, unique_topics, wait_until
+from tests.helpers import (
+    NEWEST_VERSION,
+    BridgeProcess,
+    Message,
+    collect,
+    unique_topics,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +115,7 @@ async def test_every_push_reaches_kafka_exactly(
             assert message.key == f"aquanow|{record['account']}|{record[key_field]}"
             assert message.headers == {
                 "schema": f"bridge.records.{RECORD_NAMES[topic]}",
-                "schema_version": "1",
+                "schema_version": str(NEWEST_VERSION[topic]),
                 "venue": "aquanow",
                 "stream": "aq-e2e",
                 "event_id": record["event_id"],

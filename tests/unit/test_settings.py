@@ -11,7 +11,7 @@ import pytest
 
 from bridge.cli import main
 from bridge.errors import ConfigError
-from bridge.settings import AquanowStream, load_settings
+from bridge.settings import AquanowStream, load_reader_settings, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -170,3 +170,85 @@ streams:
         load_settings(write(tmp_path, text), {})
     assert "streams[0].private_key: not a valid secp256k1 private key" in str(caught.value)
     assert "deadbeef" not in str(caught.value)
+
+
+REGISTRY = """
+serialization:
+  mode: registry
+  registry_url: "${REGISTRY_URL}"
+  registry_username: bridge
+  registry_password_file: registry.txt
+"""
+
+
+def test_registry_mode_with_a_password_file(tmp_path: Path) -> None:
+    (tmp_path / "registry.txt").write_text("reg-pass\n")
+    path = write(tmp_path, GOOD + REGISTRY)
+    settings = load_settings(path, {"AQUANOW_API_KEY": "k", "REGISTRY_URL": "https://sr:8081"})
+    ser = settings.serialization
+    assert (ser.mode, ser.registry_url, ser.registry_username) == (
+        "registry",
+        "https://sr:8081",
+        "bridge",
+    )
+    assert ser.registry_password is not None
+    assert ser.registry_password.get_secret_value() == "reg-pass"
+    assert (ser.compatibility, ser.auto_register) == ("FULL", True)  # the defaults
+    assert "reg-pass" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("serialization", "message"),
+    [
+        ("{mode: registry}", "serialization.registry_url: required when mode is registry"),
+        (
+            "{mode: registry, registry_url: 'http://u:p@sr:8081'}",
+            "serialization.registry_url: put credentials in registry_username",
+        ),
+        ("{mode: registry, registry_url: 'sr:8081'}", "serialization.registry_url: expected an"),
+        (
+            "{mode: registry, registry_url: 'http://sr', registry_password: x}",
+            "serialization.registry_username: required with registry_password",
+        ),
+        ("{mode: registry, registry_url: 'http://sr', compatibility: full}", "compatibility"),
+        (
+            "{mode: registry, registry_url: 'http://sr', subject: x}",
+            "serialization.subject: unknown",
+        ),
+        ("{mode: avro}", "serialization.mode: input should be 'single-object' or 'registry'"),
+    ],
+)
+def test_registry_settings_errors_name_the_key(
+    tmp_path: Path, serialization: str, message: str
+) -> None:
+    path = write(tmp_path, GOOD + f"serialization: {serialization}\n")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, {"AQUANOW_API_KEY": "k"})
+    assert message in str(error.value)
+
+
+def test_compatibility_may_be_left_to_the_registry(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        GOOD + "serialization: {mode: registry, registry_url: 'http://sr', "
+        "compatibility: null, auto_register: false}\n",
+    )
+    ser = load_settings(path, {"AQUANOW_API_KEY": "k"}).serialization
+    assert (ser.compatibility, ser.auto_register) == (None, False)
+
+
+def test_readers_take_only_kafka_and_registry_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bridge tail --config` works with the bridge's own config, without its venue secrets."""
+    path = write(tmp_path, GOOD + "serialization: {mode: registry, registry_url: 'http://sr'}\n")
+    monkeypatch.delenv("AQUANOW_API_KEY", raising=False)
+    monkeypatch.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "broker:9093")
+    settings = load_reader_settings(path)
+    assert settings.kafka.bootstrap_servers == "broker:9093"
+    assert settings.kafka.topics.deadletter == "dlq"
+    assert settings.serialization.registry_url == "http://sr"
+    assert load_reader_settings(None).kafka.bootstrap_servers == "broker:9093"
+    (tmp_path / "bad.yaml").write_text("kafka: {bootstrap: x}\n")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap: unknown key"):
+        load_reader_settings(tmp_path / "bad.yaml")

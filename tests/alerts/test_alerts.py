@@ -87,6 +87,7 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "BridgeAuthFailing",
         "BridgeBufferNearFull",
         "BridgePublishErrors",
+        "BridgeSnapshotFailing",
     ]
 
 

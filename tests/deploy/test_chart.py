@@ -187,7 +187,8 @@ def test_rendered_prometheusrule_passes_promtool(case: str, tmp_path: Path) -> N
     rules.write_text(yaml.safe_dump(prometheus_rule_spec(case), sort_keys=False))
     code, out = run(tool("promtool"), "check", "rules", str(rules))
     assert code == 0, out
-    assert "SUCCESS: 9 rules found" in out
+    canonical = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    assert f"SUCCESS: {len(canonical)} rules found" in out
     if case == "default":  # the defaults are the tested thresholds: the unit tests must pass
         tests = tmp_path / "alerts_test.yaml"
         tests.write_text(
@@ -220,8 +221,8 @@ def test_disabled_alerts_are_left_out() -> None:
     assert code == 0, out
     spec = one(documents(out), "PrometheusRule")["spec"]
     names = [r["alert"] for r in spec["groups"][0]["rules"]]
-    assert "BridgeFeedSilent" not in names
-    assert len(names) == 8
+    canonical = [r["alert"] for r in yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]]
+    assert names == [n for n in canonical if n != "BridgeFeedSilent"]
 
 
 @pytest.mark.parametrize(

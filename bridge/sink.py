@@ -143,6 +143,9 @@ class Sink:
         self.republished = 0
         self._log = get_logger(component="sink")
         metrics.buffer_capacity.set(settings.buffer_records)
+        # Read at scrape time: setting the gauge on every publish and every ack cost a lock
+        # each, twice per record (tests/bench).
+        metrics.buffer_records.set_function(lambda: self._in_flight)
 
     @property
     def in_flight(self) -> int:
@@ -177,7 +180,6 @@ class Sink:
         await self._room.acquire()
         self._in_flight += 1
         self._drained.clear()
-        self._metrics.buffer_records.set(self._in_flight)
         pending = Pending(next(self._seq), record, encoded, received_mono)
         try:
             await self._send(pending)
@@ -370,7 +372,6 @@ class Sink:
 
     def _release(self, pending: Pending) -> None:
         self._in_flight -= 1
-        self._metrics.buffer_records.set(self._in_flight)
         if pending.slot:
             self._room.release()
         if self._backpressure and self._in_flight <= self._capacity // 2:

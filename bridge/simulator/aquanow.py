@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
@@ -60,25 +60,28 @@ class AquanowSimulator(VenueSimulator):
         seed: int = 0,
         nonce_window_ms: int = 30_000,
         clock: Callable[[], float] = time.time,
+        extra_credentials: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.api_key = api_key
-        self._secret = api_secret
+        # Every API key the venue knows (one per simulated account in fan-out runs); nonces
+        # are checked per key, like a venue would.
+        self._secrets = {api_key: api_secret, **(extra_credentials or {})}
         self.account_id = account_id
         self.username = username
         self.legacy = legacy
         self.nonce_window_ms = nonce_window_ms
         self._clock = clock
         self._rng = random.Random(seed)
-        self._last_nonce = 0
+        self._last_nonce: dict[str, int] = {}  # per API key, websocket requests
         self._last_ms = 0
         self.balances: dict[str, dict[str, Any]] = {}
         self.orders: dict[str, dict[str, Any]] = {}
         self._plans: dict[str, list[str]] = {}
         self.credit: dict[str, Any] | None = None
         self.reject_next = 0  # fault injection: refuse this many more subscriptions
-        self._last_rest_nonce = 0
+        self._last_rest_nonce: dict[str, int] = {}  # per API key, REST requests
 
     # -- requests -----------------------------------------------------------------------
     async def handle_request(self, session: Session, text: str) -> None:
@@ -110,26 +113,28 @@ class AquanowSimulator(VenueSimulator):
             return "unknown type or channel", None, None
         if not (isinstance(nonce, str) and isinstance(key, str) and isinstance(signature, str)):
             return "nonce, apiKey and apiSignature must be strings", None, None
-        if not hmac.compare_digest(key, self.api_key):
-            return "unknown apiKey", None, None
-        expected = sign(self._secret, build_signed_payload(action, channel, nonce))
-        if not hmac.compare_digest(signature, expected):
-            return "invalid signature", None, None
-        problem = self._nonce_problem(nonce, self._last_nonce)
-        if problem is not None:
-            return problem, None, None
-        self._last_nonce = int(nonce)
-        return None, channel, action
+        signed = build_signed_payload(action, channel, nonce)
+        problem = self._authenticate(key, signature, signed, nonce, self._last_nonce)
+        return (problem, None, None) if problem else (None, channel, action)
 
-    def _nonce_problem(self, nonce: str, last: int) -> str | None:
-        """The only documented rule is "an outdated nonce gives 401" (§1.2); we also refuse a
-        nonce not above the last one accepted (a replay)."""
+    def _authenticate(
+        self, key: str, signature: str, signed: str, nonce: str, last_nonces: dict[str, int]
+    ) -> str | None:
+        """HMAC-SHA384 of `signed` with the key's secret (§1.2), then the nonce: the only
+        documented rule is "an outdated nonce gives 401"; we also refuse a nonce not above the
+        last one accepted for the key (a replay)."""
+        secret = self._secrets.get(key)
+        if secret is None:
+            return "unknown apiKey"
+        if not hmac.compare_digest(signature, sign(secret, signed)):
+            return "invalid signature"
         if not nonce.isdigit():
             return "nonce is not numeric"
         if abs(int(self._clock() * 1000) - int(nonce)) > self.nonce_window_ms:
             return "nonce outdated"
-        if int(nonce) <= last:
+        if int(nonce) <= last_nonces.get(key, 0):
             return "nonce already used"
+        last_nonces[key] = int(nonce)
         return None
 
     # -- REST (§1.7): the same objects as the pushes, from the current state -------------
@@ -144,25 +149,11 @@ class AquanowSimulator(VenueSimulator):
         key = request.headers.get("x-api-key", "")
         nonce = request.headers.get("x-nonce", "")
         signature = request.headers.get("x-signature", "")
-        expected = sign(
-            self._secret, build_rest_signed_payload(request.method, request.path, nonce)
-        )
-        problem = None
-        if not hmac.compare_digest(key, self.api_key):
-            problem = "Invalid API key"
-        elif not hmac.compare_digest(signature, expected):
-            problem = "Invalid signature"
-        elif (
-            not nonce.isdigit()
-            or abs(int(self._clock() * 1000) - int(nonce)) > self.nonce_window_ms
-        ):
-            problem = "Outdated nonce"
-        elif int(nonce) <= self._last_rest_nonce:
-            problem = "Nonce already used"
+        signed = build_rest_signed_payload(request.method, request.path, nonce)
+        problem = self._authenticate(key, signature, signed, nonce, self._last_rest_nonce)
         if problem is not None:
             self.rest_rejected += 1
             return web.json_response({"message": f"Unauthorized: {problem}"}, status=401)
-        self._last_rest_nonce = int(nonce)
         if not self.legacy and request.query.get("accountId") != self.account_id:
             return web.json_response({"message": "Please provide an accountId"}, status=400)
         return None

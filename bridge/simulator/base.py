@@ -85,6 +85,7 @@ class VenueSimulator:
         self.rest_rejected = 0  # REST calls refused (auth or rate limit)
         self.refusing = False  # fault: refuse websocket handshakes with HTTP 503
         self.refused = 0
+        self.last_connected_at = 0.0  # wall clock of the last accepted websocket connection
         self._rest_bucket = TokenBucket(rest_rate, rest_rate) if rest_rate else None
         self._rest_runner: web.AppRunner | None = None
         self.sent: list[Sent] = []
@@ -223,6 +224,7 @@ class VenueSimulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         session = Session(next(self._ids), ws)
+        self.last_connected_at = time.time()
         self.sessions[session.id] = session
         self.connections_total += 1
         try:

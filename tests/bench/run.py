@@ -250,12 +250,17 @@ def quantile(ordered: list[float], q: float) -> float:
 async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
     topics = unique_topics()
     await create_topics(bootstrap, topics)
-    sim = AquanowSimulator(KEY, SECRET, rate=1, seed=3)
+    # One API key per simulated account, as at the venue: nonces are checked per key, and
+    # 1,000 streams sharing one key would refuse each other's concurrent subscriptions.
+    keys = {f"bench-key-{i:04d}": f"bench-secret-{i:04d}" for i in range(streams)}
+    sim = AquanowSimulator(KEY, SECRET, rate=1, seed=3, extra_credentials=keys)
     async with sim:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = bridge_config(
-                bootstrap, topics, [aquanow_stream(f"acct-{i:04d}", sim) for i in range(streams)]
-            )
+            accounts = [
+                aquanow_stream(f"acct-{i:04d}", sim, api_key=key, api_secret=secret)
+                for i, (key, secret) in enumerate(keys.items())
+            ]
+            cfg = bridge_config(bootstrap, topics, accounts)
             with BridgeProcess(Path(tmp), cfg) as bridge:
                 assert bridge.process is not None
                 started = time.monotonic()
@@ -288,7 +293,7 @@ async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[st
     topics = unique_topics()
     await create_topics(bootstrap, topics)
     sim = AquanowSimulator(KEY, SECRET, rate=20, seed=4)
-    results = []
+    results, connect_to_snapshot = [], []
     async with sim:
         with tempfile.TemporaryDirectory() as tmp:
             stream = aquanow_stream(
@@ -321,6 +326,7 @@ async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[st
                         "bridge_snapshot_last_success_timestamp_seconds", accepting_at, stream="rec"
                     )
                     results.append(done_at - accepting_at)
+                    connect_to_snapshot.append(done_at - sim.last_connected_at)
                 assert bridge.stop() == 0
     return {
         "backoff_delay_s": backoff,
@@ -328,8 +334,77 @@ async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[st
         "recovery_s": [round(r, 3) for r in results],
         "recovery_median_s": round(statistics.median(results), 3),
         "beyond_backoff_max_s": round(max(results) - backoff, 3),
+        # The part that is the bridge's own work: accepted connection → subscribed (first push
+        # or ack_grace) → REST snapshot published and acknowledged.
+        "connect_to_snapshot_s": [round(r, 3) for r in connect_to_snapshot],
         "command": command("recovery"),
     }
+
+
+# -- breakdown -------------------------------------------------------------------------------
+class _InstantAcks:
+    """A producer whose futures are already done: isolates the bridge's own CPU per record
+    (parse → record → encode → publish → ack bookkeeping) from Kafka's. Measurement only."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, *_: Any, **__: Any) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def breakdown(frames_count: int) -> dict[str, Any]:
+    """Microseconds of CPU per record, stage by stage, in this process (no network)."""
+    import json as json_module
+
+    from bridge.metrics import Metrics
+    from bridge.sink import Sink
+    from bridge.snapshot import StreamPublisher
+    from bridge.venues.fields import loads_exact
+
+    sim = AquanowSimulator(KEY, SECRET, seed=5)
+    frames = [sim.next_event().text for _ in range(frames_count)]
+    venue, codec = AquanowVenue("bd", KEY, SECRET), Codec(SchemaStore.load())
+
+    def per_record(work: Any, n: int) -> float:
+        started = time.perf_counter()
+        work()
+        return round((time.perf_counter() - started) / n * 1e6, 1)
+
+    records: list[Any] = []
+    out = {
+        "json_parse_us": per_record(lambda: [loads_exact(f) for f in frames], len(frames)),
+        "json_parse_float_us": per_record(
+            lambda: [json_module.loads(f) for f in frames], len(frames)
+        ),
+        "venue_parse_us": per_record(
+            lambda: records.extend(
+                r for f in frames for r in venue.parse(Frame(f, 0, 0.0)).records
+            ),
+            len(frames),
+        ),
+        "avro_encode_us": per_record(lambda: [codec.encode(r) for r in records], len(records)),
+    }
+    sink = Sink(KafkaSettings(), codec, Metrics(), producer_factory=_InstantAcks)
+    await sink.start()
+    publisher = StreamPublisher(sink)
+    started = time.perf_counter()
+    for text in frames:
+        frame = Frame(text, time.time_ns() // 1000, time.monotonic())
+        for record in venue.parse(frame).records:
+            await publisher.publish(record, frame.received_mono)
+    await sink.flush()
+    out["parse_to_ack_us"] = round((time.perf_counter() - started) / len(frames) * 1e6, 1)
+    out["command"] = command("breakdown")
+    return out
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -414,6 +489,9 @@ async def main(only: list[str], quick: bool, profile: Path | None = None) -> dic
         },
         "targets": TARGETS,
     }
+    if "breakdown" in only:
+        results["breakdown"] = await breakdown(5_000 if quick else 20_000)
+        print(json.dumps(results["breakdown"]), flush=True)
     with kafka_bootstrap() as kafka:
         bootstrap = kafka.bootstrap_servers
         if "throughput" in only:
@@ -438,7 +516,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    figures = ["throughput", "latency", "fanout", "recovery"]
+    figures = ["breakdown", "throughput", "latency", "fanout", "recovery"]
     parser.add_argument("--only", nargs="+", choices=figures, default=figures)
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     parser.add_argument(

@@ -4,27 +4,24 @@ Our machines (developers' and CI's) have no Docker engine, so the broker comes f
 jars (see ``shared/kafka-local.md``): ``ensure_jars()`` fetches the runtime classpath once into a
 cache, ``LocalKafka`` runs a single-node KRaft broker from it, and ``kafka_bootstrap()`` picks
 the best available broker in the project's order of preference (external cluster, Docker via
-testcontainers, local jars). Nothing here ever skips: a missing broker is an error.
+testcontainers, local jars). Nothing here ever skips: a missing broker is an error. The fetch
+and process machinery is shared with the dev registry (``bridge.devjvm``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import concurrent.futures
 import contextlib
-import fcntl
 import hashlib
 import importlib
 import importlib.resources
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -34,6 +31,19 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from aiokafka.admin import AIOKafkaAdminClient
+
+from bridge.devjvm import (
+    DEPENDENCY_PLUGIN,
+    LOG_TAIL_LINES,
+    DevServerError,
+    JvmProcess,
+    cache_root,
+    cached,
+    java,
+    run_mvn,
+    tail,
+    wait_for,
+)
 
 __all__ = [
     "KAFKA_VERSION",
@@ -52,117 +62,40 @@ KAFKA_VERSION = "3.9.1"
 """Broker version fetched by ``pom.xml``; part of the cache path so versions never mix."""
 
 _PACKAGE = "bridge.devkafka"
-_MARKER = ".complete"
-_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-_LOG_TAIL_LINES = 60
 _BIND_ERRORS = ("Address already in use", "BindException")
 
 KafkaKind = Literal["external", "testcontainers", "local"]
-
-
-class DevKafkaError(RuntimeError):
-    """A broker could not be provided; the message says why (and shows logs where there are any)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Jars
-# --------------------------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """Cache root shared by all checkouts: ``$BRIDGE_CACHE_DIR`` or ``~/.cache/bridge``."""
-    env = os.environ.get("BRIDGE_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "bridge"
+DevKafkaError = DevServerError
+"""A broker could not be provided; the message says why (and shows logs where there are any)."""
 
 
 def _package_text(name: str) -> str:
     return importlib.resources.files(_PACKAGE).joinpath(name).read_text(encoding="utf-8")
 
 
-def _tail(text: str, n: int) -> str:
-    return "\n".join(text.splitlines()[-n:])
-
-
 def ensure_jars(*, timeout: float = 900.0) -> Path:
-    """Return the directory holding the broker's runtime jars, fetching them with mvn if needed.
-
-    The fetch runs only when the completion marker is missing (or records another POM), goes to
-    a temp dir that is renamed into place, and holds a file lock, so an interrupted or
-    concurrent fetch never leaves a libs dir that merely looks complete.
-    """
+    """The directory holding the broker's runtime jars, fetched with mvn the first time (and
+    again when ``pom.xml`` changes: the marker records its hash)."""
     pom_text = _package_text("pom.xml")
-    pom_hash = hashlib.sha256(pom_text.encode("utf-8")).hexdigest()
-    base = cache_root() / f"kafka-{KAFKA_VERSION}"
-    libs = base / "libs"
-    marker = base / _MARKER
 
-    def complete() -> bool:
-        try:
-            return marker.read_text(encoding="utf-8").strip() == pom_hash and libs.is_dir()
-        except OSError:
-            return False
+    def fetch(tmp: Path) -> Path:
+        pom = tmp / "pom.xml"  # a copy, so mvn never writes next to the installed package
+        pom.write_text(pom_text, encoding="utf-8")
+        out_dir = tmp / "libs"
+        args = [
+            "-f",
+            str(pom),
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={out_dir}",
+        ]
+        run_mvn(args, tmp, timeout, "the Kafka jars")
+        if not (out_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+            raise DevKafkaError(f"mvn ran but fetched no kafka_2.13-{KAFKA_VERSION}.jar")
+        return out_dir
 
-    if complete():
-        return libs
-
-    base.mkdir(parents=True, exist_ok=True)
-    with (base / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching right now
-        if complete():
-            return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise DevKafkaError("mvn not found on PATH: Maven is needed to fetch the Kafka jars")
-        tmp = Path(tempfile.mkdtemp(prefix="fetch-", dir=base))
-        try:
-            pom = tmp / "pom.xml"  # a copy, so mvn never writes next to the installed package
-            pom.write_text(pom_text, encoding="utf-8")
-            out_dir = tmp / "libs"
-            cmd = [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                str(pom),
-                f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={out_dir}",
-            ]
-            try:
-                res = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                    cmd,
-                    cwd=tmp,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as exc:
-                out = exc.output if isinstance(exc.output, str) else ""
-                raise DevKafkaError(
-                    f"mvn did not fetch the Kafka jars within {timeout:.0f}s:\n{_tail(out, 40)}"
-                ) from exc
-            broker_jar = out_dir / f"kafka_2.13-{KAFKA_VERSION}.jar"
-            if res.returncode != 0 or not broker_jar.is_file():
-                raise DevKafkaError(
-                    f"mvn failed to fetch the Kafka jars (exit {res.returncode}): "
-                    f"{' '.join(cmd)}\n{_tail(res.stdout, 40)}"
-                )
-            marker.unlink(missing_ok=True)
-            if libs.exists():
-                shutil.rmtree(libs)  # stale or from another POM: no marker vouches for it
-            out_dir.rename(libs)
-            marker.write_text(pom_hash + "\n", encoding="utf-8")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return libs
-
-
-# --------------------------------------------------------------------------------------------
-# Readiness
-# --------------------------------------------------------------------------------------------
+    fingerprint = hashlib.sha256(pom_text.encode("utf-8")).hexdigest()
+    return cached(cache_root() / f"kafka-{KAFKA_VERSION}", "libs", fingerprint, fetch)
 
 
 def probe_metadata(bootstrap_servers: str, timeout: float = 10.0) -> list[str]:
@@ -213,25 +146,6 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-# --------------------------------------------------------------------------------------------
-# LocalKafka
-# --------------------------------------------------------------------------------------------
-
-_LIVE: set[LocalKafka] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def _cleanup_at_exit() -> None:
-    with _LIVE_LOCK:
-        brokers = list(_LIVE)
-    for broker in brokers:
-        with contextlib.suppress(Exception):
-            broker.close(stop_timeout=10.0)
-
-
-atexit.register(_cleanup_at_exit)
-
-
 class LocalKafka:
     """A single-node KRaft broker (broker+controller in one JVM) run from the cached jars.
 
@@ -256,7 +170,7 @@ class LocalKafka:
         self._port: int | None = None
         self._controller_port: int | None = None
         self._cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._jvm: JvmProcess | None = None
         self._formatted = False
         self._closed = False
         self.startup_seconds: float | None = None
@@ -296,11 +210,11 @@ class LocalKafka:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._jvm.pid if self._jvm is not None else None
 
     @property
     def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._jvm is not None and self._jvm.is_running
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -315,8 +229,7 @@ class LocalKafka:
         if self._work_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="bridge-devkafka-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        self._jvm = JvmProcess(self.log_path, "devkafka")
         attempts = 3 if first else 1  # fresh ports may be raced by another process: retry then
         for attempt in range(1, attempts + 1):
             if first:
@@ -326,35 +239,20 @@ class LocalKafka:
                 return self
             except DevKafkaError:
                 if attempt < attempts and any(e in self.log_tail(200) for e in _BIND_ERRORS):
-                    self._log_note(f"port clash, retrying with new ports (attempt {attempt})")
+                    self._jvm.note(f"port clash, retrying with new ports (attempt {attempt})")
                     continue
                 raise
         raise AssertionError("unreachable")
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop gracefully (SIGTERM), escalating to SIGKILL after ``timeout`` seconds."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._log_note(f"broker ignored SIGTERM for {timeout:.0f}s, sending SIGKILL")
-                self._signal(signal.SIGKILL)
-                proc.wait(10.0)
-        self._proc = None
+        if self._jvm is not None:
+            self._jvm.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL the broker now (crash simulation); the data dir is kept for ``restart()``."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            proc.wait(10.0)
-        self._proc = None
+        if self._jvm is not None:
+            self._jvm.kill()
 
     def restart(self) -> Self:
         """Start again on the same ports with the same data dir (stops first if running)."""
@@ -369,20 +267,12 @@ class LocalKafka:
             self.stop(stop_timeout)
         finally:
             self._closed = True
-            with _LIVE_LOCK:
-                _LIVE.discard(self)
             if self._owns_dir and self._work_dir is not None:
                 shutil.rmtree(self._work_dir, ignore_errors=True)
 
-    def log_tail(self, n: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
         """Last ``n`` lines of the broker log ("" if there is none yet)."""
-        if self._work_dir is None:
-            return ""
-        try:
-            data = self.log_path.read_bytes()
-        except OSError:
-            return ""
-        return _tail(data.decode("utf-8", errors="replace"), n)
+        return self._jvm.log_tail(n) if self._jvm is not None else ""
 
     def __enter__(self) -> Self:
         return self.start()
@@ -439,28 +329,8 @@ class LocalKafka:
         props.update(self._extra)
         return props
 
-    def _java(self) -> str:
-        java_home = os.environ.get("JAVA_HOME")
-        if java_home and (Path(java_home) / "bin" / "java").is_file():
-            return str(Path(java_home) / "bin" / "java")
-        java = shutil.which("java")
-        if java is None:
-            raise DevKafkaError("java not found (set JAVA_HOME or put java on PATH); need JDK 17+")
-        return java
-
-    def _log_note(self, text: str) -> None:
-        with self.log_path.open("a", encoding="utf-8") as f:
-            f.write(f"[bridge.devkafka {time.strftime('%H:%M:%S')}] {text}\n")
-
-    def _signal(self, sig: signal.Signals) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        # The JVM leads its own process group (start_new_session); signal the whole group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-
     def _launch(self, libs: Path) -> None:
+        assert self._jvm is not None
         work = self.work_dir
         props_path = work / "server.properties"
         props_path.write_text(
@@ -468,51 +338,46 @@ class LocalKafka:
         )
         log4j = work / "log4j.properties"
         log4j.write_text(_package_text("log4j.properties"), encoding="utf-8")
-        java = self._java()
+        java_bin = java()
         classpath = f"{libs}{os.sep}*"  # the JVM expands the wildcard itself
         t0 = time.monotonic()
         if not self._formatted:
-            self._format(java, classpath, props_path, log4j)
-        cmd = [
-            java,
-            f"-Xms{self._heap}",
-            f"-Xmx{self._heap}",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{log4j}",
-            "-cp",
-            classpath,
-            "kafka.Kafka",
-            str(props_path),
-        ]
-        setpriv = shutil.which("setpriv")
-        if setpriv and threading.current_thread() is threading.main_thread():
-            # Parent-death signal: the JVM dies even if Python is SIGKILLed (atexit can't run).
-            # Only from the main thread: the signal fires when the *forking thread* exits.
-            cmd = [setpriv, "--pdeathsig", "KILL", "--", *cmd]
-        self._log_note(f"starting broker on {self.bootstrap_servers}: {' '.join(cmd)}")
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                cmd,
-                cwd=work,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready(t0 + self.startup_timeout)
-        except BaseException:
-            self.kill()
-            raise
-        self.startup_seconds = time.monotonic() - t0
-        self._log_note(f"broker ready after {self.startup_seconds:.1f}s")
+            self._format(java_bin, classpath, props_path, log4j)
+        self._jvm.start(
+            [
+                java_bin,
+                f"-Xms{self._heap}",
+                f"-Xmx{self._heap}",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+ExitOnOutOfMemoryError",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j.configuration=file:{log4j}",
+                "-cp",
+                classpath,
+                "kafka.Kafka",
+                str(props_path),
+            ],
+            cwd=work,
+        )
 
-    def _format(self, java: str, classpath: str, props: Path, log4j: Path) -> None:
+        def ready(remaining: float) -> bool:
+            assert self._port is not None
+            if not _port_open(self._port):
+                return False
+            probe_metadata(self.bootstrap_servers, timeout=min(remaining, 10.0))
+            return True
+
+        self._jvm.wait_ready(
+            ready, t0 + self.startup_timeout, f"Kafka broker on {self.bootstrap_servers}"
+        )
+        self.startup_seconds = time.monotonic() - t0
+        self._jvm.note(f"broker ready after {self.startup_seconds:.1f}s")
+
+    def _format(self, java_bin: str, classpath: str, props: Path, log4j: Path) -> None:
+        assert self._jvm is not None
         cmd = [
-            java,
+            java_bin,
             "-Xmx256m",
             "-XX:TieredStopAtLevel=1",
             f"-Dlog4j.configuration=file:{log4j}",
@@ -526,7 +391,7 @@ class LocalKafka:
             str(props),
             "--ignore-formatted",
         ]
-        self._log_note(f"formatting storage: {' '.join(cmd)}")
+        self._jvm.note(f"formatting storage: {' '.join(cmd)}")
         with self.log_path.open("ab") as log:
             try:
                 res = subprocess.run(  # noqa: S603 - fixed argv, no shell
@@ -549,36 +414,6 @@ class LocalKafka:
             )
         self._formatted = True
 
-    def _wait_ready(self, deadline: float) -> None:
-        proc = self._proc
-        assert proc is not None
-        assert self._port is not None
-        last_error: BaseException | None = None
-        while True:
-            rc = proc.poll()
-            if rc is not None:
-                raise DevKafkaError(
-                    f"Kafka broker exited with code {rc} during startup; "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DevKafkaError(
-                    f"Kafka broker on {self.bootstrap_servers} did not answer a metadata request "
-                    f"within {self.startup_timeout:g}s (last probe error: {last_error!r}); "
-                    f"last lines of {self.log_path}:\n{self.log_tail()}"
-                )
-            if _port_open(self._port):
-                try:
-                    probe_metadata(self.bootstrap_servers, timeout=min(remaining, 10.0))
-                except Exception as exc:
-                    last_error = exc
-                else:
-                    return
-            # Wait for the process to exit or the poll interval to pass, whichever comes first.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.2)
-
 
 # --------------------------------------------------------------------------------------------
 # Preference order
@@ -596,15 +431,14 @@ class KafkaEndpoint:
     container: Any = field(default=None, repr=False)
     """The testcontainers ``KafkaContainer`` when ``kind == "testcontainers"``."""
 
-    def log_tail(self, n: int = _LOG_TAIL_LINES) -> str:
+    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
         """Last ``n`` lines of the broker's log, where we have one ("" for external)."""
         if self.local is not None:
             return self.local.log_tail(n)
         if self.container is not None:
             with contextlib.suppress(Exception):
                 out, err = self.container.get_logs()
-                text = (bytes(out) + bytes(err)).decode("utf-8", errors="replace")
-                return _tail(text, n)
+                return tail((bytes(out) + bytes(err)).decode("utf-8", errors="replace"), n)
         return ""
 
 
@@ -648,18 +482,12 @@ def kafka_bootstrap(
     if mode == "external" or (mode == "auto" and external):
         if not external:
             raise DevKafkaError("mode 'external' needs KAFKA_BOOTSTRAP_SERVERS")
-        deadline = time.monotonic() + startup_timeout
-        while True:  # the cluster may still be starting (e.g. a CI service container)
-            try:
-                probe_metadata(external, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
-                break
-            except Exception as exc:
-                if time.monotonic() >= deadline:
-                    raise DevKafkaError(
-                        f"KAFKA_BOOTSTRAP_SERVERS={external} did not answer a metadata request "
-                        f"within {startup_timeout:g}s: {exc!r}"
-                    ) from exc
-                time.sleep(0.5)  # poll interval, bounded by the deadline above
+        wait_for(
+            lambda timeout: probe_metadata(external, timeout=timeout),
+            time.monotonic() + startup_timeout,
+            f"KAFKA_BOOTSTRAP_SERVERS={external} did not answer a metadata request "
+            f"within {startup_timeout:g}s",
+        )
         yield KafkaEndpoint(bootstrap_servers=external, kind="external")
         return
 

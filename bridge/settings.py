@@ -246,7 +246,23 @@ class ShutdownSettings(_Model):
     grace_seconds: float = Field(20.0, gt=0)
 
 
-class Settings(BaseSettings):
+class _EnvOverFile(BaseSettings):
+    """`BRIDGE_<SECTION>__<KEY>` environment variables override the file's values (12-factor:
+    a Deployment can change one key without editing the config)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+class Settings(_EnvOverFile):
     model_config = SettingsConfigDict(
         extra="forbid", frozen=True, env_prefix="BRIDGE_", env_nested_delimiter="__"
     )
@@ -259,17 +275,6 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = ShutdownSettings()
     streams: tuple[StreamSettings, ...] = Field(min_length=1)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
     @field_validator("streams")
     @classmethod
     def _unique_names(cls, streams: tuple[StreamSettings, ...]) -> tuple[StreamSettings, ...]:
@@ -280,7 +285,7 @@ class Settings(BaseSettings):
         return streams
 
 
-class ReaderSettings(BaseSettings):
+class ReaderSettings(_EnvOverFile):
     """What a reader of the bridge's topics (`bridge tail`) takes from the bridge's config:
     how to reach Kafka and the registry. Other sections are ignored, so their `${ENV}`
     secrets need not be set."""
@@ -291,17 +296,6 @@ class ReaderSettings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     serialization: SerializationSettings = SerializationSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
 
 
 def load_reader_settings(

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from types import TracebackType
+from typing import Final, Protocol, Self, TypeVar
 
 DEPENDENCY_PLUGIN: Final = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 LOG_TAIL_LINES: Final = 60
@@ -263,6 +264,42 @@ class JvmProcess:
             return tail(self.log_path.read_bytes().decode("utf-8", errors="replace"), n)
         except OSError:
             return ""
+
+
+class JvmServer:
+    """Lifecycle shared by LocalKafka and LocalRegistry: a `JvmProcess` once started."""
+
+    _jvm: JvmProcess | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def is_running(self) -> bool:
+        return self._jvm is not None and self._jvm.is_running
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds."""
+        if self._jvm is not None:
+            self._jvm.stop(timeout)
+
+    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
+        """Last `n` lines of the server's log ("" if there is none yet)."""
+        return self._jvm.log_tail(n) if self._jvm is not None else ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class DevServer(Protocol):

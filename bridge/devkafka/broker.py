@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,6 +36,7 @@ from bridge.devjvm import (
     LOG_TAIL_LINES,
     DevServerError,
     JvmProcess,
+    JvmServer,
     cache_root,
     cached,
     java,
@@ -146,7 +146,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-class LocalKafka:
+class LocalKafka(JvmServer):
     """A single-node KRaft broker (broker+controller in one JVM) run from the cached jars.
 
     Ports and data dir are chosen on the first ``start()`` and kept for ``restart()``, so data
@@ -212,10 +212,6 @@ class LocalKafka:
     def pid(self) -> int | None:
         return self._jvm.pid if self._jvm is not None else None
 
-    @property
-    def is_running(self) -> bool:
-        return self._jvm is not None and self._jvm.is_running
-
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> Self:
@@ -244,11 +240,6 @@ class LocalKafka:
                 raise
         raise AssertionError("unreachable")
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """Stop gracefully (SIGTERM), escalating to SIGKILL after ``timeout`` seconds."""
-        if self._jvm is not None:
-            self._jvm.stop(timeout)
-
     def kill(self) -> None:
         """SIGKILL the broker now (crash simulation); the data dir is kept for ``restart()``."""
         if self._jvm is not None:
@@ -269,21 +260,6 @@ class LocalKafka:
             self._closed = True
             if self._owns_dir and self._work_dir is not None:
                 shutil.rmtree(self._work_dir, ignore_errors=True)
-
-    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
-        """Last ``n`` lines of the broker log ("" if there is none yet)."""
-        return self._jvm.log_tail(n) if self._jvm is not None else ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -25,7 +25,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Literal, Self
 
 from bridge.devjvm import (
@@ -33,6 +32,7 @@ from bridge.devjvm import (
     LOG_TAIL_LINES,
     DevServerError,
     JvmProcess,
+    JvmServer,
     cache_root,
     cached,
     java,
@@ -95,7 +95,7 @@ def probe(url: str, timeout: float = 2.0) -> None:
             raise DevRegistryError(f"GET {url}/subjects answered {response.status}")
 
 
-class LocalRegistry:
+class LocalRegistry(JvmServer):
     """Apicurio Registry (in-memory storage) on a free loopback port, run from the cache."""
 
     def __init__(self, *, startup_timeout: float = 90.0, heap: str = "384m") -> None:
@@ -120,10 +120,6 @@ class LocalRegistry:
             raise DevRegistryError("LocalRegistry has not been started yet")
         return self._work_dir / "registry.log"
 
-    @property
-    def is_running(self) -> bool:
-        return self._jvm is not None and self._jvm.is_running
-
     def start(self) -> Self:
         """Start the registry and block until its Confluent API answers."""
         if self.is_running:
@@ -143,11 +139,6 @@ class LocalRegistry:
                 raise
         raise AssertionError("unreachable")
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self._jvm is not None:
-            self._jvm.stop(timeout)
-
     def close(self) -> None:
         """Stop and delete the work dir (logs included)."""
         try:
@@ -156,20 +147,6 @@ class LocalRegistry:
             if self._work_dir is not None:
                 shutil.rmtree(self._work_dir, ignore_errors=True)
                 self._work_dir = None
-
-    def log_tail(self, n: int = LOG_TAIL_LINES) -> str:
-        return self._jvm.log_tail(n) if self._jvm is not None else ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _launch(self, app: Path) -> None:
         assert self._work_dir is not None

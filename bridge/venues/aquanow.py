@@ -39,6 +39,8 @@ from bridge.venues.base import (
     Subscription,
     build_dead_letter,
     frame_text,
+    http_detail,
+    http_error,
 )
 from bridge.venues.fields import Fields, dumps_exact, loads_exact
 
@@ -361,18 +363,9 @@ def _item_text(p: Fields) -> str:
 
 def _rest_error(status: int, body: bytes) -> RestError | None:
     """Classify a non-200 answer (§1.2 error hints: 401 credentials or nonce, 403 IP
-    whitelist or wrong URL; the body carries `message`)."""
+    whitelist or wrong URL; the body carries `message`); any other status is our mistake."""
     if status == 200:
         return None
-    try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        message = body[:200].decode("utf-8", "replace")
-    detail = f"HTTP {status}: {message}".strip()
-    if status in (401, 403):
-        return RestError("auth", detail)
-    if status == 429:
-        return RestError("rate_limited", detail)
-    if status >= 500:
-        return RestError("retry", detail)
-    return RestError("fatal", detail)
+    return http_error(status, body, "message") or RestError(
+        "fatal", http_detail(status, body, "message")
+    )

@@ -101,6 +101,26 @@ class RestError:
     detail: str
 
 
+def http_error(status: int, body: bytes, message_key: str) -> RestError | None:
+    """The error of an HTTP answer whose status alone decides it, the same at every venue:
+    401/403 credentials (auth), 429 slow down (rate_limited), 5xx server fault (retry).
+    None for other statuses: the venue module reads those itself. `message_key` names the
+    field of a JSON error body that explains it ("message" at Aquanow, "msg" at Satori)."""
+    kind = {401: "auth", 403: "auth", 429: "rate_limited"}.get(status)
+    if kind is None and status >= 500:
+        kind = "retry"
+    return None if kind is None else RestError(kind, http_detail(status, body, message_key))
+
+
+def http_detail(status: int, body: bytes, message_key: str) -> str:
+    """`HTTP <status>: <the body's message>` (at most 200 characters of it)."""
+    try:
+        message = str(json.loads(body).get(message_key, ""))
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")
+    return f"HTTP {status}: {message[:200]}".strip()
+
+
 class Venue(Protocol):
     """A venue's wire protocol for one stream (one account connection)."""
 

@@ -6,11 +6,10 @@ Pure functions. All private queries are POSTs with the parameters in the signed 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 from bridge.errors import ParseError
-from bridge.venues.base import RestCall, RestError
+from bridge.venues.base import RestCall, RestError, http_error
 from bridge.venues.fields import loads_exact
 
 PAGE_SIZE: Final = 100  # the documented maximum for the list endpoints
@@ -62,12 +61,9 @@ def next_page(call: RestCall, items: int) -> list[RestCall]:
 
 def unwrap(status: int, body: bytes) -> tuple[Any, RestError | None]:
     """The `data` of `{"error":false,"code":200,"msg":"SUCCESS","data":…}`, or the error."""
-    if status in (401, 403):
-        return None, RestError("auth", f"HTTP {status}: {_message(body)}")
-    if status == 429:
-        return None, RestError("rate_limited", f"HTTP 429: {_message(body)}")
-    if status >= 500:
-        return None, RestError("retry", f"HTTP {status}: {_message(body)}")
+    error = http_error(status, body, "msg")
+    if error is not None:
+        return None, error
     try:
         envelope = loads_exact(body)
     except ParseError as exc:
@@ -124,10 +120,3 @@ def rename_position(item: Any) -> Any:
         canClosedQuantity=item.get("remainingCloseQuantity"),
     )
     return renamed
-
-
-def _message(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("msg", ""))[:200]
-    except (ValueError, AttributeError):
-        return body[:200].decode("utf-8", "replace")

@@ -13,69 +13,39 @@ from bridge.metrics import Metrics
 from bridge.records import Balance, Order, make_event_id
 from bridge.settings import KafkaSettings, TopicNames
 from bridge.sink import Sink
+from tests import records as make
 from tests.helpers import Message, collect, unique_topics
 
 pytestmark = pytest.mark.integration
 
 
 def balance(asset: str, available: str, raw: str = "{}") -> Balance:
-    return Balance(
-        venue="aquanow",
+    return make.balance(
         stream="s1",
         account="A1",
         event_time=int(time.time() * 1000) - 250,
         received_at=time.time_ns() // 1000,
-        source="stream",
         event_id=make_event_id("test", asset, available),
         raw=raw,
         asset=asset,
         available=Decimal(available),
-        total=None,
-        frozen=None,
-        pending=None,
-        pending_transfer=None,
-        credit=None,
-        change=None,
-        version=None,
     )
 
 
 def order(order_id: str, status: str) -> Order:
-    return Order(
-        venue="aquanow",
+    return make.order(
         stream="s1",
         account="A1",
-        event_time=None,
-        received_at=1,
         source="snapshot",
         event_id=make_event_id(order_id, status),
-        raw="{}",
         order_id=order_id,
-        client_order_id=None,
-        parent_order_id=None,
-        symbol="BTC-USD",
         base_asset="BTC",
         quote_asset="USD",
-        side="buy",
         side_raw="buy",
         order_type="LIMIT",
         status=status,
         status_raw=status.upper(),
-        is_final=False,
-        change_type=None,
         quantity=Decimal("1"),
-        price=None,
-        filled_quantity=None,
-        filled_quote=None,
-        last_fill_quantity=None,
-        average_price=None,
-        remaining_quantity=None,
-        fee=None,
-        fee_asset=None,
-        is_taker=None,
-        reduce_only=None,
-        leverage=None,
-        created_at=None,
     )
 
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from bridge.codec import Codec, SchemaStore, decode_single_object
 from bridge.errors import EncodeError
 from bridge.records import RECORD_TYPES, Balance, Envelope
+from tests import records as make
 
 pytestmark = pytest.mark.unit
 
@@ -110,24 +111,8 @@ def test_every_record_round_trips(codec: Codec, record: Envelope) -> None:
 def test_decoding_needs_no_bridge_code(codec: Codec) -> None:
     """A consumer with only the (newest) .avsc file and fastavro reads the body after the
     10-byte header."""
-    record = Balance(
-        venue="aquanow",
-        stream="s",
-        account="a",
-        event_time=1,
-        received_at=2,
-        source="stream",
-        event_id="e",
-        raw="{}",
-        asset="BTC",
-        available=Decimal("1.5"),
-        total=None,
-        frozen=None,
-        pending=None,
-        pending_transfer=None,
-        credit=None,
-        change=None,
-        version=7,
+    record = make.balance(
+        account="a", event_time=1, received_at=2, available=Decimal("1.5"), version=7
     )
     value = codec.encode(record).value
     schema = fastavro.parse_schema(json.loads((SCHEMAS / "balances/v2.avsc").read_text()))
@@ -137,24 +122,8 @@ def test_decoding_needs_no_bridge_code(codec: Codec) -> None:
 
 
 def test_headers_carry_the_contract(codec: Codec) -> None:
-    record = Balance(
-        venue="aquanow",
-        stream="main",
-        account="a",
-        event_time=None,
-        received_at=2,
-        source="snapshot",
-        event_id="id-1",
-        raw="{}",
-        asset="BTC",
-        available=None,
-        total=None,
-        frozen=None,
-        pending=None,
-        pending_transfer=None,
-        credit=None,
-        change=None,
-        version=None,
+    record = make.balance(
+        stream="main", account="a", received_at=2, source="snapshot", event_id="id-1"
     )
     headers = dict(codec.encode(record).headers)
     assert headers == {
@@ -168,24 +137,8 @@ def test_headers_carry_the_contract(codec: Codec) -> None:
 
 
 def test_a_value_outside_the_schema_is_an_encode_error(codec: Codec) -> None:
-    record = Balance(
-        venue="aquanow",
-        stream="main",
-        account="a",
-        event_time=None,
-        received_at=2,
-        source="stream",
-        event_id="id",
-        raw="{}",
-        asset="BTC",
-        available=Decimal("1E-19"),
-        total=None,
-        frozen=None,
-        pending=None,
-        pending_transfer=None,
-        credit=None,
-        change=None,
-        version=None,
+    record = make.balance(
+        stream="main", account="a", received_at=2, event_id="id", available=Decimal("1E-19")
     )
     newest = codec.schema_for(Balance).version
     with pytest.raises(EncodeError, match=rf"bridge\.records\.Balance v{newest}"):

@@ -18,6 +18,7 @@ from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall, RestError
 from bridge.venues.satori import SatoriVenue
 from bridge.venues.satori_rest import PAGE_SIZE
+from tests import records as make
 from tests.unit.test_aquanow import DOC_REST_BALANCE
 from tests.unit.test_aquanow import VECTORS as AQUANOW_VECTORS
 from tests.unit.test_satori import API_KEY, PRIVATE_KEY, WALLET
@@ -125,41 +126,13 @@ def test_aquanow_rest_answers() -> None:
 
 
 def test_aquanow_looks_up_orders_that_left_the_open_list() -> None:
-    order = Order(
-        venue="aquanow",
+    order = make.order(
         stream="aq",
         account="CA1",
         event_time=1,
-        received_at=1,
-        source="stream",
-        event_id="e",
-        raw="{}",
         order_id="o-7",
-        client_order_id=None,
-        parent_order_id=None,
-        symbol="BTC-USD",
-        base_asset=None,
-        quote_asset=None,
-        side="buy",
-        side_raw=None,
-        order_type=None,
         status="open",
         status_raw="AWAITING",
-        is_final=False,
-        change_type=None,
-        quantity=None,
-        price=None,
-        filled_quantity=None,
-        filled_quote=None,
-        last_fill_quantity=None,
-        average_price=None,
-        remaining_quantity=None,
-        fee=None,
-        fee_asset=None,
-        is_taker=None,
-        reduce_only=None,
-        leverage=None,
-        created_at=None,
     )
     calls, records = aquanow().reconcile_missing([order], [], AT)
     assert calls == [RestCall("order", "GET", "/trades/v1/order", (("orderId", "o-7"),))]
@@ -345,27 +318,20 @@ def test_satori_rest_errors() -> None:
 
 
 def test_satori_positions_absent_from_the_list_are_closed() -> None:
-    open_position = Position(
+    open_position = make.position(
         venue="satori",
         stream="sat",
         account=WALLET,
-        event_time=None,
-        received_at=1,
-        source="stream",
-        event_id="e",
-        raw="{}",
         position_id="9",
         symbol="ETH-USD",
         side="long",
         side_raw="LONG",
         change_type="INCREASE",
-        is_open=True,
         quantity=Decimal("0.5"),
         change_quantity=Decimal("0.1"),
         closable_quantity=Decimal("0.5"),
         entry_price=Decimal(2300),
         margin=Decimal(40),
-        margin_call_amount=None,
         margin_mode="isolated",
     )
     calls, (closed,) = satori().reconcile_missing([], [open_position], AT)
@@ -390,24 +356,14 @@ class RecordingSink:
 
 
 def balance(source: str, available: str) -> Balance:
-    return Balance(
+    return make.balance(
         venue="satori",
         stream="sat",
         account="A",
-        event_time=None,
-        received_at=1,
         source=source,
         event_id=available,
-        raw="{}",
         asset="USD",
         available=Decimal(available),
-        total=None,
-        frozen=None,
-        pending=None,
-        pending_transfer=None,
-        credit=None,
-        change=None,
-        version=None,
     )
 
 

@@ -12,30 +12,21 @@ import pytest
 from bridge.cli import main
 from bridge.codec import Codec, SchemaStore, confluent_prefix
 from bridge.consume import RecordDecoder, tail_line
-from bridge.records import Balance
+from tests import records as make
 from tests.helpers import SCHEMAS
 
 pytestmark = pytest.mark.unit
 
 STORE = SchemaStore.load()
-BALANCE = Balance(
-    venue="aquanow",
+BALANCE = make.balance(
     stream="main",
     account="CA1",
     event_time=1656460243147,
     received_at=1656460243147123,
-    source="stream",
     event_id="id-1",
-    raw="{}",
-    asset="BTC",
     available=Decimal("2.4643104026041307"),
     total=Decimal("1E+2"),
-    frozen=None,
-    pending=None,
     pending_transfer=Decimal("0"),
-    credit=None,
-    change=None,
-    version=None,
     deposit_address="rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY",
 )
 

@@ -28,8 +28,8 @@ from bridge.metrics import Health, Metrics, bound_port, start_http_server
 from bridge.registry import Registration, RegistryClient, register_schemas
 from bridge.settings import Settings, StreamSettings
 from bridge.sink import Sink
-from bridge.snapshot import Snapshotter, StreamPublisher
-from bridge.venues import build_venue
+from bridge.snapshot import Snapshotter
+from bridge.stream import StreamState
 
 _T = TypeVar("_T")
 
@@ -41,10 +41,8 @@ class App:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     health: Health = field(default_factory=Health)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
-    metrics_port: int | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -56,8 +54,7 @@ class App:
         self._http = await start_http_server(
             self.metrics, self.health, self.settings.metrics.host, self.settings.metrics.port
         )
-        self.metrics_port = bound_port(self._http)
-        log.info("metrics server listening", port=self.metrics_port)
+        log.info("metrics server listening", port=bound_port(self._http))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -75,7 +72,6 @@ class App:
             tasks = [
                 asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
             ]
-            self.started.set()
             stop_waiter = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
             failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
@@ -94,26 +90,21 @@ class App:
             await self._http.cleanup()
 
     def _connection(self, stream: StreamSettings, sink: Sink) -> StreamConnection:
-        venue = build_venue(stream)
-        publisher = StreamPublisher(sink)
+        venue = stream.build_venue()
+        state = StreamState(stream.name, venue.name, sink)
+        self.health.streams.append(state)
         snapshot = None
         if stream.rest_url and stream.snapshot.enabled:
             snapshot = Snapshotter(
                 venue,
                 stream.rest_url,
-                publisher,
+                state,
                 self.metrics,
                 stream.snapshot,
                 self.settings.reconnect,
             ).run
         return StreamConnection(
-            stream,
-            venue,
-            publisher,
-            self.metrics,
-            self.health,
-            self.settings.reconnect,
-            snapshot=snapshot,
+            stream, venue, state, self.metrics, self.settings.reconnect, snapshot=snapshot
         )
 
     def _on_signal(self, sig: signal.Signals) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bridge import __version__
 from bridge.errors import ConfigError, RegistryError
-from bridge.settings import AquanowStream, SatoriStream, Settings, load_settings
+from bridge.settings import Settings, load_settings, secrets_of
 
 if TYPE_CHECKING:
     from bridge.codec import SchemaStore
@@ -116,23 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.logs import configure
 
     settings = load_settings(args.config)
-    configure(settings.log.level, settings.log.format, secrets=_secrets(settings))
+    configure(settings.log.level, settings.log.format, secrets=secrets_of(settings))
     return asyncio.run(App(settings).run())
-
-
-def _secrets(settings: Settings) -> list[str]:
-    values = []
-    for stream in settings.streams:
-        values.append(stream.api_key.get_secret_value())
-        if isinstance(stream, AquanowStream):
-            values.append(stream.api_secret.get_secret_value())
-        elif isinstance(stream, SatoriStream):
-            values.append(stream.private_key.get_secret_value())
-    if settings.kafka.sasl_password is not None:
-        values.append(settings.kafka.sasl_password.get_secret_value())
-    if settings.serialization.registry_password is not None:
-        values.append(settings.serialization.registry_password.get_secret_value())
-    return values
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -145,14 +130,7 @@ def describe(settings: Settings) -> str:
     """What `bridge check` prints: streams, topics and endpoints. No secrets."""
     lines = [f"config OK: {len(settings.streams)} stream(s)", "", "streams:"]
     for s in settings.streams:
-        if isinstance(s, AquanowStream):
-            scope = "channels " + ", ".join(s.channels)
-        else:
-            scope = (
-                f"events {', '.join(s.events)}; coins {', '.join(s.coins) or '-'}; "
-                f"pairs {', '.join(s.pairs) or '-'}"
-            )
-        lines.append(f"  {s.name:<20} {s.venue:<8} {s.url}  ({scope})")
+        lines.append(f"  {s.name:<20} {s.venue:<8} {s.url}  ({s.scope()})")
         if s.rest_url:
             lines.append(f"  {'':<20} {'':<8} snapshots from {s.rest_url}")
     k, registry = settings.kafka, settings.serialization.registry_url

@@ -36,7 +36,7 @@ from aiokafka.errors import (
 from prometheus_client import Counter, Histogram
 
 from bridge.codec import Codec, Encoded
-from bridge.errors import EncodeError, SinkError
+from bridge.errors import DeadLetterReason, EncodeError, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import SOURCE_SNAPSHOT, DeadLetter, Envelope, VenueRecord, build_dead_letter
@@ -380,7 +380,9 @@ class Sink:
         if self._in_flight == 0:
             self._drained.set()
 
-    def _dead_letter_for(self, record: Envelope, reason: str, detail: str) -> DeadLetter:
+    def _dead_letter_for(
+        self, record: Envelope, reason: DeadLetterReason, detail: str
+    ) -> DeadLetter:
         raw = record.raw if isinstance(record, DeadLetter | VenueRecord) else ""
         return build_dead_letter(
             venue=record.venue,

@@ -1,12 +1,8 @@
-"""After each (re)subscribe: the venue's REST state, published with `source=snapshot`, so that the
-compacted view of every topic equals the venue's truth after any gap.
-
-Ordering rule (why the last record per key is right): the snapshot starts only once the
-subscription is active, so every change after that arrives as a push, in order. A snapshot
-record for a state key (balances, orders, positions, credit) is skipped when a stream record
-for that key was published after the snapshot began: that push, or a later one, is at least
-as new. Trades are events, not state: snapshot fills are always published (same `event_id` as
-any earlier copy, so consumers deduplicate).
+"""The REST edge: after each (re)subscribe, the venue's REST state published with
+`source=snapshot`, so that the compacted view of every topic equals the venue's truth after any
+gap. The venue module says which calls to make, signs them and reads the answers; this module
+moves the bytes, rate-limits and retries. Which snapshot records a newer push supersedes is the
+stream's business (bridge/stream.py).
 
 Orders and positions last published as open that the snapshot no longer lists ended during
 the gap; the venue module says how to learn their final state (`reconcile_missing`).
@@ -18,72 +14,18 @@ import asyncio
 import random
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Final
 
 import aiohttp
 from yarl import URL
 
 from bridge.backoff import Backoff, TokenBucket
+from bridge.errors import SnapshotFailed
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
-from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Envelope, Order, Position
-from bridge.settings import ReconnectSettings, SnapshotSettings
-from bridge.sink import Sink
+from bridge.records import Envelope, Order, Position
+from bridge.sections import ReconnectSettings, SnapshotSettings
+from bridge.stream import StreamState
 from bridge.venues.base import Frame, RestCall, RestError, SnapshotPage, Venue
-
-STATE_TOPICS: Final = frozenset({"balances", "orders", "positions", "credit"})
-
-
-@dataclass
-class StreamPublisher:
-    """One stream's way to the sink. Remembers what a snapshot needs: the orders and positions
-    last published as open, the newest order event time, and — while a snapshot runs — the
-    state keys that got newer stream records."""
-
-    sink: Sink
-    open_orders: dict[str, Order] = field(default_factory=dict)
-    open_positions: dict[str, Position] = field(default_factory=dict)
-    last_order_ms: int | None = None
-    superseded: int = 0
-    _fresh: set[tuple[str, str]] | None = None
-
-    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
-        if self._fresh is not None and record.TOPIC in STATE_TOPICS:
-            key = (record.TOPIC, record.key())
-            if record.source == SOURCE_SNAPSHOT and key in self._fresh:
-                self.superseded += 1
-                return
-            if record.source == SOURCE_STREAM:
-                self._fresh.add(key)
-        self._track(record)
-        await self.sink.publish(record, received_mono)
-
-    def _track(self, record: Envelope) -> None:
-        if isinstance(record, Order):
-            if record.is_final:
-                self.open_orders.pop(record.order_id, None)
-            else:
-                self.open_orders[record.order_id] = record
-            if record.event_time is not None:
-                self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
-        elif isinstance(record, Position):
-            if record.is_open:
-                self.open_positions[record.position_id] = record
-            else:
-                self.open_positions.pop(record.position_id, None)
-
-    def begin_snapshot(self) -> None:
-        self._fresh, self.superseded = set(), 0
-
-    def end_snapshot(self) -> None:
-        self._fresh = None
-
-
-class SnapshotFailed(Exception):
-    def __init__(self, error: RestError, call: RestCall) -> None:
-        super().__init__(f"{call.method} {call.path}: {error.kind}: {error.detail}")
-        self.error = error
 
 
 class Snapshotter:
@@ -93,14 +35,14 @@ class Snapshotter:
         self,
         venue: Venue,
         rest_url: str,
-        publisher: StreamPublisher,
+        state: StreamState,
         metrics: Metrics,
         settings: SnapshotSettings,
         reconnect: ReconnectSettings,
     ) -> None:
         self._venue = venue
         self._base = rest_url.rstrip("/")
-        self._publisher = publisher
+        self._state = state
         self._settings = settings
         self._reconnect = reconnect
         self._bucket = TokenBucket(settings.rate_per_second, settings.burst)
@@ -117,8 +59,8 @@ class Snapshotter:
                 await self.run_once()
                 return
             except SnapshotFailed as exc:
-                self._m_failures.labels(*self._labels, exc.error.kind).inc()
-                auth = exc.error.kind == "auth"
+                self._m_failures.labels(*self._labels, exc.kind).inc()
+                auth = exc.kind == "auth"
                 delay = backoff.next_delay(time.monotonic(), auth=auth)
                 log = self._log.error if auth else self._log.warning
                 log("snapshot failed", error=str(exc), retry_in=round(delay, 2))
@@ -126,9 +68,9 @@ class Snapshotter:
 
     async def run_once(self) -> Counter[str]:
         started = time.monotonic()
-        publisher = self._publisher
-        publisher.begin_snapshot()
-        was_open = (dict(publisher.open_orders), dict(publisher.open_positions))
+        state = self._state
+        state.begin_snapshot()
+        was_open = (dict(state.open_orders), dict(state.open_positions))
         counts: Counter[str] = Counter()
         seen: set[tuple[str, str]] = set()
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
@@ -144,20 +86,20 @@ class Snapshotter:
                     await self._publish(record, counts, seen)
                 await self._drain(session, deque(lookups), counts, seen)
         finally:
-            publisher.end_snapshot()
+            state.end_snapshot()
         self._m_last.set(time.time())
         self._log.info(
             "snapshot done",
             records=sum(counts.values()),
             by_topic=dict(counts),
-            superseded=publisher.superseded,
+            superseded=state.superseded,
             ended_during_gap=len(orders) + len(positions),
             seconds=round(time.monotonic() - started, 3),
         )
         return counts
 
     def _since(self, now_ms: int) -> int:
-        last = self._publisher.last_order_ms
+        last = self._state.last_order_ms
         if last is None:
             return now_ms - int(self._settings.lookback * 1000)
         return last - int(self._settings.since_margin * 1000)
@@ -183,7 +125,7 @@ class Snapshotter:
             seen.add(("order", record.order_id))
         elif isinstance(record, Position):
             seen.add(("position", record.position_id))
-        await self._publisher.publish(record)
+        await self._state.publish(record)
         counts[record.TOPIC] += 1
 
     async def _fetch(self, session: aiohttp.ClientSession, call: RestCall) -> SnapshotPage:
@@ -209,7 +151,7 @@ class Snapshotter:
                 if page.error is None:
                     return page
                 error = page.error
-            if error.kind in ("auth", "fatal") or attempt == self._settings.attempts:
+            if not error.retriable or attempt == self._settings.attempts:
                 break
             delay = retry_after or self._reconnect.initial_delay * 2 ** (attempt - 1)
             self._log.warning(
@@ -220,7 +162,7 @@ class Snapshotter:
                 retry_in=delay,
             )
             await asyncio.sleep(delay)
-        raise SnapshotFailed(error, call)
+        raise SnapshotFailed(error.kind, f"{call.method} {call.path}: {error.kind}: {error.detail}")
 
 
 def _stamp(body: bytes) -> Frame:

@@ -23,9 +23,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from bridge.simulator.base import Event, Session, VenueSimulator
-from bridge.venues import satori_rest
 from bridge.venues.fields import dumps_exact
-from bridge.venues.satori import EVENTS, SCOPE, recover_address
+from bridge.venues.satori import EVENTS, SCOPE
+from bridge.venues.satori import rest as satori_rest
+from bridge.venues.satori.signing import recover_address
 
 PERIODS: Final = frozenset(
     {"1MIN", "3MIN", "5MIN", "15MIN", "30MIN", "1HOUR", "4HOUR", "8HOUR", "12HOUR", "1DAY"}

@@ -367,7 +367,7 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
 
     from bridge.metrics import Metrics
     from bridge.sink import Sink
-    from bridge.snapshot import StreamPublisher
+    from bridge.stream import StreamState
     from bridge.venues.fields import loads_exact
 
     sim = AquanowSimulator(KEY, SECRET, seed=5)
@@ -395,7 +395,7 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
     }
     sink = Sink(KafkaSettings(), codec, Metrics(), producer_factory=_InstantAcks)
     await sink.start()
-    publisher = StreamPublisher(sink)
+    publisher = StreamState("bench", "aquanow", sink)
     started = time.perf_counter()
     for text in frames:
         frame = Frame(text, time.time_ns() // 1000, time.monotonic())

@@ -158,7 +158,7 @@ async def test_satori_simulator_verifies_by_recovering_the_wallet() -> None:
 
     import websockets
 
-    from bridge.venues.satori import build_subscribe
+    from bridge.venues.satori.signing import build_subscribe
 
     other_key = "0x" + "11" * 32  # a valid key, but not the API wallet's
     sim = SatoriSimulator(SAT_KEY, SAT_WALLET, rate=20, timestamp_window_ms=5_000)

@@ -13,11 +13,11 @@ from bridge.backoff import TokenBucket
 from bridge.codec import Encoded
 from bridge.records import Balance, DeadLetter, Order, Position, Trade, make_event_id
 from bridge.sink import Pending, plan_resend
-from bridge.snapshot import StreamPublisher
+from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall, RestError
-from bridge.venues.satori import SatoriVenue
-from bridge.venues.satori_rest import PAGE_SIZE
+from bridge.venues.satori.rest import PAGE_SIZE
+from bridge.venues.satori.venue import SatoriVenue
 from tests import records as make
 from tests.unit.test_aquanow import DOC_REST_BALANCE
 from tests.unit.test_aquanow import VECTORS as AQUANOW_VECTORS
@@ -369,7 +369,7 @@ def balance(source: str, available: str) -> Balance:
 
 async def test_a_snapshot_record_never_overwrites_newer_stream_state() -> None:
     sink = RecordingSink()
-    publisher = StreamPublisher(sink)  # type: ignore[arg-type]
+    publisher = StreamState("sat", "satori", sink)
     await publisher.publish(balance("stream", "1"))
     publisher.begin_snapshot()
     await publisher.publish(balance("stream", "2"))  # arrived while the snapshot ran

@@ -1,0 +1,186 @@
+"""The config's sections that every venue shares, and `StreamBase`, the keys every stream has.
+
+Venue modules build their stream sections on `StreamBase` (bridge/venues/); bridge/settings.py
+assembles the whole config from these and from the venues' sections.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from bridge.venues.base import Venue
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values never change after start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicNames(Section):
+    balances: str = "balances"
+    orders: str = "orders"
+    positions: str = "positions"
+    trades: str = "trades"
+    credit: str = "credit"
+    deadletter: str = "bridge.deadletter"
+
+    def name(self, logical: str) -> str:
+        return str(getattr(self, logical))
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicNames = TopicNames()
+    client_id: str = "bridge"
+    # Records accepted but not yet acknowledged by the broker. When full, reading from the
+    # venues pauses (backpressure); nothing is dropped.
+    buffer_records: int = Field(10_000, ge=1)
+    linger_ms: int = Field(5, ge=0)
+    # Per-partition batch size. aiokafka's 16 KiB default (about 30 of our records) halves a
+    # bare producer's throughput here (tests/bench: 15k → 31k records/s at 256 KiB).
+    max_batch_bytes: int = Field(262_144, ge=16_384, le=1_048_576)
+    # Per request, and how long a batch may wait for a partition leader before it fails and
+    # the sink resends it in order (bridge.sink).
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+
+# Confluent's compatibility levels (a subject's rule for accepting a new schema version).
+Compatibility = Literal[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+
+
+class SerializationSettings(Section):
+    """How record values are framed. `registry`: Confluent wire format, schemas registered at
+    start under `<topic>-value`. `single-object`: the Avro spec's framing, no registry."""
+
+    mode: Literal["single-object", "registry"] = "single-object"
+    # The Confluent-API base URL, e.g. http://registry:8081 (Apicurio: …/apis/ccompat/v7).
+    registry_url: str | None = None
+    registry_username: str | None = None  # HTTP basic auth (Confluent Cloud: the API key)
+    registry_password: SecretStr | None = None  # or registry_password_file
+    # Set on each subject before registering, so the registry itself refuses a version that
+    # would break readers. null leaves the registry's own setting alone.
+    compatibility: Compatibility | None = "FULL"
+    # false: only look the schemas up (for registries the bridge may not write to); a version
+    # that is not registered is then an error at start, and compatibility is not touched.
+    auto_register: bool = True
+    registry_timeout: float = Field(10.0, gt=0)  # seconds per registry request
+
+    @field_validator("registry_url")
+    @classmethod
+    def _plain_http_url(cls, value: str | None) -> str | None:
+        """Credentials go in registry_username/password, never the URL: the URL is printed by
+        `bridge check` and logged."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in registry_username / registry_password")
+        return value
+
+    @model_validator(mode="after")
+    def _registry_needs_url(self) -> SerializationSettings:
+        if self.mode == "registry" and not self.registry_url:
+            raise ValueError("registry_url: required when mode is registry")
+        if self.registry_password is not None and not self.registry_username:
+            raise ValueError("registry_username: required with registry_password")
+        return self
+
+
+class MetricsSettings(Section):
+    host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class ReconnectSettings(Section):
+    """Jittered, capped exponential backoff between connection attempts."""
+
+    initial_delay: float = Field(1.0, gt=0)
+    max_delay: float = Field(60.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.5, ge=0, le=1)  # fraction of each delay that is randomized
+    # A connection must stay up this long before the backoff resets (a flapping venue keeps
+    # backing off instead of reconnecting at the initial delay forever).
+    healthy_after: float = Field(30.0, ge=0)
+    # Auth rejections wait longer: hammering a venue with bad credentials gets keys banned.
+    auth_initial_delay: float = Field(15.0, gt=0)
+    auth_max_delay: float = Field(600.0, gt=0)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SnapshotSettings(Section):
+    """REST reconciliation after every (re)subscribe (needs the stream's `rest_url`)."""
+
+    enabled: bool = True
+    rate_per_second: float = Field(5.0, gt=0)  # stay under the venue's REST limit
+    burst: int = Field(10, ge=1)
+    timeout: float = Field(10.0, gt=0)  # per request
+    attempts: int = Field(3, ge=1)  # per request, for server errors and timeouts
+    # Finished orders are fetched from the last order event seen minus this margin; on the
+    # first snapshot after start, from `lookback` ago.
+    since_margin: float = Field(60.0, ge=0)
+    lookback: float = Field(86_400.0, ge=0)
+
+
+class ShutdownSettings(Section):
+    grace_seconds: float = Field(20.0, gt=0)
+
+
+class StreamBase(Section):
+    """The keys every stream has, whatever its venue. Each venue module subclasses it with its
+    own keys, narrows `venue` to its name (the tag that picks the class) and says how to build
+    its `Venue` and what `bridge check` prints about its scope; `bridge/venues/__init__.py`
+    lists the subclasses."""
+
+    venue: str
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(pattern=r"^wss?://")
+    rest_url: str | None = Field(None, pattern=r"^https?://")
+    account: str | None = None  # used when the venue's frames name no account
+    ping_interval: float = Field(20.0, gt=0)
+    ping_timeout: float = Field(20.0, gt=0)
+    # Reconnect when no frame at all arrived for this long (0 disables: quiet accounts are
+    # normal at some venues).
+    silence_timeout: float = Field(0.0, ge=0)
+    subscribe_timeout: float = Field(10.0, gt=0)
+    # For venues that acknowledge nothing (Aquanow, venues.md §1.3): the subscription counts as
+    # accepted at the first push, or when no error frame or close arrived within this time.
+    ack_grace: float = Field(2.0, ge=0)
+    # Larger frames become dead letters (`oversized_frame`, raw cut to 512 KiB); frames over
+    # 16x this (or 16 MiB) close the connection (1009) before they can exhaust memory.
+    max_frame_bytes: int = Field(1024 * 1024, ge=1024)
+    snapshot: SnapshotSettings = SnapshotSettings()
+
+    @abstractmethod
+    def build_venue(self) -> Venue:
+        """The pure venue module for this stream (its signing keys unwrapped)."""
+
+    @abstractmethod
+    def scope(self) -> str:
+        """What this stream subscribes to, in one line (`bridge check`)."""

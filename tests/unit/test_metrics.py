@@ -20,7 +20,7 @@ from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health
 from bridge.records import make_event_id
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
-from tests.integration.test_sink import balance
+from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.unit
 

@@ -159,10 +159,12 @@ def test_deadletter_reasons_produced_are_the_vocabulary() -> None:
 
 
 class _PendingProducer:
-    """A producer whose acks the test releases by hand."""
+    """A producer whose acks the test releases by hand; `sent` holds each send's future, in
+    order, for the test to await."""
 
     def __init__(self, **_: Any) -> None:
         self.futures: list[asyncio.Future[Any]] = []
+        self.sent: asyncio.Queue[asyncio.Future[Any]] = asyncio.Queue()
 
     async def start(self) -> None:
         return None
@@ -173,6 +175,7 @@ class _PendingProducer:
     async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.futures.append(future)
+        self.sent.put_nowait(future)
         return future
 
 
@@ -224,21 +227,31 @@ async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFix
     configure("info", "json")
     producer = _PendingProducer()
     settings = KafkaSettings(buffer_records=2)
-    sink = Sink(settings, Codec(SchemaStore.load()), Metrics(), lambda **_: producer)
+    metrics = Metrics()
+    sink = Sink(settings, Codec(SchemaStore.load()), metrics, lambda **_: producer)
+    gauge = metrics.registry.get_sample_value
     await sink.start()
     records = [balance(f"A{i}", "1") for i in range(4)]
     await sink.publish(records[0])
     await sink.publish(records[1])
+    first, second = producer.sent.get_nowait(), producer.sent.get_nowait()
     waiting = [asyncio.create_task(sink.publish(r)) for r in records[2:]]
-    await asyncio.sleep(0.05)
-    assert not any(t.done() for t in waiting)
-    for _ in range(4):
-        while not producer.futures or all(f.done() for f in producer.futures):
-            await asyncio.sleep(0.01)
-        next(f for f in producer.futures if not f.done()).set_result(None)
-        await asyncio.sleep(0.01)
+    # The buffer is full: the next two records must wait for acknowledgements.
+    assert not sink.ledger.has_room
+    assert gauge("bridge_producer_buffer_records") == 2
+    assert gauge("bridge_producer_buffer_capacity_records") == 2
+    first.set_result(None)
+    third = await producer.sent.get()  # one ack, one slot: the first waiting record got it ...
+    assert len(producer.futures) == 3, "... and only that one"
+    assert not sink.ledger.has_room
+    assert gauge("bridge_producer_buffer_records") == 2
+    second.set_result(None)
+    fourth = await producer.sent.get()
+    third.set_result(None)
+    fourth.set_result(None)
     await asyncio.gather(*waiting)
     assert await sink.stop(1)
+    assert gauge("bridge_producer_buffer_records") == 0
     events = [line for line in capsys.readouterr().err.splitlines() if "backpressure" in line]
     assert [e.split('"event": "')[1].split('"')[0] for e in events] == [
         "backpressure on",

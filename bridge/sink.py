@@ -38,7 +38,7 @@ from aiokafka.errors import (
 from prometheus_client import Counter, Histogram
 
 from bridge.backoff import Backoff, retry_until
-from bridge.codec import Codec
+from bridge.codec import Codec, Encoded
 from bridge.delivery import Ledger, Pending
 from bridge.errors import EncodeError, SinkError
 from bridge.logs import get_logger
@@ -91,15 +91,13 @@ class Sink:
     ) -> None:
         self._settings = settings
         self._codec = codec
-        self._factory = producer_factory
-        self._producer: AIOKafkaProducer | None = None
+        self._producer = _Producer(settings, producer_factory)
         self.ledger = Ledger(settings.buffer_records)
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
         self._recovery: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
-        self._backpressure = False
-        self._observed = _Observer(metrics)
+        self._reports = _Reports(metrics)
         self._log = get_logger(component="sink")
         metrics.buffer_capacity.set(settings.buffer_records)
         # Read at scrape time: setting the gauge on every publish and every ack cost a lock
@@ -109,19 +107,10 @@ class Sink:
     async def start(self) -> None:
         """Start the producer. `SinkError` (retriable) when the brokers cannot be reached."""
         try:
-            self._producer = await self._new_producer()
+            await self._producer.start()
         except KafkaError as exc:
             raise SinkError(f"cannot start the producer: {exc!r}") from exc
         self._log.info("producer started", bootstrap_servers=self._settings.bootstrap_servers)
-
-    async def _new_producer(self) -> AIOKafkaProducer:
-        producer = self._factory(**producer_options(self._settings))
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
 
     async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
         """Hand `record` to the producer, waiting for buffer room (backpressure) and for any
@@ -137,7 +126,8 @@ class Sink:
             pending = ledger.admit(record, encoded, received_mono)
         else:
             if not ledger.has_room:
-                self._pressure(record, f"buffer full ({ledger.capacity} records unacknowledged)")
+                why = f"buffer full ({ledger.capacity} records unacknowledged)"
+                self._reports.pressure(record, why, ledger)
             async with self._admission:  # publishers that wait get room in call order
                 await self._until(lambda: self._fatal is not None or ledger.accepting)
                 self._raise_if_fatal()
@@ -155,28 +145,24 @@ class Sink:
         `producer.send`, a dead letter in place of a record over the size limit, and waiting
         while the partition's queue cannot drain. Returns the delivery future."""
         while True:
-            producer = self._producer
-            assert producer is not None, "Sink.start() was not awaited"
             encoded = pending.encoded
             topic = self._settings.topics.name(encoded.topic)
             try:
-                future: asyncio.Future[Any] = await producer.send(
-                    topic, encoded.value, key=encoded.key, headers=encoded.headers
-                )
-                return future
+                return await self._producer.send(topic, encoded)
             except KafkaTimeoutError:
                 # The partition's batch could not drain (broker unreachable): keep this record
                 # and its place, try again. The caller (the websocket read) waits meanwhile.
-                self._observed.error(pending)
-                self._pressure(pending.record, f"producer queue for {topic} full (broker down?)")
+                self._reports.error(pending)
+                why = f"producer queue for {topic} full (broker not accepting)"
+                self._reports.pressure(pending.record, why, self.ledger)
             except MessageSizeTooLargeError as exc:
-                self._observed.error(pending)
+                self._reports.error(pending)
                 self._oversized(pending, exc)
 
     def _on_delivery(self, future: asyncio.Future[Any], pending: Pending) -> None:
         exc = None if future.cancelled() else future.exception()
         if future.cancelled() or exc is not None:
-            self._observed.error(pending)
+            self._reports.error(pending)
             if isinstance(exc, FATAL_DELIVERY_ERRORS):
                 self._fatal = exc
                 self._log.error("delivery impossible; stopping", error=repr(exc))
@@ -191,7 +177,7 @@ class Sink:
                     self._recovery.add_done_callback(self._recovery_done)
         else:
             self.ledger.acked(pending)
-            self._observed.acked(pending)
+            self._reports.acked(pending)
         self._settled()
 
     async def _recover(self) -> None:
@@ -200,7 +186,7 @@ class Sink:
             # record's key may still be on its way.
             await self._until(lambda: self.ledger.resend_due)
             resend = self.ledger.begin_resend()
-            await self._replace_producer()
+            await self._producer.replace()
             # One at a time, each acknowledged before the next: strict order, and a broker's
             # MESSAGE_TOO_LARGE (which refuses a whole batch) is pinned on the record itself.
             for pending in resend.records:
@@ -219,19 +205,15 @@ class Sink:
         async def attempt() -> None:
             nonlocal first
             if not first:
-                await self._replace_producer()
+                await self._producer.replace()
             first = False
-            future = await self._produce(pending)
-            try:
-                await future
-            except MessageSizeTooLargeError as exc:  # the broker refused this record alone
-                self._observed.error(pending)
-                self._oversized(pending, exc)
-                raise
+            await (await self._produce(pending))
 
         def failed(exc: KafkaError, delay: float) -> None:
-            if not isinstance(exc, MessageSizeTooLargeError):  # that one was counted above
-                self._observed.error(pending)
+            self._reports.error(pending)
+            if isinstance(exc, MessageSizeTooLargeError):  # the broker refused this record alone
+                self._oversized(pending, exc)
+            else:
                 self._log.warning("resend failed; retrying", error=repr(exc), retry_in=delay)
 
         await retry_until(
@@ -243,26 +225,8 @@ class Sink:
             on_retry=failed,
         )
         self.ledger.acked(pending)
-        self._observed.acked(pending)
+        self._reports.acked(pending)
         self._settled()
-
-    async def _replace_producer(self) -> None:
-        await self._close_producer(timeout=10)
-
-        def unreachable(exc: KafkaError, delay: float) -> None:
-            self._log.warning("kafka unreachable", error=repr(exc), retry_in=delay)
-
-        self._producer = await retry_until(
-            self._new_producer, Backoff(RECOVERY_DELAYS), retry_on=KafkaError, on_retry=unreachable
-        )
-
-    async def _close_producer(self, timeout: float) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), timeout)
-            except (TimeoutError, KafkaError) as exc:
-                self._log.warning("producer did not close cleanly", error=repr(exc))
 
     def _recovery_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -281,19 +245,7 @@ class Sink:
     def _settled(self) -> None:
         """The ledger changed: wake every waiter (admission, flush, recovery) to look again."""
         self._changed.set()
-        ledger = self.ledger
-        if self._backpressure and ledger.in_flight <= ledger.capacity // 2:
-            self._backpressure = False
-            self._log.info("backpressure off", in_flight=ledger.in_flight)
-
-    def _pressure(self, record: Envelope, why: str) -> None:
-        """Reading is paused until Kafka takes records again: say so once, at info, naming the
-        stream that met it first (the pause holds every stream: they share the buffer)."""
-        if not self._backpressure:
-            self._backpressure = True
-            self._log.info(
-                "backpressure on", stream=record.stream, reason=why, in_flight=self.ledger.in_flight
-            )
+        self._reports.relieved(self.ledger)
 
     def _oversized(self, pending: Pending, exc: Exception) -> None:
         """Replace a record too large for Kafka by a dead letter carrying its start."""
@@ -319,8 +271,54 @@ class Sink:
         if self._recovery is not None and not self._recovery.done():
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
-        await self._close_producer(timeout=5)
+        await self._producer.close(timeout=5)
         return flushed
+
+
+class _Producer:
+    """The current aiokafka producer: started, replaced after a failed delivery (a fresh
+    producer id leaves no sequence gap behind), closed."""
+
+    def __init__(self, settings: KafkaSettings, factory: Callable[..., AIOKafkaProducer]) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._current: AIOKafkaProducer | None = None
+        self._log = get_logger(component="sink")
+
+    async def start(self) -> None:
+        producer = self._factory(**producer_options(self._settings))
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._current = producer
+
+    async def send(self, topic: str, encoded: Encoded) -> asyncio.Future[Any]:
+        assert self._current is not None, "Sink.start() was not awaited"
+        future: asyncio.Future[Any] = await self._current.send(
+            topic, encoded.value, key=encoded.key, headers=encoded.headers
+        )
+        return future
+
+    async def replace(self) -> None:
+        """Close the current producer and start a new one, retrying until the brokers answer."""
+        await self.close(timeout=10)
+
+        def unreachable(exc: KafkaError, delay: float) -> None:
+            self._log.warning("kafka unreachable", error=repr(exc), retry_in=delay)
+
+        await retry_until(
+            self.start, Backoff(RECOVERY_DELAYS), retry_on=KafkaError, on_retry=unreachable
+        )
+
+    async def close(self, timeout: float) -> None:
+        producer, self._current = self._current, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout)
+            except (TimeoutError, KafkaError) as exc:
+                self._log.warning("producer did not close cleanly", error=repr(exc))
 
 
 def _dead_letter_for(record: Envelope, reason: str, detail: str) -> DeadLetter:
@@ -345,13 +343,31 @@ class _Children:
     lag: Histogram
 
 
-class _Observer:
-    """The sink's metrics, observed on the broker's ack (published count, dead letters,
-    snapshot records, frame → ack latency, event lag) and on each delivery error."""
+class _Reports:
+    """What the sink says about itself: metrics observed on the broker's ack (published count,
+    dead letters, snapshot records, frame → ack latency, event lag) and on each delivery error;
+    backpressure episodes in the log."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
         self._children: dict[tuple[str, str, str], _Children] = {}
+        self._log = get_logger(component="sink")
+        self._backpressure = False
+
+    def pressure(self, record: Envelope, why: str, ledger: Ledger) -> None:
+        """Reading is paused until Kafka takes records again: say so once, at info, naming the
+        stream that met it first (the pause holds every stream: they share the buffer)."""
+        if not self._backpressure:
+            self._backpressure = True
+            self._log.info(
+                "backpressure on", stream=record.stream, reason=why, in_flight=ledger.in_flight
+            )
+
+    def relieved(self, ledger: Ledger) -> None:
+        """The episode ends when the buffer is back to half empty."""
+        if self._backpressure and ledger.in_flight <= ledger.capacity // 2:
+            self._backpressure = False
+            self._log.info("backpressure off", in_flight=ledger.in_flight)
 
     def acked(self, pending: Pending) -> None:
         record = pending.record

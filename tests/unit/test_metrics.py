@@ -20,6 +20,7 @@ from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health
 from bridge.records import make_event_id
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
+from tests.fakes import PendingProducer
 from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.unit
@@ -158,29 +159,8 @@ def test_deadletter_reasons_produced_are_the_vocabulary() -> None:
     assert produced == set(DEADLETTER_REASONS)
 
 
-class _PendingProducer:
-    """A producer whose acks the test releases by hand; `sent` holds each send's future, in
-    order, for the test to await."""
-
-    def __init__(self, **_: Any) -> None:
-        self.futures: list[asyncio.Future[Any]] = []
-        self.sent: asyncio.Queue[asyncio.Future[Any]] = asyncio.Queue()
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
-        self.sent.put_nowait(future)
-        return future
-
-
 async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
-    producer = _PendingProducer()
+    producer = PendingProducer()
     metrics = Metrics()
     sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
     await sink.start()
@@ -206,7 +186,7 @@ async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
 
 
 async def test_snapshot_records_count_but_do_not_feed_the_lag() -> None:
-    producer = _PendingProducer()
+    producer = PendingProducer()
     metrics = Metrics()
     sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
     await sink.start()
@@ -225,7 +205,7 @@ async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFix
     from bridge.logs import configure
 
     configure("info", "json")
-    producer = _PendingProducer()
+    producer = PendingProducer()
     settings = KafkaSettings(buffer_records=2)
     metrics = Metrics()
     sink = Sink(settings, Codec(SchemaStore.load()), metrics, lambda **_: producer)

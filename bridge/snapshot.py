@@ -223,9 +223,11 @@ class Snapshotter:
                 retry_in=delay,
             )
 
+        # Without jitter: against a rate limit a shorter wait only earns another refusal.
+        delays = self._reconnect.model_copy(update={"jitter": 0.0})
         page = await retry_until(
             attempt,
-            Backoff(self._reconnect),
+            Backoff(delays),
             retry_on=SnapshotFailed,
             retriable=lambda exc: exc.error.kind not in ("auth", "fatal"),
             delay_hint=lambda _: retry_after or None,  # "Retry-After: 0" is no hint

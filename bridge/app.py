@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
-from bridge.backoff import Backoff
+from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
 from bridge.errors import RegistryError, SinkError
@@ -30,8 +26,6 @@ from bridge.settings import Settings, StreamSettings
 from bridge.sink import Sink
 from bridge.snapshot import Snapshotter
 from bridge.stream import StreamState
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -131,7 +125,6 @@ class App:
         url = ser.registry_url
         assert url is not None  # settings validation guarantees it
         topics = {t: self.settings.kafka.topics.name(t) for t in store.topics()}
-        backoff = Backoff(self.settings.reconnect, random.Random())
         password = ser.registry_password.get_secret_value() if ser.registry_password else None
 
         async def attempt() -> Registration:
@@ -149,55 +142,45 @@ class App:
                     auto_register=ser.auto_register,
                 )
 
-        while not self._stop.is_set():
-            try:
-                return await self._unless_stopped(attempt())
-            except RegistryError as exc:
-                if not exc.retriable:
-                    log.error("schema registry refused the bridge's schemas", error=str(exc))
-                    raise
-                delay = backoff.next_delay(time.monotonic())
-                log.warning(
-                    "schema registry unavailable; retrying",
-                    error=str(exc),
-                    retry_in=round(delay, 2),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-        return None
+        def unavailable(exc: RegistryError, delay: float) -> None:
+            log.warning(
+                "schema registry unavailable; retrying", error=str(exc), retry_in=round(delay, 2)
+            )
 
-    async def _unless_stopped(self, work: Coroutine[Any, Any, _T]) -> _T | None:
-        """`work`'s result, or None (work cancelled) as soon as a stop is requested: a slow
-        registry must not hold a SIGTERM for request timeout x requests."""
-        task = asyncio.create_task(work)
-        stop = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait({task, stop}, return_when="FIRST_COMPLETED")
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        return None if task.cancelled() else task.result()
+            return await retry_until(
+                attempt,
+                Backoff(self.settings.reconnect),
+                retry_on=RegistryError,
+                retriable=lambda exc: exc.retriable,
+                on_retry=unavailable,
+                stop=self._stop,
+            )
+        except RegistryError as exc:
+            log.error("schema registry refused the bridge's schemas", error=str(exc))
+            raise
 
     async def _start_sink(self, sink: Sink) -> bool:
         """Start the producer, retrying with backoff while the brokers are unreachable.
         False when a stop was requested first."""
         log = get_logger(component="sink")
-        backoff = Backoff(self.settings.reconnect, random.Random())
-        while not self._stop.is_set():
-            try:
-                await sink.start()
-                return True
-            except KafkaError as exc:
-                delay = backoff.next_delay(time.monotonic())
-                log.warning(
-                    "kafka unreachable; retrying", error=repr(exc), retry_in=round(delay, 2)
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-        return False
+
+        async def start() -> bool:
+            await sink.start()
+            return True
+
+        def unreachable(exc: SinkError, delay: float) -> None:
+            log.warning("kafka unreachable; retrying", error=str(exc), retry_in=round(delay, 2))
+
+        started = await retry_until(
+            start,
+            Backoff(self.settings.reconnect),
+            retry_on=SinkError,
+            retriable=lambda exc: exc.retriable,
+            on_retry=unreachable,
+            stop=self._stop,
+        )
+        return started is not None
 
     async def _shutdown(
         self, connections: list[StreamConnection], tasks: list[asyncio.Task[None]], sink: Sink

@@ -101,9 +101,10 @@ class SnapshotFailed(BridgeError):
     """A REST call of a snapshot failed (after its retries, when `retriable`). The snapshot run
     is retried with backoff, on the slower auth series for `auth`."""
 
-    def __init__(self, kind: RestErrorKind, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, kind: RestErrorKind, detail: str, call: str) -> None:
+        super().__init__(f"{call}: {kind}: {detail}")
         self.kind: RestErrorKind = kind
+        self.detail = detail
         self.retriable = kind in RETRIABLE_REST_ERRORS
 
 

@@ -11,21 +11,20 @@ the gap; the venue module says how to learn their final state (`reconcile_missin
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter, deque
 
 import aiohttp
 from yarl import URL
 
-from bridge.backoff import Backoff, TokenBucket
+from bridge.backoff import Backoff, TokenBucket, retry_until
 from bridge.errors import SnapshotFailed
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import Envelope, Order, Position
 from bridge.sections import ReconnectSettings, SnapshotSettings
 from bridge.stream import StreamState
-from bridge.venues.base import Frame, RestCall, RestError, SnapshotPage, Venue
+from bridge.venues.base import Frame, RestCall, SnapshotPage, Venue
 
 
 class Snapshotter:
@@ -53,18 +52,18 @@ class Snapshotter:
         self._labels = labels
 
     async def run(self) -> None:
-        backoff = Backoff(self._reconnect, random.Random())
-        while True:
-            try:
-                await self.run_once()
-                return
-            except SnapshotFailed as exc:
-                self._m_failures.labels(*self._labels, exc.kind).inc()
-                auth = exc.kind == "auth"
-                delay = backoff.next_delay(time.monotonic(), auth=auth)
-                log = self._log.error if auth else self._log.warning
-                log("snapshot failed", error=str(exc), retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
+        def failed(exc: SnapshotFailed, delay: float) -> None:
+            self._m_failures.labels(*self._labels, exc.kind).inc()
+            log = self._log.error if exc.kind == "auth" else self._log.warning
+            log("snapshot failed", error=str(exc), retry_in=round(delay, 2))
+
+        await retry_until(
+            self.run_once,
+            Backoff(self._reconnect),
+            retry_on=SnapshotFailed,
+            auth=lambda exc: exc.kind == "auth",
+            on_retry=failed,
+        )
 
     async def run_once(self) -> Counter[str]:
         started = time.monotonic()
@@ -129,12 +128,16 @@ class Snapshotter:
         counts[record.TOPIC] += 1
 
     async def _fetch(self, session: aiohttp.ClientSession, call: RestCall) -> SnapshotPage:
-        """One call, rate-limited, retried on server errors and rate limits."""
-        error = RestError("retry", "no attempt made")
-        for attempt in range(1, self._settings.attempts + 1):
+        """One call, rate-limited, retried on server errors and rate limits (Retry-After
+        honoured) up to `attempts` times."""
+        retry_after: float | None = None
+        where = f"{call.method} {call.path}"
+
+        async def attempt() -> SnapshotPage:
+            nonlocal retry_after
             await asyncio.sleep(self._bucket.reserve(time.monotonic()))
             signed = self._venue.sign_call(call, int(time.time() * 1000))
-            retry_after: float | None = None
+            retry_after = None
             try:
                 async with session.request(
                     call.method,
@@ -146,23 +149,33 @@ class Snapshotter:
                     retry_after = _seconds(response.headers.get("Retry-After"))
                     page = self._venue.parse_snapshot(call, response.status, body, _stamp(body))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error = RestError("retry", f"{type(exc).__name__}: {exc}")
-            else:
-                if page.error is None:
-                    return page
-                error = page.error
-            if not error.retriable or attempt == self._settings.attempts:
-                break
-            delay = retry_after or self._reconnect.initial_delay * 2 ** (attempt - 1)
+                raise SnapshotFailed("retry", f"{type(exc).__name__}: {exc}", where) from exc
+            if page.error is not None:
+                raise SnapshotFailed(page.error.kind, page.error.detail, where)
+            return page
+
+        def retried(exc: SnapshotFailed, delay: float) -> None:
             self._log.warning(
                 "snapshot call retried",
                 path=call.path,
-                error=error.detail,
-                kind=error.kind,
+                error=exc.detail,
+                kind=exc.kind,
                 retry_in=delay,
             )
-            await asyncio.sleep(delay)
-        raise SnapshotFailed(error.kind, f"{call.method} {call.path}: {error.kind}: {error.detail}")
+
+        # Without jitter: against a rate limit a shorter wait only earns another refusal.
+        delays = self._reconnect.model_copy(update={"jitter": 0.0})
+        page = await retry_until(
+            attempt,
+            Backoff(delays),
+            retry_on=SnapshotFailed,
+            retriable=lambda exc: exc.retriable,
+            delay_hint=lambda _: retry_after or None,  # "Retry-After: 0" is no hint
+            on_retry=retried,
+            max_attempts=self._settings.attempts,
+        )
+        assert page is not None  # no `stop`: a page or an error ends the retries
+        return page
 
 
 def _stamp(body: bytes) -> Frame:

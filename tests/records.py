@@ -4,9 +4,11 @@ names only the fields it is about."""
 from __future__ import annotations
 
 import dataclasses
+import time
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from bridge.records import Balance, Order, Position, VenueRecord
+from bridge.records import Balance, Order, Position, VenueRecord, make_event_id
 
 R = TypeVar("R", bound=VenueRecord)
 
@@ -45,3 +47,18 @@ def order(**fields: Any) -> Order:
 
 def position(**fields: Any) -> Position:
     return build(Position, **fields)
+
+
+def live_balance(asset: str, available: str, raw: str = "{}") -> Balance:
+    """A balance of stream s1 / account A1 received now, its event 250 ms old; the event id is
+    unique per (asset, available). Shared by the sink's tests (unit and against the broker)."""
+    return balance(
+        stream="s1",
+        account="A1",
+        event_time=int(time.time() * 1000) - 250,
+        received_at=time.time_ns() // 1000,
+        event_id=make_event_id("test", asset, available),
+        raw=raw,
+        asset=asset,
+        available=Decimal(available),
+    )

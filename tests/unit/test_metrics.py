@@ -4,23 +4,16 @@ on the broker's ack (not on the send call)."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.codec import Codec, SchemaStore
 from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health, Metrics
 from bridge.records import make_event_id
-from bridge.settings import KafkaSettings
-from bridge.sink import Sink
 from bridge.stream import StreamState
-from tests.integration.test_sink import balance
 
 pytestmark = pytest.mark.unit
 
@@ -110,95 +103,6 @@ def test_add_stream_creates_every_series_at_zero() -> None:
         "bridge_pipeline_latency_seconds_count",
     ):
         assert value(name, s1) == 0, name
-
-
-class _PendingProducer:
-    """A producer whose acks the test releases by hand."""
-
-    def __init__(self, **_: Any) -> None:
-        self.futures: list[asyncio.Future[Any]] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
-        return future
-
-
-async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
-    producer = _PendingProducer()
-    metrics = Metrics()
-    sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
-    await sink.start()
-    await sink.publish(balance("BTC", "1"), received_mono=time.monotonic())
-    value = metrics.registry.get_sample_value
-    s1 = {"stream": "s1", "venue": "aquanow"}
-    assert len(producer.futures) == 1
-    assert value("bridge_producer_buffer_records") == 1
-    # handed to the producer, not yet acknowledged: nothing observed
-    assert value("bridge_event_lag_seconds_count", s1) is None
-    assert value("bridge_pipeline_latency_seconds_count", s1) is None
-    assert value("bridge_records_published_total", {**s1, "topic": "balances"}) is None
-    await asyncio.sleep(0.05)
-    producer.futures[0].set_result(None)
-    await asyncio.sleep(0)
-    assert value("bridge_event_lag_seconds_count", s1) == 1
-    assert value("bridge_pipeline_latency_seconds_count", s1) == 1
-    # the wait for the ack is part of the latency
-    assert value("bridge_pipeline_latency_seconds_sum", s1) >= 0.05  # type: ignore[operator]
-    assert value("bridge_records_published_total", {**s1, "topic": "balances"}) == 1
-    assert value("bridge_producer_buffer_records") == 0
-    assert await sink.stop(1)
-
-
-async def test_snapshot_records_count_but_do_not_feed_the_lag() -> None:
-    producer = _PendingProducer()
-    metrics = Metrics()
-    sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
-    await sink.start()
-    old = balance("ETH", "2")
-    snapshot = dataclasses.replace(old, source="snapshot", event_time=1_000)
-    await sink.publish(snapshot)
-    producer.futures[0].set_result(None)
-    await asyncio.sleep(0)
-    s1 = {"stream": "s1", "venue": "aquanow"}
-    assert metrics.registry.get_sample_value("bridge_snapshot_records_total", s1) == 1
-    assert not metrics.registry.get_sample_value("bridge_event_lag_seconds_count", s1)
-    assert await sink.stop(1)
-
-
-async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFixture[str]) -> None:
-    from bridge.logs import configure
-
-    configure("info", "json")
-    producer = _PendingProducer()
-    settings = KafkaSettings(buffer_records=2)
-    sink = Sink(settings, Codec(SchemaStore.load()), Metrics(), lambda **_: producer)
-    await sink.start()
-    records = [balance(f"A{i}", "1") for i in range(4)]
-    await sink.publish(records[0])
-    await sink.publish(records[1])
-    waiting = [asyncio.create_task(sink.publish(r)) for r in records[2:]]
-    await asyncio.sleep(0.05)
-    assert not any(t.done() for t in waiting)
-    for _ in range(4):
-        while not producer.futures or all(f.done() for f in producer.futures):
-            await asyncio.sleep(0.01)
-        next(f for f in producer.futures if not f.done()).set_result(None)
-        await asyncio.sleep(0.01)
-    await asyncio.gather(*waiting)
-    assert await sink.stop(1)
-    events = [line for line in capsys.readouterr().err.splitlines() if "backpressure" in line]
-    assert [e.split('"event": "')[1].split('"')[0] for e in events] == [
-        "backpressure on",
-        "backpressure off",
-    ]
-    assert '"stream": "s1"' in events[0]
 
 
 def test_readiness_needs_the_producer_and_every_stream() -> None:

@@ -3,7 +3,9 @@
 # Central into ~/.cache/bridge or $BRIDGE_CACHE_DIR), Go (helm is built from source once,
 # ~2 min) and apt (promtool comes out of Debian's prometheus package).
 PYTHON ?= python3
-VENV   := .venv
+# VENV: where the virtualenv lives; CI runs the tests once per Python, each in its own
+# (`make test PYTHON=/usr/bin/python3 VENV=.venv-system`).
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # promtool, helm, kubernetes-validate: installed by .ci/install-tools.sh into the shared cache

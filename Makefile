@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 kafka-jars: install
-	$(BIN)/python -m bridge.devkafka --fetch-only
+	$(BIN)/python -m bridge.dev.kafka --fetch-only
 
 ## tools: promtool, helm and kubernetes-validate into the cache (skipped when present)
 tools:
@@ -31,7 +31,7 @@ tools:
 
 ## registry: fetch Apicurio Registry (Confluent-compatible schema registry) for the tests
 registry: install
-	$(BIN)/python -m bridge.devregistry --fetch-only
+	$(BIN)/python -m bridge.dev.registry --fetch-only
 
 ## demo: simulator venues → bridge → real Kafka → decoded records on screen (Ctrl-C stops;
 ##       `make demo ARGS="--count 20"` stops after 20 records)

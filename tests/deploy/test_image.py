@@ -64,7 +64,7 @@ def test_the_wheel_carries_the_schemas_and_the_command(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for topic in TOPICS:
         assert f"bridge/schemas/{topic}/v1.avsc" in names, topic
-    assert "bridge/devkafka/pom.xml" in names
+    assert "bridge/dev/kafka/pom.xml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "bridge = bridge.cli:main" in text

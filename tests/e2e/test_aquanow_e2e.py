@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import websockets
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.simulator.aquanow import AquanowSimulator
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.venues.aquanow import build_subscribe
 from tests.e2e.expected import EXPECT, RECORD_NAMES
 from tests.helpers import (

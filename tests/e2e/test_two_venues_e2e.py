@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.satori import SatoriSimulator
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.venues.fields import dumps_exact
 from tests.e2e.expected import RECORD_NAMES, expected_aquanow, expected_satori, satori_common
 from tests.helpers import BridgeProcess, Message, collect, unique_topics, wait_until

@@ -1,4 +1,4 @@
-"""What the dev servers (bridge.devkafka, bridge.devregistry) share: artifacts fetched from Maven
+"""What the dev servers (bridge.dev.kafka, bridge.dev.registry) share: artifacts fetched from Maven
 Central once into a cache, and a JVM child run in its own process group with a log file.
 
 Our machines have no Docker engine, so the broker and the registry the tests use are Java
@@ -325,7 +325,7 @@ def serve(
     announce: Callable[[S], str],
     startup_timeout: float,
 ) -> int:
-    """`python -m bridge.devkafka` / `bridge.devregistry`: fetch only, or run the server until
+    """`python -m bridge.dev.kafka` / `bridge.dev.registry`: fetch only, or run the server until
     Ctrl-C / SIGTERM. `announce(server)` goes to stdout (e.g. `KAFKA_BOOTSTRAP_SERVERS=…`, so a
     shell can grep it); everything else to stderr."""
     parser = argparse.ArgumentParser(prog=prog, description=description)

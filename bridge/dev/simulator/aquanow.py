@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.simulator.base import Event, Session, VenueSimulator
+from bridge.dev.simulator.base import Event, Session, VenueSimulator
 from bridge.venues.aquanow import CHANNELS, build_rest_signed_payload, build_signed_payload, sign
 from bridge.venues.fields import dumps_exact
 

@@ -1,6 +1,6 @@
 """`bridge demo`: simulator venues → bridge → real Kafka → decoded records on screen.
 
-The broker is `KAFKA_BOOTSTRAP_SERVERS` if set, else a local one (bridge.devkafka). A consumer
+The broker is `KAFKA_BOOTSTRAP_SERVERS` if set, else a local one (bridge.dev.kafka). A consumer
 is positioned at the end of every topic before the bridge starts, so exactly the records this
 run produces are printed. Stops on Ctrl-C, or after `--count` records.
 """
@@ -21,23 +21,23 @@ from aiokafka.errors import TopicAlreadyExistsError
 from bridge.app import App
 from bridge.codec import SchemaStore
 from bridge.consume import decode, json_line
-from bridge.devkafka import kafka_bootstrap
+from bridge.dev.kafka import kafka_bootstrap
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.credentials import (
+    AQUANOW_KEY,
+    AQUANOW_SECRET,
+    SATORI_KEY,
+    SATORI_PRIVATE_KEY,
+    SATORI_WALLET,
+)
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.logs import configure
 from bridge.settings import Settings, TopicNames, validate_settings
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.satori import SatoriSimulator
 
 # Fields left out on screen (`bridge tail` shows everything).
 _HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
 # Fields left out on screen (`bridge tail` shows everything).
 _HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
-# Demo credentials, accepted by the local simulators only.
-AQUANOW_KEY = "demo-key"
-AQUANOW_SECRET = "demo-secret-not-real"  # noqa: S105 - simulator-only credential
-SATORI_KEY = "st_demo_key"
-# The Satori docs' published example key (venues.md §2.2): public, never a real account's.
-SATORI_PRIVATE_KEY = "0x2bf7cc40cfc5b2a43f60769d31191e82ed33aafb5e75be710271acd40a769564"
-SATORI_WALLET = "0x134eF0CfABEBF9c70eAE631254a6b4736f9b8508"
 
 
 def main(count: int | None, rate: float) -> int:

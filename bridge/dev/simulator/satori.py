@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.simulator.base import Event, Session, VenueSimulator
+from bridge.dev.simulator.base import Event, Session, VenueSimulator
 from bridge.venues import satori_rest
 from bridge.venues.fields import dumps_exact
 from bridge.venues.satori import EVENTS, SCOPE, recover_address

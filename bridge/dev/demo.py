@@ -19,8 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bridge.app import App
-from bridge.codec import SchemaStore
-from bridge.consume import decode, json_line
+from bridge.codec import SchemaStore, decode_single_object
+from bridge.consume import json_line
 from bridge.dev.kafka import kafka_bootstrap
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.credentials import (
@@ -34,8 +34,6 @@ from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.logs import configure
 from bridge.settings import Settings, TopicNames, validate_settings
 
-# Fields left out on screen (`bridge tail` shows everything).
-_HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
 # Fields left out on screen (`bridge tail` shows everything).
 _HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
 
@@ -162,7 +160,7 @@ async def _print_records(consumer: AIOKafkaConsumer, count: int | None) -> None:
     store = SchemaStore.load()
     shown = 0
     async for message in consumer:
-        record = decode(store, message.value)
+        record = decode_single_object(store, message.value)
         key = message.key.decode() if message.key else ""
         shown_fields = {k: v for k, v in record.items() if v is not None and k not in _HIDDEN}
         print(f"{message.topic:<17} {key}  {json_line(shown_fields)}", flush=True)

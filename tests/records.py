@@ -4,9 +4,11 @@ names only the fields it is about."""
 from __future__ import annotations
 
 import dataclasses
+import time
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from bridge.records import Balance, Order, Position, VenueRecord
+from bridge.records import Balance, Order, Position, VenueRecord, make_event_id
 
 R = TypeVar("R", bound=VenueRecord)
 
@@ -45,3 +47,31 @@ def order(**fields: Any) -> Order:
 
 def position(**fields: Any) -> Position:
     return build(Position, **fields)
+
+
+def live_balance(asset: str, available: str, raw: str = "{}") -> Balance:
+    """A balance as the loop would publish it now: event time 250 ms ago."""
+    return balance(
+        stream="s1",
+        account="A1",
+        event_time=int(time.time() * 1000) - 250,
+        received_at=time.time_ns() // 1000,
+        event_id=make_event_id("test", asset, available),
+        raw=raw,
+        asset=asset,
+        available=Decimal(available),
+    )
+
+
+# A balance with the User Balances page's own values (tail and decoding tests).
+SAMPLE_BALANCE = balance(
+    stream="main",
+    account="CA1",
+    event_time=1656460243147,
+    received_at=1656460243147123,
+    event_id="id-1",
+    available=Decimal("2.4643104026041307"),
+    total=Decimal("1E+2"),
+    pending_transfer=Decimal("0"),
+    deposit_address="rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY",
+)

@@ -10,26 +10,14 @@ import pytest
 from bridge.codec import Codec, SchemaStore
 from bridge.dev.kafka import KafkaEndpoint
 from bridge.metrics import Metrics
-from bridge.records import Balance, Order, make_event_id
+from bridge.records import Order, make_event_id
 from bridge.settings import KafkaSettings, TopicNames
 from bridge.sink import Sink
 from tests import records as make
 from tests.helpers import Message, collect, unique_topics
+from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.integration
-
-
-def balance(asset: str, available: str, raw: str = "{}") -> Balance:
-    return make.balance(
-        stream="s1",
-        account="A1",
-        event_time=int(time.time() * 1000) - 250,
-        received_at=time.time_ns() // 1000,
-        event_id=make_event_id("test", asset, available),
-        raw=raw,
-        asset=asset,
-        available=Decimal(available),
-    )
 
 
 def order(order_id: str, status: str) -> Order:

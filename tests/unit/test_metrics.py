@@ -20,34 +20,12 @@ from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health
 from bridge.records import make_event_id
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
-from tests.integration.test_sink import balance
+from tests.data.metrics import CONTRACT
+from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-SV = ("stream", "venue")
-# DESIGN.md's metrics contract (+ the documented extras): name → (type, labels).
-CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
-    "bridge_ws_connected": ("gauge", SV),
-    "bridge_ws_reconnects_total": ("counter", (*SV, "reason")),
-    "bridge_ws_messages_received_total": ("counter", SV),
-    "bridge_ws_last_message_timestamp_seconds": ("gauge", SV),
-    "bridge_records_published_total": ("counter", (*SV, "topic")),
-    "bridge_deadletter_total": ("counter", (*SV, "reason")),
-    "bridge_publish_errors_total": ("counter", (*SV, "topic")),
-    "bridge_event_lag_seconds": ("histogram", SV),
-    "bridge_pipeline_latency_seconds": ("histogram", SV),
-    "bridge_producer_buffer_records": ("gauge", ()),
-    "bridge_auth_failures_total": ("counter", SV),
-    "bridge_snapshot_records_total": ("counter", SV),
-    "bridge_build_info": ("gauge", ("version",)),
-    # extras (DESIGN.md, decisions)
-    "bridge_ws_subscribed": ("gauge", SV),
-    "bridge_control_frames_total": ("counter", SV),
-    "bridge_producer_buffer_capacity_records": ("gauge", ()),
-    "bridge_snapshot_failures_total": ("counter", (*SV, "reason")),
-    "bridge_snapshot_last_success_timestamp_seconds": ("gauge", SV),
-}
 
 
 def families(metrics: Metrics) -> dict[str, Any]:

@@ -27,6 +27,8 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && pip uninstall --yes pip setuptools wheel \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin bridge
+# The lab (simulators, dev broker and registry launchers, the demo) is not the service.
+RUN python -c "import bridge, pathlib, shutil; shutil.rmtree(pathlib.Path(bridge.__file__).parent / 'dev')"
 # Numeric, so Kubernetes' runAsNonRoot can verify it (the chart runs as 10001:10001 too).
 USER 10001:10001
 EXPOSE 9108

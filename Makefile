@@ -3,7 +3,9 @@
 # Central into ~/.cache/bridge or $BRIDGE_CACHE_DIR), Go (helm is built from source once,
 # ~2 min) and apt (promtool comes out of Debian's prometheus package).
 PYTHON ?= python3
-VENV   := .venv
+# VENV: where the virtualenv lives; CI runs the tests once per Python, each in its own
+# (`make test PYTHON=/usr/bin/python3 VENV=.venv-system`).
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # promtool, helm, kubernetes-validate: installed by .ci/install-tools.sh into the shared cache
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 kafka-jars: install
-	$(BIN)/python -m bridge.devkafka --fetch-only
+	$(BIN)/python -m bridge.dev.kafka --fetch-only
 
 ## tools: promtool, helm and kubernetes-validate into the cache (skipped when present)
 tools:
@@ -29,7 +31,7 @@ tools:
 
 ## registry: fetch Apicurio Registry (Confluent-compatible schema registry) for the tests
 registry: install
-	$(BIN)/python -m bridge.devregistry --fetch-only
+	$(BIN)/python -m bridge.dev.registry --fetch-only
 
 ## demo: simulator venues → bridge → real Kafka → decoded records on screen (Ctrl-C stops;
 ##       `make demo ARGS="--count 20"` stops after 20 records)

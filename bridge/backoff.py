@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bridge.settings import ReconnectSettings
+from bridge.sections import ReconnectSettings
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)

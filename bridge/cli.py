@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("venue", choices=["aquanow", "satori"])
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    simulate.add_argument("--rest-port", type=int, default=0, help="REST; 0 picks a free port")
     simulate.add_argument("--rate", type=float, default=5.0, help="pushes per second")
     simulate.add_argument("--count", type=int, default=None, help="stop after N pushes")
     simulate.add_argument("--seed", type=int, default=0)
@@ -205,49 +206,31 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from bridge import demo
-    from bridge.simulator.base import VenueSimulator
-
-    common = {
-        "host": args.host,
-        "port": args.port,
-        "rate": args.rate,
-        "count": args.count,
-        "seed": args.seed,
-    }
-    sim: VenueSimulator
-    if args.venue == "aquanow":
-        from bridge.simulator.aquanow import AquanowSimulator
-
-        key = args.api_key or demo.AQUANOW_KEY
-        sim = AquanowSimulator(
-            key, args.api_secret or demo.AQUANOW_SECRET, legacy=args.legacy, **common
-        )
-    else:
-        from bridge.simulator.satori import SatoriSimulator
-
-        key = args.api_key or demo.SATORI_KEY
-        sim = SatoriSimulator(
-            key,
-            args.wallet_address or demo.SATORI_WALLET,
-            coins=tuple(args.coins.split(",")),
-            pairs=tuple(args.pairs.split(",")),
-            **common,
-        )
-
-    async def serve() -> None:
-        async with sim:
-            print(f"{args.venue} simulator on {sim.url} (api key {key!r})", flush=True)
-            await asyncio.Event().wait()
-
-    asyncio.run(serve())
-    return 0
+    try:
+        from bridge.dev.simulator.command import simulate
+    except ModuleNotFoundError as exc:
+        return _without_lab(exc, "simulate")
+    return simulate(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bridge.demo import main as demo_main
-
+    try:
+        from bridge.dev.demo import main as demo_main
+    except ModuleNotFoundError as exc:
+        return _without_lab(exc, "demo")
     return demo_main(count=args.count, rate=args.rate)
+
+
+def _without_lab(exc: ModuleNotFoundError, command: str) -> int:
+    """The image deletes bridge/dev (the lab): say so in one line, exit 2 (usage)."""
+    if exc.name != "bridge.dev":
+        raise exc
+    print(
+        f"bridge: `{command}` needs bridge.dev (simulators, dev servers), which this "
+        "installation does not include; run it from a source checkout",
+        file=sys.stderr,
+    )
+    return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -46,11 +46,6 @@ _CONNECTION_OPTIONS: Final = (
 )
 
 
-def decode(store: SchemaStore, value: bytes) -> dict[str, Any]:
-    """Decode one record value (single-object framing) with its writer schema."""
-    return decode_single_object(store, value)
-
-
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """A decoded value and the writer schema it names."""

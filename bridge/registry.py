@@ -23,7 +23,7 @@ import aiohttp
 from bridge.codec import SchemaStore, SchemaVersion, confluent_prefix
 from bridge.errors import IncompatibleSchema, RegistryError
 from bridge.logs import get_logger
-from bridge.settings import Compatibility
+from bridge.sections import Compatibility
 
 CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
 # Confluent's error codes (also Apicurio's ccompat API): subject / version / schema not found.

@@ -44,7 +44,7 @@ from bridge.errors import DeadLetterReason, EncodeError, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import SOURCE_SNAPSHOT, DeadLetter, Envelope, VenueRecord, build_dead_letter
-from bridge.settings import KafkaSettings, ReconnectSettings
+from bridge.sections import KafkaSettings, ReconnectSettings
 
 # Errors no retry can fix: the bridge stops (exit 1) instead of resending forever.
 FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)

@@ -1,8 +1,8 @@
 """Shared fixtures: one real Kafka broker and one real schema registry per test session.
 
-The broker comes from ``bridge.devkafka.kafka_bootstrap()`` (``KAFKA_BOOTSTRAP_SERVERS``, else
+The broker comes from ``bridge.dev.kafka.kafka_bootstrap()`` (``KAFKA_BOOTSTRAP_SERVERS``, else
 Docker via testcontainers, else a local broker from Maven Central jars); the registry from
-``bridge.devregistry.registry_endpoint()`` (``SCHEMA_REGISTRY_URL``, else Apicurio Registry
+``bridge.dev.registry.registry_endpoint()`` (``SCHEMA_REGISTRY_URL``, else Apicurio Registry
 from Maven Central). Either one that cannot be had is an error, never a skip: CI must not go
 green without having talked to them.
 """
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from bridge.devkafka import KafkaEndpoint, kafka_bootstrap
-from bridge.devregistry import RegistryEndpoint, registry_endpoint
+from bridge.dev.kafka import KafkaEndpoint, kafka_bootstrap
+from bridge.dev.registry import RegistryEndpoint, registry_endpoint
 
 _BROKER_LOG_TAIL = pytest.StashKey[str]()
 _REGISTRY_LOG_TAIL = pytest.StashKey[str]()

@@ -62,3 +62,17 @@ def live_balance(asset: str, available: str, raw: str = "{}") -> Balance:
         asset=asset,
         available=Decimal(available),
     )
+
+
+# A balance with the User Balances page's own values (tail and decoding tests).
+SAMPLE_BALANCE = balance(
+    stream="main",
+    account="CA1",
+    event_time=1656460243147,
+    received_at=1656460243147123,
+    event_id="id-1",
+    available=Decimal("2.4643104026041307"),
+    total=Decimal("1E+2"),
+    pending_transfer=Decimal("0"),
+    deposit_address="rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY",
+)

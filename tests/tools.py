@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devkafka import cache_root
+from bridge.dev.kafka import cache_root
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "bridge"

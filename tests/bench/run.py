@@ -36,9 +36,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bridge.codec import Codec, SchemaStore
-from bridge.devkafka import kafka_bootstrap
+from bridge.dev.kafka import kafka_bootstrap
+from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.settings import KafkaSettings, TopicNames
-from bridge.simulator.aquanow import AquanowSimulator
 from bridge.sink import producer_options
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame

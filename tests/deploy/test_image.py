@@ -1,12 +1,16 @@
 """The container image, without a Docker engine: the Dockerfile's promises checked as text
 (two stages, nothing built in the final one, a numeric non-root user, the `bridge` entry point
-and the command the Helm chart runs), and the wheel it installs built for real and opened."""
+and the command the Helm chart runs), the wheel it installs built for real and opened, and its
+deletion of the lab run on a copy of the package."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -51,6 +55,7 @@ def test_runs_as_the_chart_user_with_the_chart_command() -> None:
     assert f"EXPOSE {values['metrics']['port']}" in FINAL
 
 
+@pytest.mark.tools
 def test_the_wheel_carries_the_schemas_and_the_command(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), "."],
@@ -64,7 +69,45 @@ def test_the_wheel_carries_the_schemas_and_the_command(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for topic in TOPICS:
         assert f"bridge/schemas/{topic}/v1.avsc" in names, topic
-    assert "bridge/devkafka/pom.xml" in names
+    assert "bridge/dev/kafka/pom.xml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "bridge = bridge.cli:main" in text
+
+
+@pytest.mark.unit
+def test_the_image_deletes_the_lab_and_its_commands_say_so_in_one_line(tmp_path: Path) -> None:
+    """The final stage's RUN that deletes bridge/dev, run on a copy of the package; then the
+    service still imports and `bridge simulate` / `bridge demo` exit 2 with one line."""
+    (code,) = re.findall(r'^RUN python -c "(.*)"$', FINAL, re.MULTILINE)
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "bridge", site / "bridge", ignore=shutil.ignore_patterns("__pycache__"))
+    # As in the image: the copy and the dependencies, nothing else. -S skips the .pth files,
+    # so the checkout's editable install cannot serve `bridge.dev` behind the copy's back; -P
+    # and a cwd outside the checkout keep the checkout off sys.path.
+    paths = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sorted(paths)])}
+
+    def python(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-S", "-P", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    where = python("-c", "import bridge; print(bridge.__file__)")
+    assert where.stdout.strip() == str(site / "bridge" / "__init__.py"), where
+    assert python("-c", code).returncode == 0
+    assert not (site / "bridge" / "dev").exists()
+    assert (ROOT / "bridge" / "dev").is_dir()
+    service = python("-c", "import bridge.app, bridge.cli")
+    assert service.returncode == 0, service.stderr
+    for command in (["simulate", "aquanow"], ["demo", "--count", "1"]):
+        done = python("-m", "bridge", *command)
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert f"`{command[0]}` needs bridge.dev" in done.stderr

@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from bridge.simulator.base import Sent
+from bridge.dev.simulator.base import Sent
 
 
 def ms(value: int | None) -> dt.datetime | None:

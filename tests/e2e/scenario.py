@@ -10,10 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.base import Sent
-from bridge.simulator.satori import SatoriSimulator
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.base import Sent
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.venues.fields import dumps_exact
 from tests.e2e.expected import EXPECT, expected_aquanow, expected_satori
 from tests.helpers import BridgeProcess, unique_topics, wait_until

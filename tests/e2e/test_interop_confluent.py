@@ -23,7 +23,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from bridge.devkafka import KafkaEndpoint
+from bridge.dev.kafka import KafkaEndpoint
 from tests.e2e.expected import RECORD_NAMES
 from tests.e2e.scenario import DEPOSIT_ADDRESS, Run, assert_matches, run_both_venues
 from tests.helpers import NEWEST_VERSION, SCHEMAS, AvroReader

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from bridge.devkafka import KafkaEndpoint, LocalKafka
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.base import Sent, VenueSimulator
-from bridge.simulator.satori import SatoriSimulator
+from bridge.dev.kafka import KafkaEndpoint, LocalKafka
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.base import Sent, VenueSimulator
+from bridge.dev.simulator.satori import SatoriSimulator
 from tests.e2e.expected import expected_aquanow, expected_satori
 from tests.helpers import BridgeProcess, Message, collect, unique_topics, wait_until
 

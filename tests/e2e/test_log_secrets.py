@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from bridge.devkafka import KafkaEndpoint
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.base import Session
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.logs import HEX_MASK, MASK
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.base import Session
-from bridge.simulator.satori import SatoriSimulator
 from tests.helpers import BridgeProcess, unique_topics
 
 pytestmark = pytest.mark.e2e

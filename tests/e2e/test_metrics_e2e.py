@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge import __version__
-from bridge.devkafka import KafkaEndpoint
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.satori import SatoriSimulator
 from tests.helpers import BridgeProcess, unique_topics
 from tests.promql import alert_rules, dashboard_queries, metric_names
 from tests.tools import ALERTS, DASHBOARD

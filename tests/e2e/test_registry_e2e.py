@@ -18,8 +18,8 @@ import fastavro
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.devregistry import RegistryEndpoint
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.registry import RegistryEndpoint
 from tests.e2e.scenario import (
     DEPOSIT_ADDRESS,
     assert_matches,

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.base import VenueSimulator
-from bridge.simulator.satori import SatoriSimulator
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.base import VenueSimulator
+from bridge.dev.simulator.satori import SatoriSimulator
 from tests.e2e.expected import aquanow_truth, mismatches, satori_truth
 from tests.helpers import BridgeProcess, Message, collect, unique_topics, wait_until
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.simulator.satori import SatoriSimulator
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.satori import SatoriSimulator
 from tests.helpers import BridgeProcess, collect, unique_topics
 
 pytestmark = pytest.mark.e2e

@@ -15,11 +15,11 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from bridge.codec import Codec, SchemaStore
-from bridge.devkafka import KafkaEndpoint
-from bridge.devregistry import RegistryEndpoint
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.registry import RegistryEndpoint
 from bridge.registry import RegistryClient, subject_for
 from tests.helpers import ROOT, unique_topics
-from tests.unit.test_tools import BALANCE
+from tests.records import SAMPLE_BALANCE as BALANCE
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bridge.devkafka import KafkaEndpoint
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.satori import SatoriSimulator
+from bridge.dev.kafka import KafkaEndpoint
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.venues.fields import dumps_exact
 from tests.e2e.expected import RECORD_NAMES, expected_aquanow, expected_satori, satori_common
 from tests.helpers import BridgeProcess, Message, collect, unique_topics, wait_until
@@ -151,55 +151,6 @@ async def test_aquanow_and_satori_in_one_process(kafka: KafkaEndpoint, tmp_path:
     assert dead["unknown_event"]["raw"] == UNKNOWN_EVENT.encode()
     assert all(m.key == "satori|sat" for m in messages if m.topic == "deadletter")
     assert json.loads(dead["invalid_field"]["raw"])["contractMatchPairId"] == 99000002
-
-
-async def test_satori_simulator_verifies_by_recovering_the_wallet() -> None:
-    import time
-
-    import websockets
-
-    from bridge.venues.satori.signing import build_subscribe
-
-    other_key = "0x" + "11" * 32  # a valid key, but not the API wallet's
-    sim = SatoriSimulator(SAT_KEY, SAT_WALLET, rate=20, timestamp_window_ms=5_000)
-    async with sim, websockets.connect(sim.url) as ws:
-        now = int(time.time() * 1000)
-        cases = [
-            (
-                build_subscribe(SAT_KEY, other_key, "api_account", "USD", now),
-                False,
-                "signature verification failed",
-            ),
-            (
-                build_subscribe(SAT_KEY, SAT_PRIVATE, "api_account", "USD", now - 60_000),
-                False,
-                "timestamp expired",
-            ),
-            (
-                build_subscribe("st_other", SAT_PRIVATE, "api_account", "USD", now),
-                False,
-                "invalid apiKey",
-            ),
-            (
-                build_subscribe(SAT_KEY, SAT_PRIVATE, "api_trade", "ETH-USD", now, "2MIN"),
-                False,
-                "period is required",
-            ),
-            (
-                build_subscribe(SAT_KEY, SAT_PRIVATE, "api_account", "USD", now),
-                True,
-                "subscribe success: api_account",
-            ),
-        ]
-        for message, success, msg in cases:
-            await ws.send(message)
-            reply = json.loads(await ws.recv())
-            assert (reply["success"], reply["msg"]) == (success, msg)
-            assert reply["event"] in ("api_account_res", "api_trade_res")
-        push = json.loads(await ws.recv())
-        assert (push["event"], push["symbol"], push["success"]) == ("api_account", "USD", True)
-    assert sim.auth_failures == 4
-    assert sim.subscriptions_accepted == 1
 
 
 async def test_refused_satori_subscription_is_retried_with_auth_backoff(

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bridge.devkafka import KafkaEndpoint, LocalKafka
+from bridge.dev.kafka import KafkaEndpoint, LocalKafka
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bridge.codec import SchemaStore
-from bridge.devregistry import (
+from bridge.dev.registry import (
     CCOMPAT_PATH,
     DevRegistryError,
     LocalRegistry,

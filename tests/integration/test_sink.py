@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from bridge.codec import Codec, SchemaStore
-from bridge.devkafka import KafkaEndpoint
+from bridge.dev.kafka import KafkaEndpoint
 from bridge.metrics import Metrics
 from bridge.records import Order, make_event_id
 from bridge.settings import KafkaSettings, TopicNames

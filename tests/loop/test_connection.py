@@ -9,16 +9,16 @@ import pytest
 import structlog
 from websockets.asyncio.server import ServerConnection, serve
 
-from bridge.demo import (
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.credentials import (
     AQUANOW_KEY,
     AQUANOW_SECRET,
     SATORI_KEY,
     SATORI_PRIVATE_KEY,
     SATORI_WALLET,
 )
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.records import DeadLetter
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.satori import SatoriSimulator
 from tests.loop.conftest import FAST, eventually, running, stream_settings
 
 pytestmark = pytest.mark.loop

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.demo import SATORI_KEY, SATORI_PRIVATE_KEY, SATORI_WALLET
+from bridge.dev.simulator.credentials import SATORI_KEY, SATORI_PRIVATE_KEY, SATORI_WALLET
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Balance
-from bridge.simulator.satori import SatoriSimulator
 from tests.loop.conftest import GatedProxy, eventually, running, stream_settings
 
 pytestmark = pytest.mark.loop

@@ -8,7 +8,6 @@ import io
 import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import fastavro
 import pytest
@@ -19,6 +18,7 @@ from bridge.codec import Codec, SchemaStore, decode_single_object
 from bridge.errors import EncodeError
 from bridge.records import RECORD_TYPES, Balance, Envelope
 from tests import records as make
+from tests.strategies import records_of
 
 pytestmark = pytest.mark.unit
 
@@ -38,35 +38,6 @@ def crc64_avro(data: bytes) -> int:
     for byte in data:
         fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
     return fp
-
-
-AMOUNTS = st.decimals(
-    min_value=Decimal("-99999999999999999999.999999999999999999"),
-    max_value=Decimal("99999999999999999999.999999999999999999"),
-    places=18,
-    allow_nan=False,
-    allow_infinity=False,
-)
-TEXT = st.text(max_size=20)
-MILLIS = st.integers(min_value=0, max_value=4_102_444_800_000)
-BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
-    "str": TEXT,
-    "str | None": st.none() | TEXT,
-    "int": MILLIS,
-    "int | None": st.none() | MILLIS,
-    "bool": st.booleans(),
-    "bool | None": st.none() | st.booleans(),
-    "Decimal": AMOUNTS,
-    "Decimal | None": st.none() | AMOUNTS,
-    "bytes": st.binary(max_size=40),
-}
-
-
-def records_of(record_type: type[Envelope]) -> st.SearchStrategy[Envelope]:
-    fields = {f.name: BY_TYPE[str(f.type)] for f in dataclasses.fields(record_type)}
-    if "leverage" in fields:
-        fields["leverage"] = st.none() | st.integers(-(2**31), 2**31 - 1)
-    return st.builds(record_type, **fields)
 
 
 ALL_RECORDS = st.one_of(*(records_of(t) for t in RECORD_TYPES))

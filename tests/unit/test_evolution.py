@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bridge.codec import Codec, SchemaStore, decode_single_object
 from bridge.records import Balance, Envelope
-from tests.unit.test_codec import records_of
+from tests.strategies import records_of
 
 pytestmark = pytest.mark.unit
 

@@ -4,43 +4,29 @@ on the broker's ack (not on the send call)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.codec import Codec, SchemaStore
 from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health, Metrics
 from bridge.records import make_event_id
+from bridge.settings import KafkaSettings
+from bridge.sink import Sink
 from bridge.stream import StreamState
+from tests.data.metrics import CONTRACT
+from tests.fakes import PendingProducer
+from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-SV = ("stream", "venue")
-# DESIGN.md's metrics contract (+ the documented extras): name → (type, labels).
-CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
-    "bridge_ws_connected": ("gauge", SV),
-    "bridge_ws_reconnects_total": ("counter", (*SV, "reason")),
-    "bridge_ws_messages_received_total": ("counter", SV),
-    "bridge_ws_last_message_timestamp_seconds": ("gauge", SV),
-    "bridge_records_published_total": ("counter", (*SV, "topic")),
-    "bridge_deadletter_total": ("counter", (*SV, "reason")),
-    "bridge_publish_errors_total": ("counter", (*SV, "topic")),
-    "bridge_event_lag_seconds": ("histogram", SV),
-    "bridge_pipeline_latency_seconds": ("histogram", SV),
-    "bridge_producer_buffer_records": ("gauge", ()),
-    "bridge_auth_failures_total": ("counter", SV),
-    "bridge_snapshot_records_total": ("counter", SV),
-    "bridge_build_info": ("gauge", ("version",)),
-    # extras (DESIGN.md, decisions)
-    "bridge_ws_subscribed": ("gauge", SV),
-    "bridge_control_frames_total": ("counter", SV),
-    "bridge_producer_buffer_capacity_records": ("gauge", ()),
-    "bridge_snapshot_failures_total": ("counter", (*SV, "reason")),
-    "bridge_snapshot_last_success_timestamp_seconds": ("gauge", SV),
-}
 
 
 def families(metrics: Metrics) -> dict[str, Any]:
@@ -103,6 +89,87 @@ def test_add_stream_creates_every_series_at_zero() -> None:
         "bridge_pipeline_latency_seconds_count",
     ):
         assert value(name, s1) == 0, name
+
+
+async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
+    producer = PendingProducer()
+    metrics = Metrics()
+    sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
+    await sink.start()
+    await sink.publish(balance("BTC", "1"), received_mono=time.monotonic())
+    value = metrics.registry.get_sample_value
+    s1 = {"stream": "s1", "venue": "aquanow"}
+    assert len(producer.futures) == 1
+    assert value("bridge_producer_buffer_records") == 1
+    # handed to the producer, not yet acknowledged: nothing observed
+    assert value("bridge_event_lag_seconds_count", s1) is None
+    assert value("bridge_pipeline_latency_seconds_count", s1) is None
+    assert value("bridge_records_published_total", {**s1, "topic": "balances"}) is None
+    await asyncio.sleep(0.05)
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    assert value("bridge_event_lag_seconds_count", s1) == 1
+    assert value("bridge_pipeline_latency_seconds_count", s1) == 1
+    # the wait for the ack is part of the latency
+    assert value("bridge_pipeline_latency_seconds_sum", s1) >= 0.05  # type: ignore[operator]
+    assert value("bridge_records_published_total", {**s1, "topic": "balances"}) == 1
+    assert value("bridge_producer_buffer_records") == 0
+    assert await sink.stop(1)
+
+
+async def test_snapshot_records_count_but_do_not_feed_the_lag() -> None:
+    producer = PendingProducer()
+    metrics = Metrics()
+    sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
+    await sink.start()
+    old = balance("ETH", "2")
+    snapshot = dataclasses.replace(old, source="snapshot", event_time=1_000)
+    await sink.publish(snapshot)
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    s1 = {"stream": "s1", "venue": "aquanow"}
+    assert metrics.registry.get_sample_value("bridge_snapshot_records_total", s1) == 1
+    assert not metrics.registry.get_sample_value("bridge_event_lag_seconds_count", s1)
+    assert await sink.stop(1)
+
+
+async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.logs import configure
+
+    configure("info", "json")
+    producer = PendingProducer()
+    settings = KafkaSettings(buffer_records=2)
+    metrics = Metrics()
+    sink = Sink(settings, Codec(SchemaStore.load()), metrics, lambda **_: producer)
+    gauge = metrics.registry.get_sample_value
+    await sink.start()
+    records = [balance(f"A{i}", "1") for i in range(4)]
+    await sink.publish(records[0])
+    await sink.publish(records[1])
+    first, second = producer.sent.get_nowait(), producer.sent.get_nowait()
+    waiting = [asyncio.create_task(sink.publish(r)) for r in records[2:]]
+    # The buffer is full: the next two records must wait for acknowledgements.
+    assert not sink.ledger.has_room
+    assert gauge("bridge_producer_buffer_records") == 2
+    assert gauge("bridge_producer_buffer_capacity_records") == 2
+    first.set_result(None)
+    third = await producer.sent.get()  # one ack, one slot: the first waiting record got it ...
+    assert len(producer.futures) == 3, "... and only that one"
+    assert not sink.ledger.has_room
+    assert gauge("bridge_producer_buffer_records") == 2
+    second.set_result(None)
+    fourth = await producer.sent.get()
+    third.set_result(None)
+    fourth.set_result(None)
+    await asyncio.gather(*waiting)
+    assert await sink.stop(1)
+    assert gauge("bridge_producer_buffer_records") == 0
+    events = [line for line in capsys.readouterr().err.splitlines() if "backpressure" in line]
+    assert [e.split('"event": "')[1].split('"')[0] for e in events] == [
+        "backpressure on",
+        "backpressure off",
+    ]
+    assert '"stream": "s1"' in events[0]
 
 
 def test_readiness_needs_the_producer_and_every_stream() -> None:

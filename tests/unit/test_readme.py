@@ -64,7 +64,7 @@ def test_metrics_sample_is_an_excerpt_of_a_real_scrape() -> None:
     and names every metric of the contract."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from tests.unit.test_metrics import CONTRACT
+    from tests.data.metrics import CONTRACT
 
     scrape = (ROOT / "docs" / "metrics-sample.txt").read_text()
     section = README.split("## Metrics, health and logs", 1)[1]

@@ -17,10 +17,10 @@ from bridge.venues.base import Frame, RestCall, RestError
 from bridge.venues.satori.rest import PAGE_SIZE
 from bridge.venues.satori.venue import SatoriVenue
 from tests import records as make
-from tests.unit.test_aquanow import DOC_REST_BALANCE
-from tests.unit.test_aquanow import VECTORS as AQUANOW_VECTORS
-from tests.unit.test_satori import API_KEY, PRIVATE_KEY, WALLET
-from tests.unit.test_satori import VECTORS as SATORI_VECTORS
+from tests.data.aquanow import DOC_REST_BALANCE
+from tests.data.aquanow import VECTORS as AQUANOW_VECTORS
+from tests.data.satori import API_KEY, PRIVATE_KEY, WALLET
+from tests.data.satori import VECTORS as SATORI_VECTORS
 
 pytestmark = pytest.mark.unit
 

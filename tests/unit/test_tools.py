@@ -4,7 +4,6 @@ behind `bridge tail` (either framing, one JSON object per record)."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,23 +11,12 @@ import pytest
 from bridge.cli import main
 from bridge.codec import Codec, SchemaStore, confluent_prefix
 from bridge.consume import RecordDecoder, tail_line
-from tests import records as make
 from tests.helpers import SCHEMAS
+from tests.records import SAMPLE_BALANCE as BALANCE
 
 pytestmark = pytest.mark.unit
 
 STORE = SchemaStore.load()
-BALANCE = make.balance(
-    stream="main",
-    account="CA1",
-    event_time=1656460243147,
-    received_at=1656460243147123,
-    event_id="id-1",
-    available=Decimal("2.4643104026041307"),
-    total=Decimal("1E+2"),
-    pending_transfer=Decimal("0"),
-    deposit_address="rPEPPER7kfTD9w2To4CQk6UCfuHM9c6GDY",
-)
 
 
 def test_schemas_lists_every_released_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,11 +1,12 @@
 """A real Apache Kafka broker for tests and local demos, without Docker.
 
 Our machines (developers' and CI's) have no Docker engine, so the broker comes from Maven Central
-jars (see ``shared/kafka-local.md``): ``ensure_jars()`` fetches the runtime classpath once into a
-cache, ``LocalKafka`` runs a single-node KRaft broker from it, and ``kafka_bootstrap()`` picks
-the best available broker in the project's order of preference (external cluster, Docker via
-testcontainers, local jars). Nothing here ever skips: a missing broker is an error. The fetch
-and process machinery is shared with the dev registry (``bridge.devjvm``).
+jars (README.md "Development", docs/DESIGN.md "Local broker"): ``ensure_jars()`` fetches the
+runtime classpath once into a cache, ``LocalKafka`` runs a single-node KRaft broker from it, and
+``kafka_bootstrap()`` picks the best available broker in the project's order of preference
+(external cluster, Docker via testcontainers, local jars). Nothing here ever skips: a missing
+broker is an error. The fetch and process machinery is shared with the dev registry
+(``bridge.dev.jvm``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Literal, Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bridge.devjvm import (
+from bridge.dev.jvm import (
     DEPENDENCY_PLUGIN,
     LOG_TAIL_LINES,
     DevServerError,
@@ -61,7 +62,7 @@ __all__ = [
 KAFKA_VERSION = "3.9.1"
 """Broker version fetched by ``pom.xml``; part of the cache path so versions never mix."""
 
-_PACKAGE = "bridge.devkafka"
+_PACKAGE = "bridge.dev.kafka"
 _BIND_ERRORS = ("Address already in use", "BindException")
 
 KafkaKind = Literal["external", "testcontainers", "local"]
@@ -441,7 +442,7 @@ _MODES = ("auto", "external", "testcontainers", "local")
 def kafka_bootstrap(
     *, mode: str | None = None, startup_timeout: float = 60.0
 ) -> Iterator[KafkaEndpoint]:
-    """Yield a reachable broker in the order of preference of ``shared/kafka-local.md``.
+    """Yield a reachable broker in the project's order of preference (README.md, "Development").
 
     1. ``KAFKA_BOOTSTRAP_SERVERS`` set: that cluster (checked with a metadata round trip).
     2. A Docker engine answers: testcontainers' ``KafkaContainer`` in KRaft mode.

@@ -1,6 +1,6 @@
 """`bridge demo`: simulator venues → bridge → real Kafka → decoded records on screen.
 
-The broker is `KAFKA_BOOTSTRAP_SERVERS` if set, else a local one (bridge.devkafka). A consumer
+The broker is `KAFKA_BOOTSTRAP_SERVERS` if set, else a local one (bridge.dev.kafka). A consumer
 is positioned at the end of every topic before the bridge starts, so exactly the records this
 run produces are printed. Stops on Ctrl-C, or after `--count` records.
 """
@@ -19,25 +19,23 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bridge.app import App
-from bridge.codec import SchemaStore
-from bridge.consume import decode, json_line
-from bridge.devkafka import kafka_bootstrap
+from bridge.codec import SchemaStore, decode_single_object
+from bridge.consume import json_line
+from bridge.dev.kafka import kafka_bootstrap
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.credentials import (
+    AQUANOW_KEY,
+    AQUANOW_SECRET,
+    SATORI_KEY,
+    SATORI_PRIVATE_KEY,
+    SATORI_WALLET,
+)
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.logs import configure
 from bridge.settings import Settings, TopicNames, validate_settings
-from bridge.simulator.aquanow import AquanowSimulator
-from bridge.simulator.satori import SatoriSimulator
 
 # Fields left out on screen (`bridge tail` shows everything).
 _HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
-# Fields left out on screen (`bridge tail` shows everything).
-_HIDDEN = ("raw", "venue", "stream", "event_id", "received_at")
-# Demo credentials, accepted by the local simulators only.
-AQUANOW_KEY = "demo-key"
-AQUANOW_SECRET = "demo-secret-not-real"  # noqa: S105 - simulator-only credential
-SATORI_KEY = "st_demo_key"
-# The Satori docs' published example key (venues.md §2.2): public, never a real account's.
-SATORI_PRIVATE_KEY = "0x2bf7cc40cfc5b2a43f60769d31191e82ed33aafb5e75be710271acd40a769564"
-SATORI_WALLET = "0x134eF0CfABEBF9c70eAE631254a6b4736f9b8508"
 
 
 def main(count: int | None, rate: float) -> int:
@@ -162,7 +160,7 @@ async def _print_records(consumer: AIOKafkaConsumer, count: int | None) -> None:
     store = SchemaStore.load()
     shown = 0
     async for message in consumer:
-        record = decode(store, message.value)
+        record = decode_single_object(store, message.value)
         key = message.key.decode() if message.key else ""
         shown_fields = {k: v for k, v in record.items() if v is not None and k not in _HIDDEN}
         print(f"{message.topic:<17} {key}  {json_line(shown_fields)}", flush=True)

@@ -1,4 +1,4 @@
-"""``python -m bridge.devregistry``: run Apicurio Registry locally until Ctrl-C / SIGTERM.
+"""``python -m bridge.dev.registry``: run Apicurio Registry locally until Ctrl-C / SIGTERM.
 
 Prints ``SCHEMA_REGISTRY_URL=http://127.0.0.1:<port>/apis/ccompat/v7`` on stdout; everything
 else goes to stderr. ``--fetch-only`` only fills the cache (CI pre-fetch).
@@ -6,14 +6,14 @@ else goes to stderr. ``--fetch-only`` only fills the cache (CI pre-fetch).
 
 import sys
 
-from bridge.devjvm import serve
-from bridge.devregistry.server import LocalRegistry, ensure_registry
+from bridge.dev.jvm import serve
+from bridge.dev.registry.server import LocalRegistry, ensure_registry
 
 if __name__ == "__main__":
     sys.exit(
         serve(
             None,
-            prog="python -m bridge.devregistry",
+            prog="python -m bridge.dev.registry",
             description="Run Apicurio Registry (Confluent-compatible API) from Maven Central.",
             what="Apicurio Registry",
             fetch=ensure_registry,

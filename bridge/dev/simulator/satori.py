@@ -1,7 +1,8 @@
 """Satori Finance websocket simulator (venues.md part 2).
 
-Each subscription is verified the way the venue must do it: the EIP-191 signature over the
-decimal string of `timestamp` must recover to the configured API wallet address, the API key
+Each subscription is verified the way the venue must do it, with the simulator's own code
+(`wire.py`, not the bridge's): the EIP-191 signature over the decimal string of `timestamp`
+must recover to the configured API wallet address, the API key
 must match and the timestamp must be fresh. Success is acknowledged with the documented
 `<event>_res` shape; failure with the same shape and `success:false` (undocumented, §2.8.2:
 our stand-in). Pushes follow the documented envelopes: account updates with increasing
@@ -22,15 +23,20 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.simulator.base import Event, Session, VenueSimulator
-from bridge.venues.fields import dumps_exact
-from bridge.venues.satori import EVENTS, SCOPE
-from bridge.venues.satori import rest as satori_rest
-from bridge.venues.satori.signing import recover_address
-
-PERIODS: Final = frozenset(
-    {"1MIN", "3MIN", "5MIN", "15MIN", "30MIN", "1HOUR", "4HOUR", "8HOUR", "12HOUR", "1DAY"}
+from bridge.dev.simulator.base import Event, Session, VenueSimulator
+from bridge.dev.simulator.wire import (
+    SATORI_BALANCE,
+    SATORI_CURRENT_ORDERS,
+    SATORI_FILLS,
+    SATORI_PERIODS,
+    SATORI_POSITIONS,
+    SATORI_QUERY_ORDER,
+    SATORI_SCOPE,
+    BadSatoriSignature,
+    json_text,
+    satori_signer,
 )
+
 PRICES: Final = {"ETH-USD": "2318.83", "BTC-USD": "64000.5", "SOL-USD": "145.2"}
 COIN_IDS: Final = {"USD": 4, "ETH": 2, "BTC": 1, "USDT": 5}
 SIX: Final = Decimal("0.000001")
@@ -85,7 +91,7 @@ class SatoriSimulator(VenueSimulator):
     async def handle_request(self, session: Session, text: str) -> None:
         request, problem = self._check_request(text)
         event = str(request.get("event", ""))
-        scope_key = SCOPE.get(event, "pair")
+        scope_key = SATORI_SCOPE.get(event, "pair")
         ack: dict[str, Any] = {
             "event": f"{event}_res",
             "method": request.get("method", "SUBSCRIBE"),
@@ -96,7 +102,7 @@ class SatoriSimulator(VenueSimulator):
         if problem is not None:
             ack.update(msg=problem, success=False)
             ack[scope_key] = request.get(scope_key)
-            await self.reject(session, json.dumps(ack))
+            await self.reject(session, json_text(ack))
             return
         scope = str(request[scope_key])
         if request["method"] == "UNSUBSCRIBE":
@@ -105,7 +111,7 @@ class SatoriSimulator(VenueSimulator):
         else:
             ack.update(msg=f"subscribe success: {event}", success=True)
         ack[scope_key] = scope
-        await session.ws.send(json.dumps(ack))
+        await session.ws.send(json_text(ack))
         if request["method"] == "SUBSCRIBE":
             self.accept(session, f"{event}:{scope}")
 
@@ -117,12 +123,12 @@ class SatoriSimulator(VenueSimulator):
         if not isinstance(request, dict):
             return {}, "request is not an object"
         event, method = request.get("event"), request.get("method")
-        if event not in EVENTS or method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+        if event not in SATORI_SCOPE or method not in ("SUBSCRIBE", "UNSUBSCRIBE"):
             return request, "unknown event or method"
-        scope = request.get(SCOPE[event])
+        scope = request.get(SATORI_SCOPE[event])
         if not isinstance(scope, str) or not scope:
-            return request, f"{SCOPE[event]} is required"
-        if event == "api_trade" and request.get("period") not in PERIODS:
+            return request, f"{SATORI_SCOPE[event]} is required"
+        if event == "api_trade" and request.get("period") not in SATORI_PERIODS:
             return request, "period is required"
         if str(request.get("signType")) != "2":
             return request, "signType must be 2"
@@ -138,8 +144,8 @@ class SatoriSimulator(VenueSimulator):
         if self._expired(timestamp):
             return request, "timestamp expired"
         try:
-            signer = recover_address(str(timestamp), str(signature))
-        except (ValueError, TypeError):
+            signer = satori_signer(str(timestamp), str(signature))
+        except BadSatoriSignature:
             return request, "signature verification failed"
         if signer.lower() != self.wallet_address.lower():
             return request, "signature verification failed"
@@ -148,11 +154,11 @@ class SatoriSimulator(VenueSimulator):
     # -- REST (§2.7): POST, params in the signed query string, {code, data} envelope -----
     def add_rest_routes(self, app: web.Application) -> None:
         for path, handler in (
-            (satori_rest.BALANCE, self._rest_balance),
-            (satori_rest.CURRENT_ORDERS, self._rest_orders),
-            (satori_rest.POSITIONS, self._rest_positions),
-            (satori_rest.FILLS, self._rest_fills),
-            (satori_rest.QUERY_ORDER, self._rest_query_order),
+            (SATORI_BALANCE, self._rest_balance),
+            (SATORI_CURRENT_ORDERS, self._rest_orders),
+            (SATORI_POSITIONS, self._rest_positions),
+            (SATORI_FILLS, self._rest_fills),
+            (SATORI_QUERY_ORDER, self._rest_query_order),
         ):
             app.router.add_post(path, handler)
 
@@ -176,8 +182,8 @@ class SatoriSimulator(VenueSimulator):
             problem = "timestamp expired"
         else:
             try:
-                signer = recover_address(query, request.headers.get("signature", ""))
-            except (ValueError, TypeError):
+                signer = satori_signer(query, request.headers.get("signature", ""))
+            except BadSatoriSignature:
                 signer = ""
             if signer.lower() != self.wallet_address.lower():
                 problem = "signature verification failed"
@@ -244,7 +250,7 @@ class SatoriSimulator(VenueSimulator):
 
     def _push(self, event: str, data: Any, scope: str, echo: dict[str, str] | None = None) -> Event:
         envelope = {"data": data, "event": event, "success": True, **(echo or {})}
-        return Event(event, data, dumps_exact(envelope), frozenset({f"{event}:{scope}"}))
+        return Event(event, data, json_text(envelope), frozenset({f"{event}:{scope}"}))
 
     def _amount(self, low: str, high: str, quantum: Decimal = SIX) -> Decimal:
         value = Decimal(str(self._rng.uniform(float(low), float(high))))
@@ -465,4 +471,4 @@ def _envelope(data: Any, code: int = 200, msg: str = "SUCCESS", status: int = 20
         "data": data,
         "sid": "1809703344791625729",
     }
-    return web.Response(text=dumps_exact(body), content_type="application/json", status=status)
+    return web.Response(text=json_text(body), content_type="application/json", status=status)

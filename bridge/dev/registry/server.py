@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Self
 
-from bridge.devjvm import (
+from bridge.dev.jvm import (
     DEPENDENCY_PLUGIN,
     LOG_TAIL_LINES,
     DevServerError,

@@ -1,6 +1,6 @@
-"""Real Kafka for tests and demos on machines without Docker (see ``shared/kafka-local.md``)."""
+"""Real Kafka for tests and demos on machines without Docker (README.md, "Development")."""
 
-from bridge.devkafka.broker import (
+from bridge.dev.kafka.broker import (
     KAFKA_VERSION,
     DevKafkaError,
     KafkaEndpoint,

@@ -1,4 +1,4 @@
-"""What the dev servers (bridge.devkafka, bridge.devregistry) share: artifacts fetched from Maven
+"""What the dev servers (bridge.dev.kafka, bridge.dev.registry) share: artifacts fetched from Maven
 Central once into a cache, and a JVM child run in its own process group with a log file.
 
 Our machines have no Docker engine, so the broker and the registry the tests use are Java
@@ -141,8 +141,11 @@ def wait_for(probe: Callable[[float], object], deadline: float, failure: str) ->
             time.sleep(0.5)  # poll interval, bounded by the deadline above
 
 
+# JVMs started and not yet stopped, stopped at interpreter exit. The exit hook is registered
+# by the first start, not at import: importing this module changes nothing.
 _LIVE: set[JvmProcess] = set()
 _LIVE_LOCK = threading.Lock()
+_exit_hook_registered = False
 
 
 def _stop_all_at_exit() -> None:
@@ -153,7 +156,13 @@ def _stop_all_at_exit() -> None:
             process.stop(10.0)
 
 
-atexit.register(_stop_all_at_exit)
+def _track(process: JvmProcess) -> None:
+    global _exit_hook_registered
+    with _LIVE_LOCK:
+        if not _exit_hook_registered:
+            atexit.register(_stop_all_at_exit)
+            _exit_hook_registered = True
+        _LIVE.add(process)
 
 
 class JvmProcess:
@@ -193,8 +202,7 @@ class JvmProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        _track(self)
 
     def wait_ready(self, ready: Callable[[float], bool], deadline: float, what: str) -> None:
         """Poll `ready(remaining_seconds)` until it is true; raise with the log's tail if the
@@ -325,7 +333,7 @@ def serve(
     announce: Callable[[S], str],
     startup_timeout: float,
 ) -> int:
-    """`python -m bridge.devkafka` / `bridge.devregistry`: fetch only, or run the server until
+    """`python -m bridge.dev.kafka` / `bridge.dev.registry`: fetch only, or run the server until
     Ctrl-C / SIGTERM. `announce(server)` goes to stdout (e.g. `KAFKA_BOOTSTRAP_SERVERS=…`, so a
     shell can grep it); everything else to stderr."""
     parser = argparse.ArgumentParser(prog=prog, description=description)

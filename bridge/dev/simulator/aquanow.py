@@ -1,7 +1,8 @@
 """Aquanow reporting websocket simulator (venues.md part 1).
 
-Verifies each (un)subscribe exactly as the docs define it: `apiSignature` must equal
-HMAC-SHA384(secret, JSON.stringify({type, channel, nonce})) and the nonce must be fresh. A bad
+Verifies each (un)subscribe exactly as the docs define it, with its own code
+(`wire.py`, not the bridge's): `apiSignature` must equal HMAC-SHA384(secret,
+JSON.stringify({type, channel, nonce})) and the nonce must be fresh. A bad
 key, signature or stale nonce is answered with an error frame and a close (the venue's exact
 behaviour is undocumented, §1.8.1: this is our stand-in). Pushes follow the AuthenticateObject
 envelope with UserBalancesObject, OrdersObject and tradeCreditBalance payloads, Latest or
@@ -21,9 +22,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.simulator.base import Event, Session, VenueSimulator
-from bridge.venues.aquanow import CHANNELS, build_rest_signed_payload, build_signed_payload, sign
-from bridge.venues.fields import dumps_exact
+from bridge.dev.simulator.base import Event, Session, VenueSimulator
+from bridge.dev.simulator.wire import (
+    AQUANOW_CHANNELS,
+    aquanow_rest_signed_text,
+    aquanow_signature,
+    aquanow_ws_signed_text,
+    json_text,
+)
 
 # Which pushes each channel carries (§1.3). Where credit pushes travel is undocumented: we
 # send them with balances.
@@ -109,11 +115,11 @@ class AquanowSimulator(VenueSimulator):
         action, channel = request.get("type"), request.get("channel")
         nonce, key = request.get("nonce"), request.get("apiKey")
         signature = request.get("apiSignature")
-        if action not in ("subscribe", "unsubscribe") or channel not in CHANNELS:
+        if action not in ("subscribe", "unsubscribe") or channel not in AQUANOW_CHANNELS:
             return "unknown type or channel", None, None
         if not (isinstance(nonce, str) and isinstance(key, str) and isinstance(signature, str)):
             return "nonce, apiKey and apiSignature must be strings", None, None
-        signed = build_signed_payload(action, channel, nonce)
+        signed = aquanow_ws_signed_text(action, channel, nonce)
         problem = self._authenticate(key, signature, signed, nonce, self._last_nonce)
         return (problem, None, None) if problem else (None, channel, action)
 
@@ -126,7 +132,7 @@ class AquanowSimulator(VenueSimulator):
         secret = self._secrets.get(key)
         if secret is None:
             return "unknown apiKey"
-        if not hmac.compare_digest(signature, sign(secret, signed)):
+        if not hmac.compare_digest(signature, aquanow_signature(secret, signed)):
             return "invalid signature"
         if not nonce.isdigit():
             return "nonce is not numeric"
@@ -149,7 +155,7 @@ class AquanowSimulator(VenueSimulator):
         key = request.headers.get("x-api-key", "")
         nonce = request.headers.get("x-nonce", "")
         signature = request.headers.get("x-signature", "")
-        signed = build_rest_signed_payload(request.method, request.path, nonce)
+        signed = aquanow_rest_signed_text(request.method, request.path, nonce)
         problem = self._authenticate(key, signature, signed, nonce, self._last_rest_nonce)
         if problem is not None:
             self.rest_rejected += 1
@@ -201,7 +207,7 @@ class AquanowSimulator(VenueSimulator):
         return self._last_ms
 
     def _event(self, kind: str, payload: dict[str, Any]) -> Event:
-        text = dumps_exact({"type": kind, "payload": payload})
+        text = json_text({"type": kind, "payload": payload})
         return Event(kind, payload, text, CHANNELS_FOR[kind])
 
     def _owner(self) -> dict[str, Any]:
@@ -343,4 +349,4 @@ def _updated(order: dict[str, Any]) -> int:
 
 
 def _json(value: Any) -> web.Response:
-    return web.Response(text=dumps_exact(value), content_type="application/json")
+    return web.Response(text=json_text(value), content_type="application/json")

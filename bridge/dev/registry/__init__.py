@@ -1,6 +1,6 @@
 """A real schema registry (Apicurio, Confluent API) for tests and demos, without Docker."""
 
-from bridge.devregistry.server import (
+from bridge.dev.registry.server import (
     APICURIO_VERSION,
     CCOMPAT_PATH,
     DevRegistryError,

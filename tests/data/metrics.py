@@ -1,0 +1,28 @@
+"""The metrics contract of docs/DESIGN.md ("Metrics"), plus the extras its decisions add:
+metric name → (type, label names)."""
+
+from __future__ import annotations
+
+SV = ("stream", "venue")
+# DESIGN.md's metrics contract (+ the documented extras): name → (type, labels).
+CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bridge_ws_connected": ("gauge", SV),
+    "bridge_ws_reconnects_total": ("counter", (*SV, "reason")),
+    "bridge_ws_messages_received_total": ("counter", SV),
+    "bridge_ws_last_message_timestamp_seconds": ("gauge", SV),
+    "bridge_records_published_total": ("counter", (*SV, "topic")),
+    "bridge_deadletter_total": ("counter", (*SV, "reason")),
+    "bridge_publish_errors_total": ("counter", (*SV, "topic")),
+    "bridge_event_lag_seconds": ("histogram", SV),
+    "bridge_pipeline_latency_seconds": ("histogram", SV),
+    "bridge_producer_buffer_records": ("gauge", ()),
+    "bridge_auth_failures_total": ("counter", SV),
+    "bridge_snapshot_records_total": ("counter", SV),
+    "bridge_build_info": ("gauge", ("version",)),
+    # extras (DESIGN.md, decisions)
+    "bridge_ws_subscribed": ("gauge", SV),
+    "bridge_control_frames_total": ("counter", SV),
+    "bridge_producer_buffer_capacity_records": ("gauge", ()),
+    "bridge_snapshot_failures_total": ("counter", (*SV, "reason")),
+    "bridge_snapshot_last_success_timestamp_seconds": ("gauge", SV),
+}

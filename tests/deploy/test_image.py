@@ -1,6 +1,7 @@
-"""The container image, without a Docker engine: the Dockerfile's promises checked as text
-(two stages, nothing built in the final one, a numeric non-root user, the `bridge` entry point
-and the command the Helm chart runs), and the wheel it installs built for real and opened."""
+"""The Dockerfile's promises checked as text (two stages, nothing built in the final one, a
+numeric non-root user, the `bridge` entry point and the command the Helm chart runs), and the
+wheel it installs built for real and opened. The image itself is built and run by
+`make image-test` (tests/image)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,23 @@ TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
 def test_two_stages_and_nothing_built_in_the_final_one() -> None:
     assert len(STAGES) == 2
     assert STAGES[0].split()[2] == "build"  # FROM <image> AS build
-    assert "pip wheel" in STAGES[0]
-    for tool in ("gcc", "build-essential", "apt-get", "pip wheel", "COPY . "):
+    assert "python3 -m venv /opt/bridge" in STAGES[0]
+    assert "/opt/bridge/bin/pip install ." in STAGES[0]
+    assert "pip uninstall --yes --quiet pip setuptools" in STAGES[0]  # none in the venv
+    for tool in ("gcc", "build-essential", "apt-get", "pip install", "pip wheel", "COPY . "):
         assert tool not in FINAL, tool
-    assert "--no-index" in FINAL  # installs only the wheels built in the first stage
-    assert "pip uninstall --yes pip" in FINAL
+    assert "COPY --from=build /opt/bridge /opt/bridge" in FINAL
+    assert "pip uninstall --yes" in FINAL  # the base image's own pip
+    # The default base is the public one; CI passes its Debian-made base as a build argument.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim-bookworm$", DOCKERFILE, re.MULTILINE)
+
+
+@pytest.mark.unit
+def test_the_lab_is_left_out_of_the_image() -> None:
+    """The simulators, the dev broker and registry (Maven launchers) are removed after the
+    install; tests/image proves they are absent from the built image."""
+    for lab in ("devkafka", "devregistry", "devjvm.py", "simulator"):
+        assert lab in STAGES[0], lab
 
 
 @pytest.mark.unit

@@ -56,6 +56,11 @@ alerts-check: install tools
 	$(TOOLS_BIN)/promtool test rules tests/alerts/alerts_test.yaml
 	$(BIN)/pytest tests/alerts $(ARGS)
 
+## chart-schema: regenerate the `config` part of helm/bridge/values.schema.json from the
+##               settings model (bridge/settings.py); the chart tests fail until it is run
+chart-schema: install
+	$(BIN)/python helm/chart_schema.py
+
 ## helm-check: helm lint, template (default + full values) validated offline, bridge check on
 ##             the rendered config, promtool on the rendered PrometheusRule, one-source checks
 helm-check: install tools

@@ -447,3 +447,137 @@ def test_the_readme_install_example_works(tmp_path: Path) -> None:
     assert "my-cluster-kafka-bootstrap.kafka:9092" in done.stdout
     monitor = one(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+# ------------------------------------------------------------------ values.schema.json: config
+
+
+def test_config_schema_is_generated_from_the_settings_model() -> None:
+    done = subprocess.run(
+        [sys.executable, "helm/chart_schema.py", "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_schema_check_fails_when_model_and_chart_disagree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key the model has but the chart's schema lacks (as after a settings change without
+    `make chart-schema`) fails the check, and the message says what to run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chart_schema", ROOT / "helm" / "chart_schema.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stale = json.loads((CHART / "values.schema.json").read_text())
+    del stale["definitions"]["config.KafkaSettings"]["properties"]["client_id"]
+    copy = tmp_path / "values.schema.json"
+    copy.write_text(json.dumps(stale, indent=2) + "\n")
+    monkeypatch.setattr(module, "SCHEMA", copy)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    assert module.main(["--check"]) == 1
+    assert "run `make chart-schema`" in capsys.readouterr().err
+    assert module.main([]) == 0  # regenerates
+    assert module.main(["--check"]) == 0
+
+
+STREAM = {"name": "a", "venue": "aquanow", "url": "wss://x/", "api_key_file": "k"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"streams": [{**STREAM, "api_secret_file": "s", "chanels": ["executionReport"]}]},
+            "additional properties 'chanels' not allowed",
+        ),
+        (
+            {
+                "streams": [
+                    {
+                        **STREAM,
+                        "api_key_file": None,
+                        "api_key": "AKIA-plaintext",
+                        "api_secret_file": "s",
+                    }
+                ]
+            },
+            "at '/config/streams/0/api_key': 'AKIA-plaintext' does not match pattern",
+        ),
+        (
+            {
+                "serialization": {"registry_username": "u", "registry_password": "hunter2"},
+                "streams": [{**STREAM, "api_secret_file": "s"}],
+            },
+            "at '/config/serialization/registry_password': 'hunter2' does not match pattern",
+        ),
+        (
+            {
+                "kafka": {"bootstrap_server": "x:9092"},
+                "streams": [{**STREAM, "api_secret_file": "s"}],
+            },
+            "additional properties 'bootstrap_server' not allowed",
+        ),
+        ({"streams": [STREAM]}, "missing property 'api_secret'"),
+        (
+            {"streams": [{**STREAM, "api_secret": "${S}", "api_secret_file": "s"}]},
+            "at '/config/streams/0'",
+        ),
+        (
+            {"streams": [{**STREAM, "api_secret_file": "s", "venue": "binance"}]},
+            "at '/config/streams/0/venue'",
+        ),
+        (
+            {"log": {"level": "verbose"}, "streams": [{**STREAM, "api_secret_file": "s"}]},
+            "/config/log/level",
+        ),
+        (
+            {"metrics": {"port": 1}, "streams": [{**STREAM, "api_secret_file": "s"}]},
+            "'metrics' not allowed",
+        ),
+    ],
+    ids=[
+        "chanels-typo",
+        "plain-api-key",
+        "plain-registry-password",
+        "kafka-key-typo",
+        "secret-missing",
+        "secret-and-file",
+        "unknown-venue",
+        "bad-enum",
+        "metrics-is-the-charts",
+    ],
+)
+def test_helm_refuses_what_bridge_check_refuses(
+    config: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    config = json.loads(json.dumps(config))
+    for stream in config["streams"]:
+        if stream.get("api_key_file") is None:
+            stream.pop("api_key_file", None)
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    code, out = helm(*template_args(path))
+    assert code != 0, out
+    assert message in out, out
+
+
+def test_env_references_pass_wherever_bridge_check_interpolates(tmp_path: Path) -> None:
+    """`${VAR}` is interpolated before validation: a number, an enum or a URL given so is not
+    refused by helm (bridge check validates the result in the pod)."""
+    config = {
+        "kafka": {"bootstrap_servers": "${KAFKA}", "buffer_records": "${BUFFER}"},
+        "log": {"level": "${LOG_LEVEL:-info}"},
+        "serialization": {"registry_username": "u", "registry_password": "${REGISTRY_PASSWORD}"},
+        "streams": [{**STREAM, "api_secret": "${AQ_SECRET}", "url": "${AQ_URL}"}],
+    }
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    code, out = helm(*template_args(path))
+    assert code == 0, out

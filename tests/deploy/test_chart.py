@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,8 @@ from tests.tools import ALERT_TESTS, ALERTS, CHART, DASHBOARD, ROOT, run, tool
 pytestmark = pytest.mark.tools
 
 FULL = ROOT / "helm" / "examples" / "values-full.yaml"
-VALUES = {"default": None, "full": FULL}
+OPERATORS = ROOT / "helm" / "examples" / "values-operators.yaml"
+VALUES = {"default": None, "full": FULL, "operators": OPERATORS}
 KUBE_RENDER = "1.34.0"
 KUBE_VALIDATE = ("1.25", "1.34")  # the chart's oldest supported version and a current one
 CRD_SCHEMAS = {
@@ -95,15 +97,18 @@ def test_manifests_pass_kubernetes_strict_schemas(case: str) -> None:
             schema = json.loads(CRD_SCHEMAS[doc["kind"]].read_text())
             jsonschema.validate(doc, schema)
     kinds = sorted(d["kind"] for d in docs)
+    opt_in = ["NetworkPolicy", "PodDisruptionBudget"] if case == "operators" else []
     assert kinds == sorted(
         [
             "ConfigMap",
             "ConfigMap",
             "Deployment",
+            "Pod",  # the `helm test` hook
             "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
+            *opt_in,
         ]
     )
 
@@ -130,12 +135,19 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
     config = yaml.safe_load(text)
     assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}  # noqa: S104 - in the pod
     # The pod sees the Secret's keys next to bridge.yaml (projected volume): so does the check.
-    (tmp_path / "bridge.yaml").write_text(text)
+    # Files under /etc/bridge (the projected volume) or another mount (extraVolumeMounts):
+    # each one is made under tmp_path, and the config points there.
     for name in secret_files(config):
-        assert "/" not in name, f"{name}: secret files are relative to the config"
+        if name.startswith("/"):
+            mounts = [m["mountPath"] for m in pod_mounts(docs)]
+            assert any(name.startswith(m + "/") for m in mounts), f"{name}: not on a mount"
+            text = text.replace(name, str(tmp_path / name.lstrip("/")))
+        path = tmp_path / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
         placeholder = "0x" + "11" * 32 if "private" in name else f"placeholder-{name}"
-        (tmp_path / name).write_text(placeholder + "\n")
-    env = {"SATORI_API_KEY": "placeholder"}
+        path.write_text(placeholder + "\n")
+    (tmp_path / "bridge.yaml").write_text(text)
+    env = {"SATORI_API_KEY": "placeholder", "AQUANOW_API_KEY": "k", "AQUANOW_API_SECRET": "s"}
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "check", "--config", str(tmp_path / "bridge.yaml")],
         capture_output=True,
@@ -151,6 +163,13 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
     assert container["args"] == ["run", "--config", "/etc/bridge/bridge.yaml"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     assert mount["mountPath"] == "/etc/bridge"
+
+
+def pod_mounts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = one(docs, "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["volumeMounts"]
+    return mounts
 
 
 def plain_secrets(node: Any) -> list[str]:
@@ -324,7 +343,7 @@ def test_config_change_changes_the_checksum() -> None:
 
 def test_secret_is_used_from_an_existing_one_or_created() -> None:
     full = documents(rendered("full"))
-    assert not [d for d in full if d["kind"] == "Secret"]
+    assert not [d for d in full if d["kind"] in ("Secret", "NetworkPolicy", "PodDisruptionBudget")]
     volume = one(full, "Deployment")["spec"]["template"]["spec"]["volumes"][0]
     assert {"secret": {"name": "treasury-bridge"}} in volume["projected"]["sources"]
     config = yaml.safe_load(config_map(full)["data"]["bridge.yaml"])
@@ -581,3 +600,179 @@ def test_env_references_pass_wherever_bridge_check_interpolates(tmp_path: Path) 
     path.write_text(yaml.safe_dump({"config": config}))
     code, out = helm(*template_args(path))
     assert code == 0, out
+
+
+# ------------------------------------------------------------------ options operators need
+
+
+def test_operator_secrets_are_projected_next_to_the_config() -> None:
+    """Strimzi's cluster CA and KafkaUser Secrets, a cert-manager Certificate and a CA bundle
+    ConfigMap land next to bridge.yaml under the names the config uses; a CSI secret store is
+    an extra volume; envFrom brings whole Secrets as variables."""
+    docs = documents(rendered("operators"))
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    sources = pod["volumes"][0]["projected"]["sources"]
+    assert sources[1] == {"secret": {"name": "venue-bridge"}}  # the KafkaUser's Secret
+    files = {
+        item["path"]: (kind, source["name"], item["key"])
+        for entry in sources[2:]
+        for kind, source in entry.items()
+        for item in source["items"]
+    }
+    assert files == {
+        "kafka-ca.crt": ("secret", "my-cluster-cluster-ca-cert", "ca.crt"),
+        "client.crt": ("secret", "venue-bridge-tls", "tls.crt"),
+        "client.key": ("secret", "venue-bridge-tls", "tls.key"),
+        "corporate-ca.pem": ("configMap", "corporate-ca-bundle", "ca-bundle.pem"),
+    }
+    config = yaml.safe_load(config_map(docs)["data"]["bridge.yaml"])
+    assert config["kafka"]["sasl_password_file"] == "kafka-password"  # KafkaUser `password`
+    assert config["kafka"]["ssl_cafile"] == "/etc/bridge/kafka-ca.crt"
+    csi = next(v for v in pod["volumes"] if v["name"] == "secrets-store")
+    assert csi["csi"]["driver"] == "secrets-store.csi.k8s.io"
+    container = pod["containers"][0]
+    assert {"name": "secrets-store", "mountPath": "/mnt/secrets-store", "readOnly": True} in (
+        container["volumeMounts"]
+    )
+    assert container["envFrom"] == [{"secretRef": {"name": "aquanow-keys"}}]
+    assert not plain_secrets(config)
+
+
+def test_reloader_annotation_common_labels_and_digest() -> None:
+    docs = documents(rendered("operators"))
+    deployment = one(docs, "Deployment")
+    annotations = deployment["metadata"]["annotations"]
+    assert annotations["secret.reloader.stakater.com/reload"] == (
+        "aquanow-keys,venue-bridge,my-cluster-cluster-ca-cert"
+    )
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["team"] == "treasury", doc["kind"]
+        assert labels["app.kubernetes.io/part-of"] == "bridge", doc["kind"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["cost-center"] == "4711"
+    assert "team" not in deployment["spec"]["selector"]["matchLabels"]  # selectors never change
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == (
+        "registry.example.com/trading/venue-bridge@sha256:"
+        "4f1c0e0b7b1c6a4d5d2a9f0e3c8b7a6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b"
+    )
+    assert one(docs, "Pod")["spec"]["containers"][0]["image"] == image
+    default = one(documents(rendered("default")), "Deployment")
+    assert "annotations" not in default["metadata"]
+    assert default["spec"]["template"]["spec"]["containers"][0]["image"] == "venue-bridge:0.1.0"
+
+
+def test_network_policy_admits_only_prometheus_and_the_test_pod_to_the_metrics_port() -> None:
+    docs = documents(rendered("operators"))
+    policy = one(docs, "NetworkPolicy")["spec"]
+    deployment = one(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"] == {"matchLabels": selector}
+    assert policy["policyTypes"] == ["Ingress"]  # egress open unless given
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    monitoring, test_pod = rule["from"]
+    assert monitoring == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    test_labels = one(docs, "Pod")["metadata"]["labels"]
+    assert test_pod["podSelector"]["matchLabels"].items() <= test_labels.items()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["name"] == "metrics"
+
+
+def test_pod_disruption_budget_never_blocks_a_drain_by_default(tmp_path: Path) -> None:
+    pdb = one(documents(rendered("operators")), "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb
+    code, out = helm(
+        *template_args(
+            None,
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "podDisruptionBudget.minAvailable=1",
+        )
+    )
+    assert code == 0, out
+    pdb = one(documents(out), "PodDisruptionBudget")["spec"]
+    assert pdb == {**pdb, "minAvailable": 1}
+    assert "maxUnavailable" not in pdb
+
+
+def test_helm_test_pod_checks_readyz_through_the_service() -> None:
+    docs = documents(rendered("default"))
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = one(docs, "Service")
+    script = pod["spec"]["containers"][0]["command"][-1]
+    port = service["spec"]["ports"][0]["port"]
+    assert f'url = "http://{service["metadata"]["name"]}:{port}/readyz"' in script
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_helm_test_script_fails_unless_ready(tmp_path: Path) -> None:
+    """The test pod's script, run here against a stand-in /readyz: exit 0 on 200, not on 503."""
+    import http.server
+    import threading
+
+    script = one(documents(rendered("default")), "Pod")["spec"]["containers"][0]["command"][-1]
+    answers = iter([(200, b"ready"), (503, b"not subscribed: aquanow-main")])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = next(answers)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = re.sub(
+            r'"http://[^"]+/readyz"', f'"http://127.0.0.1:{server.server_port}/readyz"', script
+        )
+        ok = subprocess.run(
+            [sys.executable, "-c", local], capture_output=True, text=True, timeout=30
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert "200 ready" in ok.stdout
+        bad = subprocess.run(
+            [sys.executable, "-c", local], capture_output=True, text=True, timeout=30
+        )
+        assert bad.returncode != 0
+        assert "503 not subscribed: aquanow-main" in bad.stderr
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"commonLabels": {"app.kubernetes.io/part-of": "payments"}}, "/commonLabels"),
+        ({"image": {"repository": "r", "digest": "latest"}}, "/image/digest"),
+        (
+            {"extraVolumeMounts": [{"name": "x", "mountPath": "/etc/bridge/x"}]},
+            "/extraVolumeMounts/0/mountPath",
+        ),
+        ({"secret": {"extraSources": [{"emptyDir": {}}]}}, "invalid propertyName 'emptyDir'"),
+        (
+            {"networkPolicy": {"enabled": True, "metricsNamespace": ""}},
+            "/networkPolicy/metricsNamespace",
+        ),
+        ({"podDisruptionBudget": {"enabled": True, "minAvailabe": 1}}, "'minAvailabe' not allowed"),
+    ],
+    ids=["part-of", "digest", "mount-in-config-dir", "source-kind", "namespace", "pdb-typo"],
+)
+def test_new_options_are_checked(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    code, out = helm(*template_args(path))
+    assert code != 0, out
+    assert message in out, out

@@ -16,6 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import jsonschema
 import pytest
@@ -227,11 +228,14 @@ def test_overrides_change_only_what_they_name() -> None:
     assert silent["expr"].count("> 3600") == 2
     assert "900" not in silent["expr"]
     assert full["BridgeDeadLettersRising"]["labels"] == {"severity": "critical", "team": "treasury"}
+    base = "https://git.example.com/trading/venue-bridge/-/blob/main/README.md"
     for name, rule in full.items():
+        assert rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}"
         if name not in ("BridgeEventLagHigh", "BridgeFeedSilent", "BridgeDeadLettersRising"):
             assert rule == {
                 **canonical[name],
                 "labels": {**canonical[name]["labels"], "team": "treasury"},
+                "annotations": {**canonical[name]["annotations"], "runbook_url": ANY},
             }
 
 

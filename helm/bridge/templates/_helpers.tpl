@@ -80,7 +80,7 @@ informative and left out: the digest decides). */}}
 {{- define "bridge.alertRules" -}}
 {{- $p := .Values.prometheusRule }}
 {{- $raw := .Files.Get "files/alerts.yaml" }}
-{{- if not (or $p.overrides $p.disabled $p.ruleLabels) }}
+{{- if not (or $p.overrides $p.disabled $p.ruleLabels $p.runbookBaseUrl) }}
 {{- $raw }}
 {{- else }}
 {{- $doc := fromYaml $raw }}
@@ -108,6 +108,10 @@ informative and left out: the digest decides). */}}
 {{- $_ := set $labels "severity" $o.severity }}
 {{- end }}
 {{- $_ := set $rule "labels" $labels }}
+{{- if $p.runbookBaseUrl }}
+{{- $url := replace "https://venue-bridge.example/README.md" $p.runbookBaseUrl $rule.annotations.runbook_url }}
+{{- $_ := set $rule.annotations "runbook_url" $url }}
+{{- end }}
 {{- $rules = append $rules $rule }}
 {{- end }}
 {{- end }}

@@ -41,9 +41,15 @@ class Container:
     """`with Container() as c: c.run("bridge", "--version")`; `config_dir` is bound read-only
     at /etc/bridge (the chart's mount point)."""
 
-    def __init__(self, config_dir: Path | None = None, image: str = IMAGE) -> None:
+    def __init__(
+        self,
+        config_dir: Path | None = None,
+        image: str = IMAGE,
+        volumes: dict[Path, str] | None = None,
+    ) -> None:
         self.image = image
         self.config_dir = config_dir
+        self.volumes = volumes or {}  # more read-only binds: host dir → container path
         self.name = ""
         self.rootfs = Path()
 
@@ -96,6 +102,9 @@ class Container:
         if self.config_dir is not None:
             pod_volume(self.config_dir)
             args += ["--volume", f"{self.config_dir}:{MOUNT_POINT}:ro"]
+        for host, inside in self.volumes.items():
+            pod_volume(host)
+            args += ["--volume", f"{host}:{inside}:ro"]
         for key, value in (env or {}).items():
             args += ["--env", f"{key}={value}"]
         return [*args, self.name, "--", *argv]

@@ -20,7 +20,14 @@ from bridge import __version__
 from bridge.devkafka import KafkaEndpoint
 from bridge.simulator.aquanow import AquanowSimulator
 from bridge.simulator.satori import SatoriSimulator
-from tests.deploy.test_chart import VALUES, config_map, documents, rendered, secret_files
+from tests.deploy.test_chart import (
+    VALUES,
+    config_map,
+    documents,
+    pod_mounts,
+    rendered,
+    secret_files,
+)
 from tests.e2e.scenario import (
     AQ_KEY,
     AQ_SECRET,
@@ -83,17 +90,37 @@ def test_no_lab_no_pip_in_the_image() -> None:
 @pytest.mark.parametrize("case", VALUES)
 def test_bridge_check_accepts_the_charts_config(case: str, tmp_path: Path) -> None:
     """The config the chart renders, with the Secret's files next to it, as the pod sees it."""
-    text = config_map(documents(rendered(case)))["data"]["bridge.yaml"]
-    (tmp_path / "bridge.yaml").write_text(text)
+    docs = documents(rendered(case))
+    text = config_map(docs)["data"]["bridge.yaml"]
+    config_dir = tmp_path / "etc"
+    config_dir.mkdir()
+    (config_dir / "bridge.yaml").write_text(text)
+    # Files named by absolute path live on another volume (extraVolumeMounts, e.g. a CSI
+    # secret store): bound at the same path in the container.
+    volumes: dict[Path, str] = {}
     for name in secret_files(yaml.safe_load(text)):
-        (tmp_path / name).write_text(("0x" + "11" * 32) if "private" in name else "placeholder")
-    with Container(tmp_path) as c:
+        placeholder = ("0x" + "11" * 32) if "private" in name else "placeholder"
+        if name.startswith("/"):
+            mount = next(
+                m["mountPath"] for m in pod_mounts(docs) if name.startswith(m["mountPath"] + "/")
+            )
+            host = tmp_path / mount.strip("/").replace("/", "-")
+            host.mkdir(exist_ok=True)
+            volumes[host] = mount
+            (host / name.removeprefix(mount + "/")).write_text(placeholder)
+        else:
+            (config_dir / name).write_text(placeholder)
+    with Container(config_dir, volumes=volumes) as c:
         done = c.run(
             "bridge",
             "check",
             "--config",
             f"{MOUNT_POINT}/bridge.yaml",
-            env={"SATORI_API_KEY": "placeholder"},
+            env={
+                "SATORI_API_KEY": "placeholder",
+                "AQUANOW_API_KEY": "k",
+                "AQUANOW_API_SECRET": "s",
+            },
         )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "config OK" in done.stdout

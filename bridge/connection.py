@@ -73,6 +73,7 @@ class StreamConnection:
         labels = (settings.name, venue.name)
         self._m_connected = metrics.ws_connected.labels(*labels)
         self._m_subscribed = metrics.ws_subscribed.labels(*labels)
+        self._m_sessions = metrics.ws_sessions.labels(*labels)
         self._m_messages = metrics.ws_messages.labels(*labels)
         self._m_last = metrics.ws_last_message.labels(*labels)
         self._m_control = metrics.control_frames.labels(*labels)
@@ -196,6 +197,7 @@ class StreamConnection:
 
     async def _subscribed(self) -> None:
         self._set_subscribed(True)
+        self._m_sessions.inc()
         self._log.info("subscribed")
         if self._snapshot is not None:
             # Concurrent with reading: pings, pushes and backpressure go on meanwhile.

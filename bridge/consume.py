@@ -23,6 +23,7 @@ from typing import Any, Final, TextIO
 
 import fastavro
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from bridge.codec import (
     CONFLUENT_MAGIC,
@@ -180,12 +181,22 @@ async def tail(
         enable_auto_commit=False,
         **options,
     )
-    await consumer.start()
+    # `timeout` bounds every wait, including the ones aiokafka does not bound itself: on a
+    # topic the cluster does not have (auto-create off, or a typo) it waits for partitions
+    # forever, logging "Topic … not found in cluster metadata" twice a second.
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+    except TimeoutError:
+        await _report_missing(consumer, topics, out=sys.stderr)
+        await consumer.stop()
+        return 0
     printed = 0
     try:
         while count is None or printed < count:
             batches = await _next_batches(consumer, timeout)
             if batches is None:
+                if printed == 0:
+                    await _report_missing(consumer, topics, out=sys.stderr)
                 break
             for message in _in_order(batches):
                 print(await _line(decoder, message), file=out, flush=True)
@@ -204,12 +215,27 @@ async def _next_batches(
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while deadline is None or loop.time() < deadline:
-        batches: dict[Any, list[ConsumerRecord[bytes, bytes]]] = await consumer.getmany(
-            timeout_ms=500
-        )
+        left = None if deadline is None else max(deadline - loop.time(), 0.0)
+        try:
+            batches: dict[Any, list[ConsumerRecord[bytes, bytes]]] = await asyncio.wait_for(
+                consumer.getmany(timeout_ms=500), left
+            )
+        except TimeoutError:
+            return None
         if batches:
             return batches
     return None
+
+
+async def _report_missing(consumer: AIOKafkaConsumer, topics: Sequence[str], out: TextIO) -> None:
+    """Say which topics the cluster does not have (the likely reason nothing came)."""
+    try:
+        existing: set[str] = await asyncio.wait_for(consumer.topics(), 10)
+    except (TimeoutError, KafkaError):
+        return
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        print(f"bridge tail: no such topic: {', '.join(missing)}", file=out)
 
 
 def _in_order(

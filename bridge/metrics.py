@@ -81,6 +81,9 @@ class Metrics:
             (*sv, "reason"),
             registry=r,
         )
+        self.ws_sessions = Counter(
+            "bridge_ws_sessions_total", "Sessions that reached subscribed", sv, registry=r
+        )
         self.ws_messages = Counter(
             "bridge_ws_messages_received_total", "Websocket frames received", sv, registry=r
         )
@@ -187,6 +190,7 @@ class Metrics:
         for kind in SNAPSHOT_FAILURE_KINDS:
             self.snapshot_failures.labels(*labels, kind)
         for counter in (
+            self.ws_sessions,
             self.ws_messages,
             self.control_frames,
             self.auth_failures,

@@ -11,7 +11,7 @@ else in values.schema.json (the chart's own values) is written by hand and kept 
 From `bridge.settings.Settings.model_json_schema()`, changed where the file differs from the
 model:
 - `metrics` is left out: the chart sets it from `metrics.port`.
-- every secret key (`bridge.settings.SECRET_KEYS`) may only be an `${ENV}` reference, and has
+- every secret key (`bridge.settings.secret_keys()`) may only be an `${ENV}` reference, and has
   its `<key>_file` variant (a file next to bridge.yaml: a key of the mounted Secret); a
   required secret needs one of the two, never both.
 - any other scalar may be an `${ENV}` reference as well (interpolated before validation).
@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bridge.settings import SECRET_KEYS, Settings  # noqa: E402
+from bridge.settings import Settings, secret_keys  # noqa: E402
 
 SCHEMA = ROOT / "helm" / "bridge" / "values.schema.json"
 PREFIX = "config."
@@ -65,7 +65,7 @@ def _object(schema: dict[str, Any]) -> dict[str, Any]:
     properties: dict[str, Any] = schema.get("properties", {})
     required: list[str] = schema.get("required", [])
     for key in list(properties):
-        if key in SECRET_KEYS:
+        if key in secret_keys():
             properties[key] = {
                 "type": "string",
                 "pattern": ENV_ONLY,

@@ -109,12 +109,13 @@ class App:
         """The codec for the configured framing; in registry mode only once every schema
         version is registered (or found). None when a stop was requested first."""
         store = SchemaStore.load()
+        encoder = self.settings.serialization.encoder
         if self.settings.serialization.mode != "registry":
-            return Codec(store)
+            return Codec(store, encoder=encoder)
         registration = await self._register_schemas(store)
         if registration is None:
             return None
-        return Codec(store, prefix_for=registration.prefix_for)
+        return Codec(store, prefix_for=registration.prefix_for, encoder=encoder)
 
     async def _register_schemas(self, store: SchemaStore) -> Registration | None:
         """Register the schemas, retrying with backoff while the registry is unreachable or

@@ -35,7 +35,6 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     TopicAuthorizationFailedError,
 )
-from prometheus_client import Counter, Histogram
 
 from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, Encoded
@@ -45,6 +44,7 @@ from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import SOURCE_SNAPSHOT, DeadLetter, Envelope, VenueRecord, build_dead_letter
 from bridge.sections import KafkaSettings, ReconnectSettings
+from bridge.series import CounterChild, HistogramChild
 
 # Errors no retry can fix: the bridge stops (exit 1) instead of resending forever.
 FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
@@ -337,10 +337,10 @@ def _dead_letter_for(record: Envelope, reason: DeadLetterReason, detail: str) ->
 
 @dataclass(frozen=True, slots=True)
 class _Children:
-    published: Counter
-    snapshot: Counter
-    latency: Histogram
-    lag: Histogram
+    published: CounterChild
+    snapshot: CounterChild
+    latency: HistogramChild
+    lag: HistogramChild
 
 
 class _Reports:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, SchemaStore
-from bridge.connection import StreamConnection
+from bridge.connection import StreamConnection, limit_tls_read_buffers
 from bridge.errors import RegistryError, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
@@ -43,6 +43,7 @@ class App:
 
     async def run(self) -> int:
         log = get_logger(component="app")
+        limit_tls_read_buffers()
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
         self._http = await start_http_server(

@@ -9,6 +9,7 @@ for buffer room is still handed over, and the loop ends after the last received 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import random
 import time
@@ -45,7 +46,19 @@ KEEPALIVE_TIMEOUT_CODE: Final = 1011
 HARD_FRAME_FACTOR: Final = 16
 HARD_FRAME_FLOOR: Final = 16 * 1024 * 1024
 
+# asyncio gives every TLS connection a read buffer of 256 KiB (`SSLProtocol.max_size`),
+# allocated up front: ~300 KiB per idle wss:// stream against ~21 KiB for ws://. TLS records
+# carry at most 16 KiB, and asyncio reads in a loop until the socket is empty, so a smaller
+# buffer only means more read calls for large bursts (tests/bench: fan-out over TLS).
+TLS_READ_BUFFER: Final = 32 * 1024
+
 StartSnapshot = Callable[[], Coroutine[Any, Any, None]]
+
+
+def limit_tls_read_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Make asyncio's per-connection TLS read buffer `size` bytes (process-wide; affects the
+    connections opened afterwards). asyncio has no per-connection option for it."""
+    asyncio.sslproto.SSLProtocol.max_size = size
 
 
 class StreamConnection:

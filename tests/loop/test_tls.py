@@ -1,0 +1,72 @@
+"""wss:// with asyncio's TLS read buffer cut to 32 KiB: frames far larger than the buffer
+arrive whole, and the simulators' bounded send buffers cut off a consumer that stops reading."""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.sslproto
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from websockets.asyncio.client import connect
+
+from bridge.connection import TLS_READ_BUFFER, limit_tls_read_buffers
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.credentials import AQUANOW_KEY, AQUANOW_SECRET
+from bridge.records import Balance
+from bridge.venues.aquanow import AquanowVenue
+from tests.loop.conftest import eventually, running
+from tests.loop.test_connection import aquanow
+
+pytestmark = pytest.mark.loop
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ssl.SSLContext]:
+    """A CA made now, trusted through SSL_CERT_FILE (as the bench does for the bridge), and
+    the server context of a certificate it issued for 127.0.0.1; the read buffer restored."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    default = asyncio.sslproto.SSLProtocol.max_size
+    limit_tls_read_buffers()
+    yield server
+    asyncio.sslproto.SSLProtocol.max_size = default
+
+
+async def test_frames_larger_than_the_tls_read_buffer_arrive_whole(tls: ssl.SSLContext) -> None:
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER
+    pad = "x" * (8 * TLS_READ_BUFFER)
+    big = '{"type":"balance","payload":{"symbol":"BTC","availableBalance":1.5,"p":"' + pad + '"}}'
+    async with AquanowSimulator(AQUANOW_KEY, AQUANOW_SECRET, rate=20, seed=3, ssl=tls) as sim:
+        assert sim.url.startswith("wss://")
+        async with running(aquanow(sim.url)) as run:  # type: ignore[arg-type]
+            await eventually(lambda: run.state.subscribed, "subscribed over TLS")
+            await sim.send_raw(big)
+            await eventually(
+                lambda: any(isinstance(r, Balance) and pad in r.raw for r in run.sink.records),
+                "the large frame as one record",
+            )
+            assert not run.sink.dead_letters()
+
+
+async def test_a_consumer_that_stops_reading_is_cut_off() -> None:
+    sim = AquanowSimulator(AQUANOW_KEY, AQUANOW_SECRET, rate=0, seed=4, slow_consumer_timeout=0.5)
+    async with sim:
+        # A client that subscribes, then reads nothing: the venue's buffer for it fills up.
+        ws = await connect(sim.url, max_queue=1)
+        venue = AquanowVenue("x", AQUANOW_KEY, AQUANOW_SECRET)
+        (subscription,) = venue.build_subscriptions(int(time.time() * 1000))
+        await ws.send(subscription.message)
+        assert ws.transport is not None
+        ws.transport.pause_reading()
+        await eventually(lambda: sim.slow_consumers == 1, "the slow consumer cut off", 20)
+        # Bounded: far fewer pushes went out than an unbounded buffer would have taken.
+        assert len(sim.sent) < 5_000
+        ws.transport.abort()

@@ -52,6 +52,9 @@ HARD_FRAME_FLOOR: Final = 16 * 1024 * 1024
 # buffer only means more read calls for large bursts (tests/bench: fan-out over TLS).
 TLS_READ_BUFFER: Final = 32 * 1024
 
+# Longest stretch (seconds) one stream processes frames without giving the loop a turn.
+READ_SLICE: Final = 0.005
+
 StartSnapshot = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -162,7 +165,13 @@ class StreamConnection:
             now=time.monotonic(),
         )
         state = self.state
+        slice_started = time.monotonic()
         while True:
+            if time.monotonic() - slice_started > READ_SLICE:
+                # Frames already received are handed out without suspending: let pings, acks,
+                # other streams and /metrics run before going on (tests/bench: loop lag).
+                await asyncio.sleep(0)
+                slice_started = time.monotonic()
             try:
                 async with asyncio.timeout(tracker.read_timeout(time.monotonic())):
                     data = await ws.recv()

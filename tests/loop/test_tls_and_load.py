@@ -1,5 +1,6 @@
-"""wss:// with asyncio's TLS read buffer cut to 32 KiB: frames far larger than the buffer
-arrive whole, and the simulators' bounded send buffers cut off a consumer that stops reading."""
+"""Under TLS and under load: wss:// with asyncio's TLS read buffer cut to 32 KiB (frames far
+larger than it arrive whole), the simulators' bounded send buffers (a consumer that stops
+reading is cut off), and a burst of costly frames that must leave the loop its turns."""
 
 from __future__ import annotations
 
@@ -70,3 +71,39 @@ async def test_a_consumer_that_stops_reading_is_cut_off() -> None:
         # Bounded: far fewer pushes went out than an unbounded buffer would have taken.
         assert len(sim.sent) < 5_000
         ws.transport.abort()
+
+
+async def test_a_burst_of_frames_leaves_the_loop_its_turns() -> None:
+    """Frames already received are handed out without the read suspending; a stream whose
+    records cost CPU must still let the loop run (pings, other streams, /metrics) every few
+    milliseconds, never for the length of a whole burst."""
+    sim = AquanowSimulator(AQUANOW_KEY, AQUANOW_SECRET, rate=0, count=400, seed=5)
+    sim.preload(400)
+    sim.pause()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with sim, running(aquanow(sim.url)) as run:  # type: ignore[arg-type]
+        await eventually(lambda: run.state.subscribed, "subscribed")
+        slow_publish = run.sink.publish
+
+        async def costly(record: object, received_mono: float | None = None) -> None:
+            spin_until = time.perf_counter() + 0.002  # 2 ms of CPU per record
+            while time.perf_counter() < spin_until:
+                pass
+            await slow_publish(record, received_mono)  # type: ignore[arg-type]
+
+        run.state.sink = type("Costly", (), {"publish": staticmethod(costly)})()
+        sim.pause(False)
+        await eventually(lambda: sim.finished.is_set(), "the burst sent", 20)
+        task = asyncio.create_task(ticker())
+        await eventually(lambda: len(run.sink.records) >= 400, "the burst published", 20)
+        task.cancel()
+    assert max(gaps) < 0.08, f"the loop waited {max(gaps) * 1000:.0f} ms for its turn"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
+import functools
 import random
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
@@ -48,14 +50,22 @@ HARD_FRAME_FLOOR: Final = 16 * 1024 * 1024
 
 # asyncio gives every TLS connection a read buffer of 256 KiB (`SSLProtocol.max_size`),
 # allocated up front: ~300 KiB per idle wss:// stream against ~21 KiB for ws://. TLS records
-# carry at most 16 KiB, and asyncio reads in a loop until the socket is empty, so a smaller
-# buffer only means more read calls for large bursts (tests/bench: fan-out over TLS).
-TLS_READ_BUFFER: Final = 32 * 1024
+# carry at most 16 KiB of data, and asyncio reads in a loop until the socket is empty, so a
+# smaller buffer only means more read calls for large bursts (tests/bench: fan-out over TLS).
+TLS_READ_BUFFER: Final = 16 * 1024
 
 # Longest stretch (seconds) one stream processes frames without giving the loop a turn.
 READ_SLICE: Final = 0.005
 
 StartSnapshot = Callable[[], Coroutine[Any, Any, None]]
+
+
+@functools.cache
+def client_tls_context() -> ssl.SSLContext:
+    """One TLS context for every wss:// stream. Without it, asyncio makes a default context per
+    connection, each with its own copy of the system's CA store: ~800 KiB per stream
+    (tests/bench, fan-out). Created at the first wss:// connection, never at import."""
+    return ssl.create_default_context()
 
 
 def limit_tls_read_buffers(size: int = TLS_READ_BUFFER) -> None:
@@ -129,8 +139,10 @@ class StreamConnection:
     async def _session(self) -> None:
         s = self.settings
         self._log.info("connecting", url=s.url)
+        tls: dict[str, Any] = {"ssl": client_tls_context()} if s.url.startswith("wss://") else {}
         async with websockets.connect(
             s.url,
+            **tls,
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
             max_size=max(s.max_frame_bytes * HARD_FRAME_FACTOR, HARD_FRAME_FLOOR),

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from bridge.codec import Codec, SchemaStore
@@ -24,7 +25,6 @@ from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame
 from bridge.venues.fields import loads_exact
-from tests.fakes import FakeBatch
 
 KEY, SECRET = "bench-key", "bench-secret-not-real"
 
@@ -66,10 +66,10 @@ class InstantAcks:
     async def partitions_for(self, topic: str) -> set[int]:
         return {0}
 
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch(2_000)
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(KafkaSettings().max_batch_bytes, 0)  # aiokafka's own, C records
 
-    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> Any:
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future

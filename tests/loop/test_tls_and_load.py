@@ -15,7 +15,7 @@ import pytest
 import trustme
 from websockets.asyncio.client import connect
 
-from bridge.connection import TLS_READ_BUFFER, limit_tls_read_buffers
+from bridge.connection import TLS_READ_BUFFER, client_tls_context, limit_tls_read_buffers
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.credentials import AQUANOW_KEY, AQUANOW_SECRET
 from bridge.records import Balance
@@ -37,8 +37,10 @@ def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ssl.SSLCont
     ca.issue_cert("127.0.0.1").configure_cert(server)
     default = asyncio.sslproto.SSLProtocol.max_size
     limit_tls_read_buffers()
+    client_tls_context.cache_clear()  # made again, trusting this CA
     yield server
     asyncio.sslproto.SSLProtocol.max_size = default
+    client_tls_context.cache_clear()
 
 
 async def test_frames_larger_than_the_tls_read_buffer_arrive_whole(tls: ssl.SSLContext) -> None:
@@ -55,6 +57,10 @@ async def test_frames_larger_than_the_tls_read_buffer_arrive_whole(tls: ssl.SSLC
                 "the large frame as one record",
             )
             assert not run.sink.dead_letters()
+            await eventually(lambda: sim.connections_total == 1, "one connection")
+        async with running(aquanow(sim.url, name="second")) as other:  # type: ignore[arg-type]
+            await eventually(lambda: other.state.subscribed, "a second stream subscribed")
+    assert client_tls_context.cache_info().misses == 1, "every stream shares one TLS context"
 
 
 async def test_a_consumer_that_stops_reading_is_cut_off() -> None:
@@ -101,9 +107,11 @@ async def test_a_burst_of_frames_leaves_the_loop_its_turns() -> None:
             await slow_publish(record, received_mono)  # type: ignore[arg-type]
 
         run.state.sink = type("Costly", (), {"publish": staticmethod(costly)})()
-        sim.pause(False)
-        await eventually(lambda: sim.finished.is_set(), "the burst sent", 20)
         task = asyncio.create_task(ticker())
+        sim.pause(False)
         await eventually(lambda: len(run.sink.records) >= 400, "the burst published", 20)
         task.cancel()
-    assert max(gaps) < 0.08, f"the loop waited {max(gaps) * 1000:.0f} ms for its turn"
+    # 0.8 s of work: without turns in between, it comes in stretches of ~100 frames (0.2 s);
+    # one long gap is allowed for the machine's own scheduling.
+    long_gaps = sorted(g for g in gaps if g > 0.05)
+    assert len(long_gaps) <= 1, f"the loop waited {[round(g * 1000) for g in long_gaps]} ms"

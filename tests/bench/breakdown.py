@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -113,6 +115,13 @@ def scrape_1000_streams() -> dict[str, float]:
     }
 
 
+def tls_memory(variant: str) -> int:
+    """KiB per idle wss:// connection (both ends), tests/bench/tls_memory.py."""
+    argv = [sys.executable, "-m", "tests.bench.tls_memory", variant]
+    done = subprocess.run(argv, capture_output=True, check=True, timeout=300)
+    return int(json.loads(done.stdout)["kib_per_connection_both_ends"])
+
+
 async def breakdown(frames_count: int) -> dict[str, Any]:
     sim = AquanowSimulator(KEY, SECRET, seed=5)
     frames = [sim.next_event().text for _ in range(frames_count)]
@@ -135,6 +144,10 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
         },
         "metrics_per_record_us": metrics_per_record(n),
         "scrape_1000_streams": scrape_1000_streams(),
+        "tls_kib_per_connection": {
+            variant: tls_memory(variant)
+            for variant in ("per-connection", "shared", "shared-small-buffer")
+        },
     }
     sink = Sink(KafkaSettings(), generated, Metrics(), producer_factory=InstantAcks)
     await sink.start()

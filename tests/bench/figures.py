@@ -239,10 +239,11 @@ async def append_delays(bootstrap: str, topics: dict[str, str], count: int) -> l
 # -- fan-out ---------------------------------------------------------------------------------
 def tls_server(directory: Path) -> tuple[ssl.SSLContext, Path]:
     """A CA made now and a certificate for 127.0.0.1; the bridge trusts the CA through
-    SSL_CERT_FILE (its default context), as it would a venue's public CA."""
+    SSL_CERT_FILE (the system's CA bundle with it), as it would a venue's public CA."""
     ca = trustme.CA()
     ca_file = directory / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    system = Path("/etc/ssl/certs/ca-certificates.crt")  # a real store's size, plus ours
+    ca_file.write_bytes((system.read_bytes() if system.exists() else b"") + ca.cert_pem.bytes())
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
     return context, ca_file

@@ -32,6 +32,7 @@ from bridge.series import (
     Family,
     GaugeFamily,
     HistogramFamily,
+    render_chunks,
     render_lines,
 )
 
@@ -65,9 +66,8 @@ LATENCY_BUCKETS = (
 
 F = TypeVar("F", bound=Family)
 
-# Lines rendered between two yields to the event loop while /metrics is served: a scrape of
-# thousands of streams must not hold pings and pushes (tests/bench, fan-out).
-RENDER_SLICE_LINES: Final = 1000
+# Series (label sets) rendered between two yields to the event loop while /metrics is served.
+RENDER_SLICE_SERIES: Final = 100
 
 
 class Metrics:
@@ -223,15 +223,15 @@ class Metrics:
         self.pipeline_latency.labels(*labels)
 
     def render(self) -> bytes:
-        return "".join(render_lines(self._families)).encode() + generate_latest(self._process)
+        return render_lines(self._families).encode() + generate_latest(self._process)
 
     async def render_async(self) -> bytes:
-        """`render` in slices, yielding to the event loop between them."""
+        """`render` in slices of `RENDER_SLICE_SERIES` children, yielding to the event loop
+        between them: a scrape of thousands of streams must not hold pings and pushes."""
         parts: list[str] = []
-        for i, line in enumerate(render_lines(self._families)):
-            parts.append(line)
-            if i % RENDER_SLICE_LINES == RENDER_SLICE_LINES - 1:
-                await asyncio.sleep(0)
+        for chunk in render_chunks(self._families, RENDER_SLICE_SERIES):
+            parts.append(chunk)
+            await asyncio.sleep(0)
         return "".join(parts).encode() + generate_latest(self._process)
 
 

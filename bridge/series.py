@@ -120,8 +120,16 @@ class Family:
     def _labels(self, values: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self.labelnames, values, strict=True))
 
-    def lines(self, values: tuple[str, ...]) -> Iterator[str]:
+    def text(self, values: list[tuple[str, ...]]) -> str:
+        """The exposition lines of these children."""
         raise NotImplementedError
+
+    def chunks(self, size: int) -> Iterator[str]:
+        """The family's text (header first) in pieces of at most `size` children."""
+        yield self.header
+        keys = list(self.children)
+        for start in range(0, len(keys), size):
+            yield self.text(keys[start : start + size])
 
     def metric(self) -> Metric:
         """The family in prometheus_client's collector form."""
@@ -143,10 +151,11 @@ class CounterFamily(Family):
         assert isinstance(child, CounterChild)
         return child
 
-    def lines(self, values: tuple[str, ...]) -> Iterator[str]:
-        child = self.children[values]
-        assert isinstance(child, CounterChild)
-        yield f"{self.name}{self.prefixes[values]} {_format(child.value)}\n"
+    def text(self, values: list[tuple[str, ...]]) -> str:
+        name, prefixes, children = self.name, self.prefixes, self.children
+        return "".join(
+            [f"{name}{prefixes[v]} {_format(children[v].value)}\n" for v in values]  # type: ignore[union-attr]
+        )
 
     def metric(self) -> Metric:
         metric = Metric(self.name.removesuffix("_total"), self.documentation, "counter")
@@ -177,10 +186,11 @@ class GaugeFamily(Family):
     def set_function(self, function: Callable[[], float]) -> None:
         self.labels().set_function(function)
 
-    def lines(self, values: tuple[str, ...]) -> Iterator[str]:
-        child = self.children[values]
-        assert isinstance(child, GaugeChild)
-        yield f"{self.name}{self.prefixes[values]} {_format(child.get())}\n"
+    def text(self, values: list[tuple[str, ...]]) -> str:
+        name, prefixes, children = self.name, self.prefixes, self.children
+        return "".join(
+            [f"{name}{prefixes[v]} {_format(children[v].get())}\n" for v in values]  # type: ignore[union-attr]
+        )
 
     def metric(self) -> Metric:
         metric = Metric(self.name, self.documentation, "gauge")
@@ -220,17 +230,22 @@ class HistogramFamily(Family):
             self._bucket_prefixes[values] = prefixes
         return prefixes
 
-    def lines(self, values: tuple[str, ...]) -> Iterator[str]:
-        child = self.children[values]
-        assert isinstance(child, HistogramChild)
-        counts, total = list(child.counts), child.sum  # one consistent copy
-        cumulative = 0
-        for prefix, count in zip(self._buckets(values), counts, strict=True):
-            cumulative += count
-            yield f"{prefix}{_format(cumulative)}\n"
-        labels = self.prefixes[values]
-        yield f"{self.name}_count{labels} {_format(cumulative)}\n"
-        yield f"{self.name}_sum{labels} {_format(total)}\n"
+    def text(self, values: list[tuple[str, ...]]) -> str:
+        out: list[str] = []
+        add = out.append
+        count_name, sum_name = f"{self.name}_count", f"{self.name}_sum"
+        for v in values:
+            child = self.children[v]
+            assert isinstance(child, HistogramChild)
+            counts, total = list(child.counts), child.sum  # one consistent copy
+            cumulative = 0
+            for prefix, count in zip(self._buckets(v), counts, strict=True):
+                cumulative += count
+                add(f"{prefix}{_format(cumulative)}\n")
+            labels = self.prefixes[v]
+            add(f"{count_name}{labels} {_format(cumulative)}\n")
+            add(f"{sum_name}{labels} {_format(total)}\n")
+        return "".join(out)
 
     def metric(self) -> Metric:
         metric = Metric(self.name, self.documentation, "histogram")
@@ -246,12 +261,15 @@ class HistogramFamily(Family):
         return metric
 
 
-def render_lines(families: Iterable[Family]) -> Iterator[str]:
-    """The text exposition format, one family after the other, series in creation order."""
+def render_chunks(families: Iterable[Family], size: int = 100) -> Iterator[str]:
+    """The text exposition format, one family after the other, series in creation order, in
+    pieces of at most `size` children (a caller may yield to its event loop in between)."""
     for family in families:
-        yield family.header
-        for values in list(family.children):
-            yield from family.lines(values)
+        yield from family.chunks(size)
+
+
+def render_lines(families: Iterable[Family]) -> str:
+    return "".join(render_chunks(families, size=1_000_000))
 
 
 class FamiliesCollector(Collector):

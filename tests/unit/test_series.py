@@ -59,7 +59,7 @@ def both(operations: list[tuple[str, tuple[str, str], float]]) -> tuple[str, str
             ours[3].set(value)  # type: ignore[attr-defined]
     text = "".join(line for line in generate_latest(reference).decode().splitlines(True))
     text = "".join(line for line in text.splitlines(True) if "_created" not in line)
-    return text, "".join(render_lines(ours))
+    return text, render_lines(ours)
 
 
 @settings(max_examples=150, deadline=None)
@@ -107,4 +107,4 @@ async def test_a_scrape_of_many_streams_yields_to_the_loop() -> None:
     bridge_part = text.split(b"# HELP process_")[0]
     assert bridge_part == metrics.render().split(b"# HELP process_")[0]
     assert bridge_part.count(b"\n") > 300 * 80
-    assert ticks - started >= 300 * 80 // 1000 - 1, "the loop ran between slices"
+    assert ticks - started >= 300 * 19 // 100, "the loop ran between slices"

@@ -102,7 +102,13 @@ async def wait_published(bridge: BridgeProcess, guard: Guard, count: int, timeou
         if published >= count:
             return
         if time.monotonic() > deadline:
-            raise BenchFailed(f"{published:.0f} of {count} records published within {timeout} s")
+            frames = await bridge.metric("bridge_ws_messages_received_total")
+            control = await bridge.metric("bridge_control_frames_total")
+            raise BenchFailed(
+                f"{published:.0f} of {count} records published within {timeout} s "
+                f"(frames received {frames:.0f}, control frames {control:.0f}, "
+                f"buffer {await bridge.metric('bridge_producer_buffer_records'):.0f})"
+            )
         await asyncio.sleep(0.1)
 
 

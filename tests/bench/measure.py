@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 
 class BenchFailed(AssertionError):
     """A run that cannot be reported: it lost its connection, missed its target, or died."""
@@ -101,7 +103,10 @@ class Guard:
         process = self.bridge.process
         if process.poll() is not None:
             raise BenchFailed(f"{what}: the bridge exited with {process.returncode}")
-        lost = await reconnects(self.bridge) - self.reconnects_at_start
+        try:
+            lost = await reconnects(self.bridge) - self.reconnects_at_start
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            raise BenchFailed(f"{what}: /metrics did not answer ({exc!r})") from exc
         again = sum(s.connections_total for s in self.simulators) - self.connections_at_start
         cut = sum(s.slow_consumers for s in self.simulators)
         if lost or again or cut:

@@ -23,6 +23,7 @@ import aiohttp
 from bridge.codec import SchemaStore, SchemaVersion, confluent_prefix
 from bridge.errors import IncompatibleSchema, RegistryError
 from bridge.logs import get_logger
+from bridge.records import PRIVATE_TOPICS
 from bridge.sections import Compatibility
 
 CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
@@ -199,6 +200,8 @@ async def register_schemas(
     ids: dict[tuple[str, int], int] = {}
     subjects: dict[str, str] = {}
     for topic in store.topics():
+        if topic in PRIVATE_TOPICS:  # the bridge's own state: never a registry subject
+            continue
         subject = subject_for(topic_names[topic])
         subjects[topic] = subject
         if compatibility is not None and auto_register:

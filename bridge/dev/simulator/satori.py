@@ -86,6 +86,10 @@ class SatoriSimulator(VenueSimulator):
         self._next_match = 19868095
         self.reject_next = 0  # fault injection: refuse this many more subscriptions
         self.fills: list[dict[str, Any]] = []  # the account's own fills, oldest first
+        # Fault: end this many items of the next first page served of each list right after
+        # serving it, so the list's later pages shift (see `shift_next_listing`).
+        self._shift = {"orders": 0, "positions": 0}
+        self.shifted: list[tuple[str, int]] = []  # (list, id) of every item ended that way
 
     # -- requests -----------------------------------------------------------------------
     async def handle_request(self, session: Session, text: str) -> None:
@@ -197,12 +201,39 @@ class SatoriSimulator(VenueSimulator):
         return abs(int(self._clock() * 1000) - timestamp_ms) > self.timestamp_window_ms
 
     def _page(self, request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
+        return self._paged(request, rows)[0]
+
+    def _paged(
+        self, request: web.Request, rows: list[dict[str, Any]]
+    ) -> tuple[web.Response, list[dict[str, Any]]]:
         pair = request.query.get("pairName")
         if pair is None:
-            return _envelope(None, code=2002, msg="Required parameter: pairName")
+            return _envelope(None, code=2002, msg="Required parameter: pairName"), []
         rows = [r for r in rows if r["symbol"] == pair]
+        if "matchId" in request.query:  # fills before this match id (§2.7)
+            rows = [r for r in rows if r["id"] < int(request.query["matchId"])]
         page, size = int(request.query.get("pageNo", "1")), int(request.query.get("pageSize", "10"))
-        return _envelope(rows[(page - 1) * size : page * size])
+        shown = rows[(page - 1) * size : page * size]
+        return _envelope(shown), shown
+
+    def shift_next_listing(self, orders: int = 0, positions: int = 0) -> None:
+        """Fault: right after serving the first page of the next current-order (position)
+        listing, cancel (close) `orders` (`positions`) of the items on it, pushing those
+        ends as the venue would: the listing's next pages then start later than the client
+        expects, and the first items of what was page 2 are on no page it reads."""
+        self._shift = {"orders": orders, "positions": positions}
+
+    async def _after_page(self, listing: str, request: web.Request, shown: list[Any]) -> None:
+        count = self._shift[listing]
+        if not count or request.query.get("pageNo", "1") != "1" or not shown:
+            return
+        self._shift[listing] = 0
+        for row in shown[:count]:
+            self.shifted.append((listing, row["id"]))
+            if listing == "orders":
+                await self.emit(self._cancel_order(row["id"]))
+            else:
+                await self.emit(self._close_position(row["id"]))
 
     async def _rest_balance(self, request: web.Request) -> web.Response:
         refusal = self._rest_refusal(request)
@@ -216,13 +247,21 @@ class SatoriSimulator(VenueSimulator):
 
     async def _rest_orders(self, request: web.Request) -> web.Response:
         refusal = self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
         current = [rest_order(self.orders[i]) for i in self._open_orders]
-        return refusal or self._page(request, current)
+        response, shown = self._paged(request, current)
+        await self._after_page("orders", request, shown)
+        return response
 
     async def _rest_positions(self, request: web.Request) -> web.Response:
         refusal = self._rest_refusal(request)
+        if refusal is not None:
+            return refusal
         held = [rest_position(self.positions[i]) for i in self._open_positions]
-        return refusal or self._page(request, held)
+        response, shown = self._paged(request, held)
+        await self._after_page("positions", request, shown)
+        return response
 
     async def _rest_fills(self, request: web.Request) -> web.Response:
         refusal = self._rest_refusal(request)
@@ -273,9 +312,19 @@ class SatoriSimulator(VenueSimulator):
         self.balances[coin] = data
         return self._push("api_account", dict(data), coin, {"symbol": coin})
 
+    async def open_items(self, orders: int = 0, positions: int = 0) -> None:
+        """Open this many new orders and positions now (pushed to whoever is subscribed)."""
+        for _ in range(orders):
+            await self.emit(self._new_order())
+        for _ in range(positions):
+            await self.emit(self._new_position())
+
     def _order_event(self) -> Event:
         if self._open_orders and self._rng.random() < 0.6:
             return self._advance_order(self._rng.choice(self._open_orders))
+        return self._new_order()
+
+    def _new_order(self) -> Event:
         pair = self._rng.choice(self.pairs)
         self._next_order += self._rng.randint(1, 50)
         price = Decimal(PRICES.get(pair, "100")) * self._amount("0.97", "1.03", Decimal("0.0001"))
@@ -298,6 +347,23 @@ class SatoriSimulator(VenueSimulator):
         self.orders[self._next_order] = data
         self._open_orders.append(self._next_order)
         return self._push("api_entrust", dict(data), pair)
+
+    def _cancel_order(self, order_id: int) -> Event:
+        order = self.orders[order_id]
+        for key in ("nowDealQuantity", "feeCoin", "feeAmt", "isTaker"):
+            order.pop(key, None)
+        order["changeType"] = "CANCELED"
+        self._open_orders.remove(order_id)
+        return self._push("api_entrust", dict(order), order["symbol"])
+
+    def _close_position(self, position_id: int) -> Event:
+        position = self.positions[position_id]
+        current = position["currentQuantity"]
+        position.update(
+            changeType="CLOSE", currentQuantity="0", operateQuantity=current, canClosedQuantity="0"
+        )
+        self._open_positions.remove(position_id)
+        return self._push("api_position", dict(position), position["symbol"])
 
     def _advance_order(self, order_id: int) -> Event:
         order = self.orders[order_id]
@@ -375,6 +441,9 @@ class SatoriSimulator(VenueSimulator):
             if change == "CLOSE" or current == 0:
                 self._open_positions.remove(position["positionId"])
             return self._push("api_position", dict(position), position["symbol"])
+        return self._new_position()
+
+    def _new_position(self) -> Event:
         pair = self._rng.choice(self.pairs)
         self._next_position += self._rng.randint(1, 9)
         quantity = str(self._amount("0.01", "1", Decimal("0.01")))

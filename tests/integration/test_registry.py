@@ -24,7 +24,7 @@ from bridge.dev.registry import (
 )
 from bridge.errors import IncompatibleSchema, RegistryError
 from bridge.registry import RegistryClient, register_schemas, subject_for
-from tests.helpers import LOGICAL_TOPICS, free_port
+from tests.helpers import BRIDGE_TOPICS, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ V2_REQUIRED = _schema({"name": "id", "type": "long"}, {"name": "note", "type": "
 
 def _topics() -> dict[str, str]:
     prefix = uuid.uuid4().hex[:8]
-    return {t: f"r{prefix}.{t}" for t in LOGICAL_TOPICS}
+    return {t: f"r{prefix}.{t}" for t in BRIDGE_TOPICS}
 
 
 async def test_register_lookup_and_fetch_by_id(registry: RegistryEndpoint) -> None:

@@ -160,7 +160,7 @@ class Snapshotter:
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             now_ms = int(time.time() * 1000)
-            calls = deque(venue.snapshot_calls(now_ms, self._since(now_ms)))
+            calls = deque(venue.snapshot_calls(now_ms, self._since(now_ms, result.trigger)))
             await self._drain(session, calls, result, seen)
             orders, positions = _missing(was_open, seen)
             relist = venue.relisting_calls()
@@ -173,8 +173,13 @@ class Snapshotter:
                 await self._publish(record, result, seen)
             await self._drain(session, deque(lookups), result, seen, lookups=True)
 
-    def _since(self, now_ms: int) -> int:
-        last = self._state.last_order_ms
+    def _since(self, now_ms: int, trigger: str) -> int:
+        """From when finished orders are fetched: the newest order published before the gap
+        (restored after a restart), or on schedule the previous run's start; `lookback` ago
+        when neither is known (a first start)."""
+        last = self._state.order_mark
+        if trigger != "subscribe" and self._last_began is not None:
+            last = self._last_began // 1000
         if last is None:
             return now_ms - int(self._settings.lookback * 1000)
         return last - int(self._settings.since_margin * 1000)

@@ -59,6 +59,9 @@ class StreamState:
     open_orders: dict[str, Order] = field(default_factory=dict)
     open_positions: dict[str, Position] = field(default_factory=dict)
     last_order_ms: int | None = None  # newest order event time published (venue clock)
+    # `last_order_ms` when the current session connected: orders updated during the gap
+    # before it are newer (the session's own pushes move `last_order_ms` at once).
+    order_mark: int | None = None
     digests: dict[str, dict[str, str]] = field(
         default_factory=lambda: {topic: {} for topic in STATE_TOPICS}
     )
@@ -149,6 +152,10 @@ class StreamState:
                 self.open_positions[record.position_id] = record
             else:
                 self.open_positions.pop(record.position_id, None)
+
+    def session_started(self) -> None:
+        """A new session connected: mark where the gap before it began."""
+        self.order_mark = self.last_order_ms
 
     def begin_snapshot(self) -> None:
         self._fresh, self.superseded, self.unchanged, self.corrected = set(), 0, 0, []

@@ -209,6 +209,7 @@ class StreamConnection:
         self._m_sessions.inc()
         self._last_frame_at = None
         self.state.gap_end = time.time_ns() // 1000
+        self.state.subscribed_mono = time.monotonic()
         self._log.info("subscribed")
         if self._on_subscribed is not None:
             await self._on_subscribed(self.state)

@@ -19,13 +19,13 @@ about a stream besides its facts, as Debezium's heartbeat and signalling topics 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from bridge.logs import get_logger
@@ -139,7 +139,9 @@ class Control:
             await asyncio.sleep(interval / 4)
             now = time.monotonic()
             for state in self._states.values():
-                since = max(state.last_record_mono or 0.0, last.get(state.name, 0.0))
+                since = max(
+                    state.last_record_mono or 0.0, state.subscribed_mono, last.get(state.name, 0.0)
+                )
                 if state.subscribed and now - since >= interval:
                     last[state.name] = now
                     await state.announce(build_heartbeat(state))
@@ -156,10 +158,10 @@ class Control:
                 await asyncio.sleep(SIGNALS_RETRY)
 
     async def _listen(self, topic: str, options: dict[str, Any]) -> None:
+        partitions = await _partitions(options, topic)
         consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
         await consumer.start()
         try:
-            partitions = await _partitions(consumer, topic)
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             for tp in partitions:
@@ -181,17 +183,20 @@ class Control:
             state.request_resync(request_id)
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions, waiting (with metadata refreshes) until the cluster has it."""
+async def _partitions(options: dict[str, Any], topic: str) -> list[TopicPartition]:
+    """The topic's partitions, waiting until the cluster has it. Listing topics, never asking
+    for this one by name: that would auto-create it on brokers that allow it."""
     log = get_logger(component="control")
-    warned = False
-    while True:
-        with contextlib.suppress(KafkaError):
-            await consumer.topics()  # a metadata refresh (all topics: nothing is auto-created)
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        if not warned:
-            log.warning("control topic not found yet; signals wait for it", topic=topic)
-            warned = True
-        await asyncio.sleep(1.0)
+    admin = AIOKafkaAdminClient(**options)
+    await admin.start()
+    try:
+        warned = False
+        while topic not in await admin.list_topics():
+            if not warned:
+                log.info("control topic not found yet; signals wait for it", topic=topic)
+                warned = True
+            await asyncio.sleep(1.0)
+        (described,) = await admin.describe_topics([topic])
+        return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    finally:
+        await admin.close()

@@ -73,6 +73,7 @@ class StreamState:
     # restored checkpoint's time) and when the stream subscribed again (µs).
     gap_start: int | None = None
     gap_end: int | None = None
+    subscribed_mono: float = 0.0  # time.monotonic() when the current session subscribed
     resync: asyncio.Event = field(default_factory=asyncio.Event)  # set: requests are waiting
     _resync_requests: list[str] = field(default_factory=list)
     # The current snapshot run: records skipped for a newer push, skipped as unchanged, and

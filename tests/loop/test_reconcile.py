@@ -20,6 +20,7 @@ from bridge.dev.simulator.credentials import (
 )
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.records import Order, Position
+from tests.e2e.expected import dropped_key, satori_open
 from tests.loop.conftest import Running, eventually, running, stream_settings
 
 pytestmark = pytest.mark.loop
@@ -162,7 +163,7 @@ async def test_dropped_pushes_are_restored_and_counted_as_drift_exactly(venue: s
                 timeout=10,
             )
     last_state = {(r.TOPIC, r.key()): r for r in run.sink.records if r.TOPIC != "trades"}
-    expected = {dropped_key(venue, sim, e.kind, e.payload) for e in sim.dropped}
+    expected = {dropped_key(venue, sim, e.kind, e.payload, SATORI_WALLET) for e in sim.dropped}
     if venue == "satori":
         # An order or position that opened and ended inside the gap is on no Satori list: only
         # its own fills can tell (README, "Delivery guarantee", limits).
@@ -174,29 +175,6 @@ async def test_dropped_pushes_are_restored_and_counted_as_drift_exactly(venue: s
         assert run.metric("bridge_reconcile_drift_total", topic=topic) == count
     for key in expected:  # the truth was published
         assert truth_matches(venue, sim, last_state[key]), key
-
-
-def dropped_key(venue: str, sim: Any, kind: str, payload: dict[str, Any]) -> tuple[str, str]:
-    if venue == "aquanow":
-        account = sim.account_id
-        if kind == "balance":
-            return "balances", f"aquanow|{account}|{payload['symbol']}"
-        if kind == "order":
-            return "orders", f"aquanow|{account}|{payload['orderId']}"
-        return "credit", f"aquanow|{account}|USD"
-    if kind == "api_account":
-        return "balances", f"satori|{SATORI_WALLET}|{payload['symbol']}"
-    if kind == "api_entrust":
-        return "orders", f"satori|{SATORI_WALLET}|{payload['currentEntrustId']}"
-    return "positions", f"satori|{SATORI_WALLET}|{payload['positionId']}"
-
-
-def satori_open(sim: SatoriSimulator, key: tuple[str, str]) -> bool:
-    topic, record_key = key
-    item = int(record_key.rsplit("|", 1)[1]) if topic != "balances" else None
-    if topic == "orders":
-        return item in sim._open_orders
-    return topic == "balances" or item in sim._open_positions
 
 
 def truth_matches(venue: str, sim: Any, record: Any) -> bool:

@@ -5,6 +5,7 @@ account, lookups scoped to the account, one failed lookup, and drift counted exa
 from __future__ import annotations
 
 import time
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +20,7 @@ from bridge.dev.simulator.credentials import (
     SATORI_WALLET,
 )
 from bridge.dev.simulator.satori import SatoriSimulator
-from bridge.records import Order, Position
+from bridge.records import Order, Position, Trade
 from tests.e2e.expected import dropped_key, satori_open
 from tests.loop.conftest import Running, eventually, running, stream_settings
 
@@ -211,3 +212,32 @@ async def test_a_late_push_is_not_drift() -> None:
             timeout=30,
         )
     assert [key for r in run.reconciliations for key in r.drift] == []
+
+
+async def test_own_fills_of_a_gap_are_backfilled_once_each() -> None:
+    """The stream is cut off while the account trades: 250 own fills (2.5 pages) happen in the
+    gap. The snapshot after the reconnect walks the fill history back to the newest fill
+    already published and publishes each fill of the gap exactly once; the next run none."""
+    sim = SatoriSimulator(SATORI_KEY, SATORI_WALLET, rate=400, seed=24, emit_while_disconnected=True)
+    async with sim, running(satori(sim, interval=0), snapshots=True) as run:
+        await eventually(lambda: runs_done(run, 1), "the first snapshot", timeout=10)
+        sim.pause()
+        before = {f["id"] for f in sim.fills}
+        sim.refusing = True
+        await sim.drop_connections()
+        await eventually(lambda: not run.state.subscribed, "the cut")
+        sim.pause(False)
+        await eventually(lambda: len(sim.fills) >= len(before) + 250, "fills in the gap", 30)
+        sim.pause()
+        sim.refusing = False
+        await eventually(lambda: runs_done(run, 2), "the snapshot after the gap", timeout=20)
+        run.state.request_resync("again")  # a run with nothing new
+        await eventually(lambda: runs_done(run, 3), "one more run", timeout=20)
+    published = Counter(
+        int(r.trade_id) for r in run.sink.records if isinstance(r, Trade) and r.account
+    )
+    gap = {f["id"] for f in sim.fills} - before
+    assert len(gap) >= 250
+    assert gap <= set(published)
+    assert [i for i in gap if published[i] != 1] == []
+    assert run.reconciliations[2].counts["trades"] == 0

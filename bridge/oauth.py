@@ -17,6 +17,7 @@ producer's background tasks.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections.abc import Callable
@@ -98,7 +99,8 @@ class OidcTokens:
         form = {"grant_type": "client_credentials"}
         if s.scope:
             form["scope"] = s.scope
-        auth = aiohttp.BasicAuth(s.client_id, s.client_secret.get_secret_value())
+        basic = f"{s.client_id}:{s.client_secret.get_secret_value()}".encode()
+        headers = {"Authorization": "Basic " + base64.b64encode(basic).decode()}
         tls: ssl.SSLContext | bool = True
         if s.cafile is not None:
             tls = ssl.create_default_context(cafile=str(s.cafile))
@@ -108,7 +110,7 @@ class OidcTokens:
                 aiohttp.ClientSession(
                     timeout=aiohttp.ClientTimeout(total=s.timeout), trust_env=True
                 ) as session,
-                session.post(s.token_endpoint, data=form, auth=auth, ssl=tls) as response,
+                session.post(s.token_endpoint, data=form, headers=headers, ssl=tls) as response,
             ):
                 status, text = response.status, await response.text()
                 body = await response.json(content_type=None) if status == 200 else None

@@ -68,6 +68,8 @@ class SecuredKafka(LocalKafka):
         )
         tls = self.certificates
         props |= {
+            # As on Confluent Cloud and MSK: a topic exists only when someone created it.
+            "auto.create.topics.enable": "false",
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": str(tls.path("server.pem")),
             "ssl.truststore.type": "PEM",

@@ -289,7 +289,9 @@ async def admin_view(bootstrap: str, names: list[str]) -> dict[str, tuple[int, s
     try:
         described = await admin.describe_topics(names)
         partitions = {t["topic"]: len(t["partitions"]) for t in described}
-        resources = [ConfigResource(ConfigResourceType.TOPIC, n, {"cleanup.policy": None}) for n in names]
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, n, {"cleanup.policy": None}) for n in names
+        ]
         responses = await admin.describe_configs(resources)
     finally:
         await admin.close()

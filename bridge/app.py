@@ -1,13 +1,13 @@
 """Wiring: streams + codec + sink + checkpoint + control + metrics server; signals; shutdown.
 
-Start order: metrics server, codec (schemas registered), producer, then each stream's state is
-restored from the checkpoint topic (bridge/changelog.py) before any stream connects, so its
-first reconciliation starts where the last run left it.
+Start order: Kafka (sign-in, topics: bridge/kafka_check.py), the schema registry, the producer,
+then each stream's state is restored from the checkpoint topic (bridge/changelog.py) before any
+stream connects, so its first reconciliation starts where the last run left it.
 
 Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops reading (frames
 already received are still published), the producer flushes everything in flight, the
-checkpoint records what was acknowledged, the process exits 0 — or 1 if the grace period ran
-out with records still unacknowledged.
+checkpoint records what was acknowledged, the process exits 0 — or 3 if the grace period ran
+out with records still unacknowledged (`ExitCode`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,15 +26,16 @@ from bridge.changelog import Changelog, restore, state_partitions
 from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.consume import consumer_options
 from bridge.control import Control
-from bridge.errors import RegistryError, SinkError
+from bridge.errors import ExitCode, KafkaAccessError, RegistryError, SinkError
+from bridge.kafka import KafkaAccess
+from bridge.kafka_check import KafkaWatch, prepare
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
-from bridge.registry import Registration, RegistryClient, register_schemas
+from bridge.registry import Registration, register_schemas, registry_client
 from bridge.settings import Settings, StreamSettings
 from bridge.shards import shard_of
-from bridge.sink import Sink
+from bridge.sink import FATAL_DELIVERY_ERRORS, Sink
 from bridge.snapshot import Snapshotter
 from bridge.stream import StreamState
 from bridge.venues.base import Venue
@@ -51,6 +53,7 @@ class App:
     """One bridge process. `run()` returns the exit code."""
 
     settings: Settings
+    config_path: Path | None = None  # named in messages (`bridge topics create --config …`)
     metrics: Metrics = field(default_factory=Metrics)
     health: Health = field(default_factory=Health)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,26 +75,36 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        watch: asyncio.Task[None] | None = None
         try:
+            access = KafkaAccess(self.settings.kafka)
+            if not await prepare(
+                access, self.metrics, self.settings.reconnect, self._stop, self.config_path
+            ):
+                return ExitCode.OK
+            watch = asyncio.create_task(
+                KafkaWatch(access, self.metrics, self.settings.kafka.check_interval).run(),
+                name="kafka-watch",
+            )
             # Ready only after the schemas are registered: the producer starts after the codec.
             codec = await self.build_codec()
             if codec is None:
-                return 0
-            sink = Sink(self.settings.kafka, codec, self.metrics)
+                return ExitCode.OK
+            sink = Sink(self.settings.kafka, codec, self.metrics, access=access)
             if not await self._start_sink(sink):
-                return 0
+                return ExitCode.OK
             streams = [self._stream(s, sink) for s in self.settings.streams]
-            changelog = await self._restore(sink, codec.store, streams)
+            changelog = await self._restore(access, sink, codec.store, streams)
             if self._stop.is_set():
                 await sink.stop(self.settings.shutdown.grace_seconds)
-                return 0
+                return ExitCode.OK
             self.health.producer_started = True
             control = Control(self.settings.control, [s.state for s in streams])
             connections = [self._connection(s, control) for s in streams]
             tasks = [
                 asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
             ]
-            helpers = self._helpers(changelog, control)
+            helpers = self._helpers(access, changelog, control)
             stop_waiter = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
             failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
@@ -99,11 +112,15 @@ class App:
             for exc in failed:  # a stream loop only ends on its own by raising
                 if isinstance(exc, SinkError):
                     get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
-                    return 1
+                    refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
+                    return ExitCode.CONFIG if refused else ExitCode.CRASH
                 if exc is not None:
                     raise exc
             return code
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -116,18 +133,18 @@ class App:
         return _Stream(stream, venue, state)
 
     async def _restore(
-        self, sink: Sink, store: SchemaStore, streams: list[_Stream]
+        self, access: KafkaAccess, sink: Sink, store: SchemaStore, streams: list[_Stream]
     ) -> Changelog | None:
         """Seed every stream from its checkpoint and start writing it (None when
         `state.enabled` is off). Retried while Kafka cannot be read; None on a stop."""
         settings, log = self.settings.state, get_logger(component="state")
         if not settings.enabled:
             return None
-        options = consumer_options(self.settings.kafka)
+        options = access.consumer_options()
         topic = self.settings.kafka.topics.name("state")
 
         async def attempt() -> tuple[int, dict[str, Checkpoint]]:
-            partitions = await state_partitions(options, settings, topic)
+            partitions = await state_partitions(access, topic)
             shards = {
                 s.settings.name: shard_of(s.settings.shard_key(), partitions) for s in streams
             }
@@ -141,7 +158,7 @@ class App:
         found = await retry_until(
             attempt,
             Backoff(self.settings.reconnect),
-            retry_on=(SinkError, TimeoutError),  # type: ignore[arg-type]
+            retry_on=(SinkError, KafkaAccessError, TimeoutError),  # type: ignore[arg-type]
             on_retry=unreadable,
             stop=self._stop,
         )
@@ -201,7 +218,9 @@ class App:
             self._buckets[key] = TokenBucket(stream.snapshot.rate_per_second, stream.snapshot.burst)
         return self._buckets[key]
 
-    def _helpers(self, changelog: Changelog | None, control: Control) -> list[asyncio.Task[None]]:
+    def _helpers(
+        self, access: KafkaAccess, changelog: Changelog | None, control: Control
+    ) -> list[asyncio.Task[None]]:
         """Background tasks beside the streams: checkpoint flushes, heartbeats, signals."""
         c = self.settings.control
         work = [changelog.run()] if changelog is not None else []
@@ -209,7 +228,7 @@ class App:
             work.append(control.heartbeats())
         if c.enabled and c.signals:
             topic = self.settings.kafka.topics.name("control")
-            work.append(control.signals(topic, consumer_options(self.settings.kafka)))
+            work.append(control.signals(access, topic))
         return [asyncio.create_task(w) for w in work]
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -233,18 +252,11 @@ class App:
         cannot change it, and publishing without it would break consumers."""
         log = get_logger(component="registry")
         ser = self.settings.serialization
-        url = ser.registry_url
-        assert url is not None  # settings validation guarantees it
         topics = {t: self.settings.kafka.topics.name(t) for t in store.topics()}
-        password = ser.registry_password.get_secret_value() if ser.registry_password else None
+        registry_client(ser)  # a CA or key that cannot be loaded: ConfigError before retrying
 
         async def attempt() -> Registration:
-            async with RegistryClient(
-                url,
-                username=ser.registry_username,
-                password=password,
-                timeout=ser.registry_timeout,
-            ) as client:
+            async with registry_client(ser) as client:
                 return await register_schemas(
                     client,
                     store,
@@ -318,4 +330,4 @@ class App:
                 await changelog.flush()  # the checkpoint catches up with the last acks
         flushed = await sink.stop(max(deadline - time.monotonic(), 0.1))
         log.info("shutdown complete", flushed=flushed)
-        return 0 if flushed else 1
+        return ExitCode.OK if flushed else ExitCode.UNACKED

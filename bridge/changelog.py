@@ -1,10 +1,11 @@
 """The checkpoint's I/O: written behind the broker's acknowledgements, read back at start.
 
-What the entries mean is bridge/checkpoint.py. Here: the checkpoint topic is found (or created:
-compacted, `state.partitions` partitions, one per shard), each stream's shard's partition is
-read from its beginning to its end offset at start (`restore`), and while the bridge runs the
-entries describing acknowledged records are written every `state.flush_interval` seconds
-(`Changelog`), each to its stream's shard partition, through the same sink as every record.
+What the entries mean is bridge/checkpoint.py. Here: the checkpoint topic's partition count is
+the shard count (the topic is compacted and created like the bridge's other topics,
+bridge/topics.py); each stream's shard's partition is read from its beginning to its end offset
+at start (`restore`), and while the bridge runs the entries describing acknowledged records are
+written every `state.flush_interval` seconds (`Changelog`), each to its stream's shard
+partition, through the same sink as every record.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from bridge.checkpoint import META, Checkpoint, CheckpointReader, Tracker
 from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
-from bridge.errors import SinkError
+from bridge.errors import KafkaAccessError, SinkError
+from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.records import Envelope, StateEntry
 from bridge.sections import StateSettings
@@ -30,39 +31,17 @@ from bridge.sink import Sink
 from bridge.stream import StreamState
 from bridge.venues.base import Venue
 
-_TOPIC_ALREADY_EXISTS: Final = 36
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-async def state_partitions(options: dict[str, Any], settings: StateSettings, topic: str) -> int:
-    """The checkpoint topic's partition count (the shard count), creating the topic when the
-    cluster does not have it. Listing all topics, never describing one: a broker with
-    `auto.create.topics.enable` would create it on the spot with its default partitions."""
-    admin = AIOKafkaAdminClient(**options)
-    log = get_logger(component="state")
-    try:
-        await admin.start()
-        if topic in await admin.list_topics():
-            (described,) = await admin.describe_topics([topic])
-            return len(described["partitions"])
-        replicas = settings.replication_factor
-        if replicas is None:
-            replicas = min(3, len((await admin.describe_cluster())["brokers"]))
-        new = NewTopic(
-            topic, settings.partitions, replicas, topic_configs={"cleanup.policy": "compact"}
-        )
-        response = await admin.create_topics([new])
-        for name, code, *message in response.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise SinkError(f"cannot create the state topic {name}: error {code} {message}")
-        log.info(
-            "state topic created", topic=topic, partitions=settings.partitions, replicas=replicas
-        )
-        return settings.partitions
-    except KafkaError as exc:
-        raise SinkError(f"state topic {topic}: {exc!r}") from exc
-    finally:
-        await admin.close()
+async def state_partitions(access: KafkaAccess, topic: str) -> int:
+    """The checkpoint topic's partition count: the shard count. The topic exists by now: it is
+    one of the bridge's topics, checked (and, with `kafka.create_topics`, created with
+    `kafka.new_topics.state_partitions` partitions) at start (bridge/topics.py)."""
+    (found,) = await access.topics([topic])
+    if not found.exists or not found.partitions:
+        raise KafkaAccessError("topics", f"kafka: the state topic {topic} does not exist")
+    return found.partitions
 
 
 async def restore(

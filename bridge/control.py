@@ -22,12 +22,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from bridge.errors import KafkaAccessError
+from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.records import SOURCE_BRIDGE, SOURCE_OPERATOR, ControlRecord, make_event_id
 from bridge.sections import ControlSettings
@@ -146,20 +147,20 @@ class Control:
                     last[state.name] = now
                     await state.announce(build_heartbeat(state))
 
-    async def signals(self, topic: str, options: dict[str, Any]) -> None:
+    async def signals(self, access: KafkaAccess, topic: str) -> None:
         """Forever: read the control topic from its end and hand each resync request to its
         stream; after a Kafka error, start again (requests written meanwhile are missed: the
         operator sees no answer and asks again)."""
         while True:
             try:
-                await self._listen(topic, options)
-            except KafkaError as exc:
+                await self._listen(access, topic)
+            except (KafkaError, KafkaAccessError) as exc:
                 self._log.warning("signals: kafka error; listening again", error=repr(exc))
                 await asyncio.sleep(SIGNALS_RETRY)
 
-    async def _listen(self, topic: str, options: dict[str, Any]) -> None:
-        partitions = await _partitions(options, topic)
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
+    async def _listen(self, access: KafkaAccess, topic: str) -> None:
+        partitions = await _partitions(access, topic)
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **access.consumer_options())
         await consumer.start()
         try:
             consumer.assign(partitions)
@@ -183,20 +184,15 @@ class Control:
             state.request_resync(request_id)
 
 
-async def _partitions(options: dict[str, Any], topic: str) -> list[TopicPartition]:
-    """The topic's partitions, waiting until the cluster has it. Listing topics, never asking
-    for this one by name: that would auto-create it on brokers that allow it."""
+async def _partitions(access: KafkaAccess, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, waiting until the cluster has it (without creating it)."""
     log = get_logger(component="control")
-    admin = AIOKafkaAdminClient(**options)
-    await admin.start()
-    try:
-        warned = False
-        while topic not in await admin.list_topics():
-            if not warned:
-                log.info("control topic not found yet; signals wait for it", topic=topic)
-                warned = True
-            await asyncio.sleep(1.0)
-        (described,) = await admin.describe_topics([topic])
-        return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    finally:
-        await admin.close()
+    warned = False
+    while True:
+        (found,) = await access.topics([topic])
+        if found.exists and found.partitions:
+            return [TopicPartition(topic, p) for p in range(found.partitions)]
+        if not warned:
+            log.info("control topic not found yet; signals wait for it", topic=topic)
+            warned = True
+        await asyncio.sleep(1.0)

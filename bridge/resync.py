@@ -17,12 +17,12 @@ from typing import Any, TextIO
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bridge.codec import SchemaStore
-from bridge.consume import RecordDecoder, consumer_options, tail_line
+from bridge.consume import RecordDecoder, tail_line
 from bridge.control import RECONCILED, build_resync_request
 from bridge.errors import ConfigError
-from bridge.registry import RegistryClient
+from bridge.kafka import consumer_options, producer_options
+from bridge.registry import registry_client
 from bridge.settings import Settings
-from bridge.sink import producer_options
 
 
 async def resync(
@@ -78,11 +78,7 @@ async def _answer(
         ser = settings.serialization
         registry = None
         if ser.registry_url:
-            password = ser.registry_password.get_secret_value() if ser.registry_password else None
-            client = RegistryClient(
-                ser.registry_url, username=ser.registry_username, password=password
-            )
-            registry = await stack.enter_async_context(client)
+            registry = await stack.enter_async_context(registry_client(ser))
         decoder = RecordDecoder(SchemaStore.load(), registry)
         await consumer.start()
         stack.push_async_callback(consumer.stop)

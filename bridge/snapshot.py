@@ -158,7 +158,7 @@ class Snapshotter:
         was_open = (dict(state.open_orders), dict(state.open_positions))
         seen: set[tuple[str, str]] = set()
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
             now_ms = int(time.time() * 1000)
             calls = deque(venue.snapshot_calls(now_ms, self._since(now_ms, result.trigger)))
             await self._drain(session, calls, result, seen)

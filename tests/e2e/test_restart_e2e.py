@@ -39,9 +39,13 @@ def config(
     snapshot = {"rate_per_second": 100, "burst": 50, "lookback": lookback, "since_margin": 1}
     common = {"ping_interval": 1, "ping_timeout": 2, "snapshot": {**snapshot, "interval": 0}}
     return {
-        "kafka": {"bootstrap_servers": kafka.bootstrap_servers, "topics": topics},
+        "kafka": {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            "topics": topics,
+            "new_topics": {"state_partitions": 4},
+        },
         "reconnect": {"initial_delay": 0.1, "max_delay": 0.5},
-        "state": {"flush_interval": 0.2, "partitions": 4},
+        "state": {"flush_interval": 0.2},
         "shutdown": {"grace_seconds": 10},
         "streams": [
             {

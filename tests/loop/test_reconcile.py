@@ -218,7 +218,9 @@ async def test_own_fills_of_a_gap_are_backfilled_once_each() -> None:
     """The stream is cut off while the account trades: 250 own fills (2.5 pages) happen in the
     gap. The snapshot after the reconnect walks the fill history back to the newest fill
     already published and publishes each fill of the gap exactly once; the next run none."""
-    sim = SatoriSimulator(SATORI_KEY, SATORI_WALLET, rate=400, seed=24, emit_while_disconnected=True)
+    sim = SatoriSimulator(
+        SATORI_KEY, SATORI_WALLET, rate=400, seed=24, emit_while_disconnected=True
+    )
     async with sim, running(satori(sim, interval=0), snapshots=True) as run:
         await eventually(lambda: runs_done(run, 1), "the first snapshot", timeout=10)
         sim.pause()

@@ -90,15 +90,19 @@ class Snapshotter:
         self._m_drift = metrics.reconcile_drift
         self._labels = labels
         self._last_began: int | None = None
+        self.waiting: str | None = None  # what the first run waits for, while it does
 
     async def run(self) -> None:
         """The gap reconciliation, then scheduled and requested ones until cancelled."""
         if not self._venue.snapshot_ready():
-            self._log.info("snapshot waits for a push naming the account", at_most=READY_WAIT)
+            self.waiting = "a push naming the account"
+            self._log.info("snapshot waits for " + self.waiting, at_most=READY_WAIT)
             try:
                 await asyncio.wait_for(self._state.pushed.wait(), READY_WAIT)
             except TimeoutError:
                 self._log.warning("no push named the account; snapshotting without it")
+            finally:
+                self.waiting = None
         await self._retrying("subscribe")
         while True:
             await self._retrying(await self._next_trigger())

@@ -104,12 +104,18 @@ async def test_a_shifting_satori_listing_never_ends_a_live_item() -> None:
 
 async def test_aquanow_without_an_account_snapshots_once_a_push_names_it() -> None:
     """A Latest account (its REST calls need `accountId`) and no `account` configured, on a
-    quiet feed: the subscription counts after `ack_grace` (0.2 s), the first push comes
-    about a second later. The first snapshot waits for it, then succeeds: no failed run."""
-    sim = AquanowSimulator(AQUANOW_KEY, AQUANOW_SECRET, rate=1, seed=5)
-    async with sim, running(aquanow(sim, interval=0), snapshots=True) as run:
-        await eventually(lambda: runs_done(run, 1), "the first snapshot", timeout=10)
-        failures = run.metric("bridge_snapshot_failures_total", reason="fatal")
+    quiet feed: the subscription counts after `ack_grace` (0.2 s) and no push names the
+    account. The first snapshot waits for one, then succeeds: no failed run."""
+    sim = AquanowSimulator(AQUANOW_KEY, AQUANOW_SECRET, rate=20, seed=5)
+    async with sim:
+        sim.pause()  # quiet: the subscription counts after ack_grace, no push names the account
+        async with running(aquanow(sim, interval=0), snapshots=True) as run:
+            assert run.snapshotter is not None
+            await eventually(lambda: run.snapshotter.waiting is not None, "the snapshot waiting")
+            assert sim.rest_requests == 0
+            sim.pause(False)
+            await eventually(lambda: runs_done(run, 1), "the first snapshot", timeout=10)
+            failures = run.metric("bridge_snapshot_failures_total", reason="fatal")
     assert run.metric("bridge_ws_sessions_total") == 1
     assert failures == 0
     assert run.metric("bridge_snapshot_failures_total", reason="retry") == 0

@@ -86,37 +86,7 @@ class App:
                 KafkaWatch(access, self.metrics, self.settings.kafka.check_interval).run(),
                 name="kafka-watch",
             )
-            # Ready only after the schemas are registered: the producer starts after the codec.
-            codec = await self.build_codec()
-            if codec is None:
-                return ExitCode.OK
-            sink = Sink(self.settings.kafka, codec, self.metrics, access=access)
-            if not await self._start_sink(sink):
-                return ExitCode.OK
-            streams = [self._stream(s, sink) for s in self.settings.streams]
-            changelog = await self._restore(access, sink, codec.store, streams)
-            if self._stop.is_set():
-                await sink.stop(self.settings.shutdown.grace_seconds)
-                return ExitCode.OK
-            self.health.producer_started = True
-            control = Control(self.settings.control, [s.state for s in streams])
-            connections = [self._connection(s, control) for s in streams]
-            tasks = [
-                asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
-            ]
-            helpers = self._helpers(access, changelog, control)
-            stop_waiter = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
-            failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
-            code = await self._shutdown(connections, tasks, helpers, sink, changelog)
-            for exc in failed:  # a stream loop only ends on its own by raising
-                if isinstance(exc, SinkError):
-                    get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
-                    refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
-                    return ExitCode.CONFIG if refused else ExitCode.CRASH
-                if exc is not None:
-                    raise exc
-            return code
+            return await self._serve(access)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -125,6 +95,40 @@ class App:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
+
+    async def _serve(self, access: KafkaAccess) -> int:
+        """Codec, producer, restored streams, background helpers; until a stop or a failure."""
+        # Ready only after the schemas are registered: the producer starts after the codec.
+        codec = await self.build_codec()
+        if codec is None:
+            return ExitCode.OK
+        sink = Sink(self.settings.kafka, codec, self.metrics, access=access)
+        if not await self._start_sink(sink):
+            return ExitCode.OK
+        streams = [self._stream(s, sink) for s in self.settings.streams]
+        changelog = await self._restore(access, sink, codec.store, streams)
+        if self._stop.is_set():
+            await sink.stop(self.settings.shutdown.grace_seconds)
+            return ExitCode.OK
+        self.health.producer_started = True
+        control = Control(self.settings.control, [s.state for s in streams])
+        connections = [self._connection(s, control) for s in streams]
+        tasks = [
+            asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
+        ]
+        helpers = self._helpers(access, changelog, control)
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
+        failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
+        code = await self._shutdown(connections, tasks, helpers, sink, changelog)
+        for exc in failed:  # a stream loop only ends on its own by raising
+            if isinstance(exc, SinkError):
+                get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
+                refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
+                return ExitCode.CONFIG if refused else ExitCode.CRASH
+            if exc is not None:
+                raise exc
+        return code
 
     def _stream(self, stream: StreamSettings, sink: Sink) -> _Stream:
         venue = stream.build_venue()

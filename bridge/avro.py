@@ -9,8 +9,8 @@ fastavro's time). tests/unit/test_avro_encoder.py holds the bytes equal to fasta
 every schema version, property-generated records and the simulators' frames.
 
 Supported: the primitives, `decimal` on `bytes`, the timestamp logical types given as integers,
-and unions of `null` with one of those. Any other schema gets `None` from `compile_writer` and
-the codec uses fastavro for it.
+maps of primitives, and unions of `null` with one of those. Any other schema gets `None` from
+`compile_writer` and the codec uses fastavro for it.
 """
 
 from __future__ import annotations
@@ -88,6 +88,26 @@ def write_decimal(value: Decimal, scale: int) -> bytes:
     return write_bytes(decimal_bytes(value, scale))
 
 
+def write_map(items: dict[str, Any], write_value: Callable[[Any], bytes]) -> bytes:
+    """Avro `map`: as fastavro writes it, one block (count, then key/value pairs) and the
+    empty block that ends it; an empty map is just the end."""
+    if not items:
+        return b"\x00"
+    parts = [write_long(len(items))]
+    for key, value in items.items():
+        parts.append(write_string(key))
+        parts.append(write_value(value))
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+_WRITERS: Final[dict[str, Callable[[Any], bytes]]] = {
+    "boolean": write_boolean,
+    "int": write_int,
+    "long": write_long,
+    "string": write_string,
+    "bytes": write_bytes,
+}
 _PRIMITIVES: Final = {
     "boolean": "_boolean({v})",
     "int": "_int({v})",
@@ -107,6 +127,9 @@ def _expression(avro_type: Any, v: str) -> str | None:
     if not isinstance(avro_type, dict):
         return None
     base, logical = avro_type.get("type"), avro_type.get("logicalType")
+    if base == "map" and isinstance(avro_type.get("values"), str):
+        values = avro_type["values"]
+        return f"_map({v}, _writers[{values!r}])" if values in _WRITERS else None
     if logical is None:
         return _expression(base, v)
     if logical == "decimal" and base == "bytes":
@@ -154,6 +177,8 @@ def compile_writer(schema: dict[str, Any]) -> Body | None:
         "_string": write_string,
         "_bytes": write_bytes,
         "_decimal": write_decimal,
+        "_map": write_map,
+        "_writers": _WRITERS,
     }
     exec(compile("".join(lines), f"<avro {schema.get('name')}>", "exec"), namespace)  # noqa: S102
     encode: Body = namespace["encode"]

@@ -41,7 +41,17 @@ RECONNECT_REASONS: Final[tuple[ReconnectReason, ...]] = get_args(ReconnectReason
 DEADLETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = get_args(DeadLetterReason)
 SNAPSHOT_FAILURE_KINDS: Final[tuple[RestErrorKind, ...]] = get_args(RestErrorKind)
 # The `topic` label: logical topics (the Kafka names are configurable, these are not).
-TOPICS: Final = ("balances", "orders", "positions", "trades", "credit", "deadletter")
+TOPICS: Final = (
+    "balances",
+    "orders",
+    "positions",
+    "trades",
+    "credit",
+    "deadletter",
+    "control",
+    "state",
+)
+STATE_TOPICS: Final = ("balances", "orders", "positions", "credit")
 
 # Seconds. Fine-grained below 100 ms (the pipeline's normal range), coarse above (outages).
 LATENCY_BUCKETS = (
@@ -168,6 +178,32 @@ class Metrics:
             "Wall-clock time the stream's last snapshot completed (epoch seconds)",
             sv,
         )
+        self.reconcile_drift = self._counter(
+            "bridge_reconcile_drift_total",
+            "State keys a scheduled or requested reconciliation found different from what was "
+            "published, with no push to explain them (pushes the venue did not deliver), by "
+            "logical topic",
+            (*sv, "topic"),
+        )
+        self.restored_keys = self._gauge(
+            "bridge_state_restored_keys",
+            "State keys the stream restored from its checkpoint at start",
+            sv,
+        )
+        self.restore_seconds = self._gauge(
+            "bridge_state_restore_seconds",
+            "How long restoring every stream's checkpoint took at start",
+        )
+        self.kafka_up = self._gauge(
+            "bridge_kafka_up",
+            "1 while the bridge can sign in to Kafka and every configured topic exists and may "
+            "be written (checked at start and every kafka.check_interval)",
+        )
+        self.kafka_auth_failures = self._counter(
+            "bridge_kafka_auth_failures_total",
+            "Kafka sign-ins refused: SASL authentication failed, or the identity provider "
+            "refused the bridge's client",
+        )
         self.build_info = self._gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",
@@ -182,7 +218,9 @@ class Metrics:
     def _gauge(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> GaugeFamily:
         return self._add(GaugeFamily(name, documentation, labels))
 
-    def _counter(self, name: str, documentation: str, labels: tuple[str, ...]) -> CounterFamily:
+    def _counter(
+        self, name: str, documentation: str, labels: tuple[str, ...] = ()
+    ) -> CounterFamily:
         return self._add(CounterFamily(name, documentation, labels))
 
     def _histogram(self, name: str, documentation: str, labels: tuple[str, ...]) -> HistogramFamily:
@@ -219,6 +257,9 @@ class Metrics:
         for topic in TOPICS:
             self.records_published.labels(*labels, topic)
             self.publish_errors.labels(*labels, topic)
+        for topic in STATE_TOPICS:
+            self.reconcile_drift.labels(*labels, topic)
+        self.restored_keys.labels(*labels)
         self.event_lag.labels(*labels)
         self.pipeline_latency.labels(*labels)
 

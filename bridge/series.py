@@ -151,6 +151,9 @@ class CounterFamily(Family):
         assert isinstance(child, CounterChild)
         return child
 
+    def inc(self, amount: float = 1.0) -> None:
+        self.labels().inc(amount)
+
     def text(self, values: list[tuple[str, ...]]) -> str:
         name, prefixes, children = self.name, self.prefixes, self.children
         return "".join(

@@ -34,6 +34,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 
 from bridge.backoff import Backoff, retry_until
@@ -41,6 +42,7 @@ from bridge.batches import MAX_REQUEST_BYTES, Batch, Batcher, Partitioner, recor
 from bridge.codec import Codec, Encoded
 from bridge.delivery import Ledger, Pending
 from bridge.errors import DeadLetterReason, EncodeError, SinkError
+from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import DeadLetter, Envelope, VenueRecord, build_dead_letter
@@ -53,34 +55,6 @@ FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFail
 RECOVERY_DELAYS = ReconnectSettings(initial_delay=0.5, max_delay=10.0, multiplier=2.0, jitter=0.0)
 
 
-def producer_options(settings: KafkaSettings) -> dict[str, Any]:
-    """aiokafka producer options from the config (also used by benchmarks' bare producer)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "client_id": settings.client_id,
-        "enable_idempotence": True,
-        "acks": "all",
-        "linger_ms": settings.linger_ms,
-        "max_batch_size": settings.max_batch_bytes,
-        "request_timeout_ms": settings.request_timeout_ms,
-        "max_request_size": MAX_REQUEST_BYTES,
-        "compression_type": None if settings.compression == "none" else settings.compression,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-    return options
-
-
 class Sink:
     """Publishes records to Kafka with at-least-once delivery and bounded memory."""
 
@@ -90,10 +64,11 @@ class Sink:
         codec: Codec,
         metrics: Metrics,
         producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+        access: KafkaAccess | None = None,
     ) -> None:
         self._settings = settings
         self._codec = codec
-        self._producer = _Producer(settings, producer_factory)
+        self._producer = _Producer(access or KafkaAccess(settings), producer_factory)
         self.ledger = Ledger(settings.buffer_records)
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
@@ -105,6 +80,10 @@ class Sink:
         self._batcher = Batcher(
             settings.linger_ms / 1000, self._send_batch, on_flush=self._partitioner.forget
         )
+        # Hooks for the checkpoint (bridge/changelog.py): who hears of each acknowledged
+        # record, and which partition a record must go to (None: the key's partition).
+        self.on_acked: Callable[[Envelope], None] | None = None
+        self.partition_of: Callable[[Envelope], int | None] | None = None
         metrics.buffer_capacity.set(settings.buffer_records)
         # Read at scrape time: setting the gauge on every publish and every ack cost a lock
         # each, twice per record (tests/bench).
@@ -157,7 +136,12 @@ class Sink:
             self._oversized(pending, MessageSizeTooLargeError(f"record of {size} bytes"))
         topic = self._settings.topics.name(encoded.topic)
         producer = self._producer.current
-        partition = await self._partitioner.partition(producer, topic, encoded.key)
+        partition = self.partition_of(pending.record) if self.partition_of else None
+        while partition is None:
+            try:
+                partition = await self._partitioner.partition(producer, topic, encoded.key)
+            except UnknownTopicOrPartitionError:
+                self._missing_topic(pending, topic)  # after aiokafka's metadata wait: again
         self._batcher.add((topic, partition), pending, producer.create_batch)
 
     async def _send_batch(self, batch: Batch) -> None:
@@ -171,6 +155,10 @@ class Sink:
                     self._reports.error(pending)
                 why = f"producer queue for {batch.topic} full (broker not accepting)"
                 self._reports.pressure(batch.pendings[0].record, why, self.ledger)
+                continue
+            except UnknownTopicOrPartitionError:
+                for pending in batch.pendings:
+                    self._missing_topic(pending, batch.topic)
                 continue
             except KafkaError as exc:
                 self._outcomes(batch.pendings, exc)
@@ -192,7 +180,8 @@ class Sink:
             encoded = pending.encoded
             topic = self._settings.topics.name(encoded.topic)
             try:
-                return await self._producer.send(topic, encoded)
+                partition = self.partition_of(pending.record) if self.partition_of else None
+                return await self._producer.send(topic, encoded, partition)
             except KafkaTimeoutError:
                 # The partition's batch could not drain (broker unreachable): keep this record
                 # and its place, try again. The caller (the websocket read) waits meanwhile.
@@ -202,6 +191,16 @@ class Sink:
             except MessageSizeTooLargeError as exc:
                 self._reports.error(pending)
                 self._oversized(pending, exc)
+            except UnknownTopicOrPartitionError:
+                self._missing_topic(pending, topic)
+
+    def _missing_topic(self, pending: Pending, topic: str) -> None:
+        """The topic is gone (deleted under the running bridge; the start-up check saw it):
+        the record keeps its place and is tried again after aiokafka's metadata wait
+        (request_timeout_ms). bridge_kafka_up turns 0 (bridge/kafka_check.py)."""
+        self._reports.error(pending)
+        self._log.error("topic missing; holding its records until it exists", topic=topic)
+        self._reports.pressure(pending.record, f"topic {topic} missing", self.ledger)
 
     def _outcomes(self, pendings: list[Pending], exc: BaseException | None) -> None:
         """The broker's answer for records sent together, recorded per record: acknowledged,
@@ -209,8 +208,7 @@ class Sink:
         ledger = self.ledger
         if exc is None:
             for pending in pendings:
-                ledger.acked(pending)
-                self._reports.acked(pending)
+                self._acked(pending)
         elif isinstance(exc, FATAL_DELIVERY_ERRORS):
             self._fatal = exc
             self._log.error("delivery impossible; stopping", error=repr(exc))
@@ -273,9 +271,14 @@ class Sink:
             delay_hint=lambda exc: 0.0 if isinstance(exc, MessageSizeTooLargeError) else None,
             on_retry=failed,
         )
+        self._acked(pending)
+        self._settled()
+
+    def _acked(self, pending: Pending) -> None:
         self.ledger.acked(pending)
         self._reports.acked(pending)
-        self._settled()
+        if self.on_acked is not None:
+            self.on_acked(pending.record)
 
     def _recovery_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -330,14 +333,15 @@ class _Producer:
     """The current aiokafka producer: started, replaced after a failed delivery (a fresh
     producer id leaves no sequence gap behind), closed."""
 
-    def __init__(self, settings: KafkaSettings, factory: Callable[..., AIOKafkaProducer]) -> None:
-        self._settings = settings
+    def __init__(self, access: KafkaAccess, factory: Callable[..., AIOKafkaProducer]) -> None:
+        # Built once (TLS context, token cache); the request limit the sink checks explicit.
+        self._options = {**access.producer_options(), "max_request_size": MAX_REQUEST_BYTES}
         self._factory = factory
         self._current: AIOKafkaProducer | None = None
         self._log = get_logger(component="sink")
 
     async def start(self) -> None:
-        producer = self._factory(**producer_options(self._settings))
+        producer = self._factory(**self._options)
         try:
             await producer.start()
         except BaseException:
@@ -356,10 +360,12 @@ class _Producer:
         )
         return future
 
-    async def send(self, topic: str, encoded: Encoded) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, encoded: Encoded, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         assert self._current is not None, "Sink.start() was not awaited"
         future: asyncio.Future[Any] = await self._current.send(
-            topic, encoded.value, key=encoded.key, headers=encoded.headers
+            topic, encoded.value, key=encoded.key, headers=encoded.headers, partition=partition
         )
         return future
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from bridge.kafka import producer_options
 from bridge.settings import KafkaSettings
-from bridge.sink import producer_options
 
 Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]  # topic, key, value, headers
 

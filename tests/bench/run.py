@@ -16,6 +16,8 @@ raises `BenchFailed`: the command exits non-zero and writes no results (measure.
   published, no reconnect, and the time a /metrics scrape takes.
 - recovery: from the venue accepting connections again to resubscribed with the snapshot
   published, minus the configured backoff delay.
+- restore: a stream's state restored from its checkpoint at start, 1,000 and 100,000 keys:
+  seconds and memory, against scanning the state topics instead (tests/bench/restore.py).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from typing import Any
 from bridge.dev.kafka import kafka_bootstrap
 from tests.bench import figures
 from tests.bench.figures import KAFKA_OVERRIDES, TARGETS
+from tests.bench.restore import restore_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ["breakdown", "throughput", "latency", "fanout", "recovery"]
+FIGURES = ["breakdown", "throughput", "latency", "fanout", "recovery", "restore"]
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -122,6 +125,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if "recovery" in args.only:
             results["recovery"] = await figures.recovery(bootstrap, 3 if quick else 5)
             print(json.dumps(results["recovery"]), flush=True)
+        if "restore" in args.only:
+            sizes = (1_000,) if quick else (1_000, 100_000)
+            results["restore"] = await restore_bench(bootstrap, sizes)
+            print(json.dumps(results["restore"]), flush=True)
     results["verdicts"] = verdicts(results)
     return results
 

@@ -20,10 +20,16 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_auth_failures_total": ("counter", SV),
     "bridge_snapshot_records_total": ("counter", SV),
     "bridge_build_info": ("gauge", ("version",)),
+    "bridge_kafka_up": ("gauge", ()),
+    "bridge_kafka_auth_failures_total": ("counter", ()),
     # extras (DESIGN.md, decisions)
     "bridge_ws_subscribed": ("gauge", SV),
     "bridge_control_frames_total": ("counter", SV),
     "bridge_producer_buffer_capacity_records": ("gauge", ()),
     "bridge_snapshot_failures_total": ("counter", (*SV, "reason")),
     "bridge_snapshot_last_success_timestamp_seconds": ("gauge", SV),
+    # durable state (issue 13)
+    "bridge_reconcile_drift_total": ("counter", (*SV, "topic")),
+    "bridge_state_restored_keys": ("gauge", SV),
+    "bridge_state_restore_seconds": ("gauge", ()),
 }

@@ -59,6 +59,8 @@ def values_for(avro_type: Any) -> st.SearchStrategy[Any]:
     if isinstance(avro_type, list):
         return st.one_of(*(values_for(branch) for branch in avro_type))
     if isinstance(avro_type, dict):
+        if avro_type.get("type") == "map":
+            return st.dictionaries(_TEXT, values_for(avro_type["values"]), max_size=5)
         if avro_type.get("logicalType") == "decimal":
             return _decimals(avro_type.get("scale", 0), avro_type["precision"])
         return values_for(avro_type["type"])

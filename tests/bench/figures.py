@@ -231,8 +231,9 @@ async def latency(bootstrap: str, seconds: int, rate: int = 1000) -> dict[str, A
 
 async def append_delays(bootstrap: str, topics: dict[str, str], count: int) -> list[float]:
     reader = AvroReader()
+    venue_topics = [n for t, n in topics.items() if t not in ("control", "state")]
     consumer = AIOKafkaConsumer(
-        *topics.values(), bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+        *venue_topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
     )
     await consumer.start()
     delays: list[tuple[int, float]] = []

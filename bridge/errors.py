@@ -32,7 +32,7 @@ ReconnectReason = Literal[
 ]
 # The `reason` label of bridge_deadletter_total and the dead-letter records' `reason`.
 DeadLetterReason = Literal[
-    "invalid_json",  # not strict JSON
+    "invalid_json",  # not strict JSON, or beyond its limits: depth, duplicate keys, surrogates
     "missing_field",  # a required field is absent
     "invalid_field",  # a field of the wrong type, or an amount decimal(38, 18) cannot hold
     "unknown_type",  # a push type this version does not know (Aquanow `type`)

@@ -219,7 +219,7 @@ class AquanowVenue:
         try:
             return self.parse_item(kind, item, at, SOURCE_SNAPSHOT)
         except ParseError as exc:
-            raw = dumps_exact(item).encode()
+            raw = dumps_exact(item).encode("utf-8", "surrogatepass")
             detail = f"snapshot {kind}: {exc.detail}"
             return build_dead_letter(
                 NAME, self.stream, at, exc.reason, detail, raw=raw, source=SOURCE_SNAPSHOT

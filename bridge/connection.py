@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bridge.backoff import Backoff
-from bridge.errors import AuthRejected, ConnectionLost, ReconnectReason
+from bridge.errors import AuthRejected, ConnectionLost, ReconnectReason, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.sections import ReconnectSettings, StreamBase
@@ -98,6 +98,12 @@ class StreamConnection:
                 await self._lost(reason, f"handshake refused with HTTP {status}", auth=auth)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 await self._lost("network", f"{type(exc).__name__}: {exc}")
+            except SinkError:
+                raise  # delivery failed for good: the process stops (app: exit 1)
+            except Exception as exc:
+                # A bug. It ends this stream's session, never the process and its other streams.
+                self._log.error("stream session crashed", error=repr(exc), exc_info=exc)
+                await self._lost("internal_error", f"{type(exc).__name__}: {exc}")
         self._log.info(
             "stream stopped",
             frames_received=self.state.frames_received,
@@ -193,7 +199,16 @@ class StreamConnection:
                         )
                     ]
                 )
-        return self.venue.parse(frame)
+        try:
+            return self.venue.parse(frame)
+        except Exception as exc:
+            # A bug in the venue module: the frame is kept (dead letter), the session goes on.
+            self._log.error("parser crashed on a frame", error=repr(exc), exc_info=exc)
+            detail = f"the bridge failed on this frame: {type(exc).__name__}: {exc}"[:500]
+            dead = build_dead_letter(
+                self.venue.name, self.settings.name, frame, "internal_error", detail
+            )
+            return ParseResult(records=[dead])
 
     async def _subscribed(self) -> None:
         self._set_subscribed(True)

@@ -29,6 +29,7 @@ ReconnectReason = Literal[
     "server_error",  # an error frame or a refused handshake
     "subscribe_rejected",  # the venue refused a subscription (not for auth)
     "subscribe_timeout",  # no ack within `subscribe_timeout`
+    "internal_error",  # the session crashed on a bug (logged with its traceback)
 ]
 # The `reason` label of bridge_deadletter_total and the dead-letter records' `reason`.
 DeadLetterReason = Literal[
@@ -41,6 +42,7 @@ DeadLetterReason = Literal[
     "encode_error",  # the record did not fit its Avro schema
     "oversized_record",  # the broker refused the record as too large
     "oversized_frame",  # the frame exceeded `max_frame_bytes`
+    "internal_error",  # the venue module crashed on the frame (a bug; traceback in the log)
 ]
 # What a REST answer that is not data means (the `reason` of bridge_snapshot_failures_total).
 RestErrorKind = Literal[

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -38,7 +39,6 @@ from bridge.venues.base import (
 # Close codes that mean the venue refused our credentials (RFC 6455 policy violation, and the
 # 4001/4003 "unauthorized/forbidden" codes many venues use).
 AUTH_CLOSE_CODES: Final = frozenset({1008, 4001, 4003})
-KEEPALIVE_TIMEOUT_CODE: Final = 1011
 
 # Frames above `max_frame_bytes` become dead letters; only frames above this multiple of it
 # (or 16 MiB) are refused by the websocket layer itself, closing the connection with 1009.
@@ -121,8 +121,7 @@ class StreamConnection:
         self._log.info("connecting", url=s.url)
         async with websockets.connect(
             s.url,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
+            ping_interval=None,  # our own keepalive: see _next_frame and bridge.subscription
             max_size=max(s.max_frame_bytes * HARD_FRAME_FACTOR, HARD_FRAME_FLOOR),
             open_timeout=s.subscribe_timeout,
             close_timeout=5,
@@ -153,20 +152,11 @@ class StreamConnection:
             ack_grace=s.ack_grace,
             silence_timeout=s.silence_timeout,
             now=time.monotonic(),
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
         )
         state = self.state
-        while True:
-            try:
-                async with asyncio.timeout(tracker.read_timeout(time.monotonic())):
-                    data = await ws.recv()
-            except TimeoutError:
-                if tracker.on_timeout():  # raises ConnectionLost unless now subscribed
-                    await self._subscribed()
-                continue
-            except ConnectionClosed:
-                if self._stopping.is_set():
-                    return
-                raise
+        while (data := await self._next_frame(ws, tracker)) is not None:
             frame = Frame(data, time.time_ns() // 1000, time.monotonic())
             state.frames_received += 1
             self._m_messages.inc()
@@ -183,6 +173,38 @@ class StreamConnection:
                 await state.publish(record, frame.received_mono)
             if completed:
                 await self._subscribed()
+
+    async def _next_frame(
+        self, ws: ClientConnection, tracker: SubscriptionTracker
+    ) -> str | bytes | None:
+        """The next frame (None: closed while stopping), pinging on schedule meanwhile. Only
+        the time spent here, waiting to read, counts against the venue (bridge.subscription)."""
+        while True:
+            if tracker.ping_due(time.monotonic()):
+                ping = tracker.on_ping(time.monotonic())
+                pong = asyncio.ensure_future(await ws.ping())
+                pong.add_done_callback(functools.partial(_pong, tracker, ping))
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(tracker.read_timeout(started)):
+                    data = await ws.recv()
+            except TimeoutError:
+                now = time.monotonic()
+                tracker.on_read(started, now)
+                try:
+                    if tracker.on_timeout(now):  # raises ConnectionLost unless subscribed
+                        await self._subscribed()
+                except ConnectionLost as lost:
+                    if lost.reason == "watchdog":
+                        ws.transport.abort()  # no close handshake with a peer that is gone
+                    raise
+                continue
+            except ConnectionClosed:
+                if self._stopping.is_set():
+                    return None
+                raise
+            tracker.on_read(started, time.monotonic())
+            return data
 
     def _parse(self, frame: Frame) -> ParseResult:
         limit = self.settings.max_frame_bytes
@@ -243,6 +265,11 @@ class StreamConnection:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
 
+def _pong(tracker: SubscriptionTracker, ping: int, pong: asyncio.Future[float]) -> None:
+    if not pong.cancelled() and pong.exception() is None:
+        tracker.on_pong(ping)
+
+
 def _classify_close(exc: ConnectionClosed) -> tuple[ReconnectReason, str, bool]:
     """(reason label, detail, is auth) for a closed connection."""
     close = exc.rcvd or exc.sent
@@ -250,8 +277,6 @@ def _classify_close(exc: ConnectionClosed) -> tuple[ReconnectReason, str, bool]:
     detail = f"closed with code {code}" + (f" ({close.reason})" if close and close.reason else "")
     if exc.rcvd and code in AUTH_CLOSE_CODES:
         return "auth_rejected", detail, True
-    if exc.sent and exc.sent.code == KEEPALIVE_TIMEOUT_CODE:
-        return "watchdog", detail, False
     if code == 1006:
         return "network", detail, False
     return "close", detail, False

@@ -163,6 +163,8 @@ class StreamBase(Section):
     url: str = Field(pattern=r"^wss?://")
     rest_url: str | None = Field(None, pattern=r"^https?://")
     account: str | None = None  # used when the venue's frames name no account
+    # Keepalive (bridge.subscription): a ping every ping_interval; neither its pong nor any
+    # frame within ping_timeout seconds *spent reading* reconnects (reason watchdog).
     ping_interval: float = Field(20.0, gt=0)
     ping_timeout: float = Field(20.0, gt=0)
     # Reconnect when no frame at all arrived for this long (0 disables: quiet accounts are

@@ -49,6 +49,8 @@ class KafkaSettings(Section):
     # Per request, and how long a batch may wait for a partition leader before it fails and
     # the sink resends it in order (bridge.sink).
     request_timeout_ms: int = Field(30_000, ge=1000)
+    # The oldest unacknowledged record this old: "kafka stall started" is logged (and "ended").
+    stall_seconds: float = Field(5.0, gt=0)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -127,8 +127,12 @@ class ReconnectSettings(Section):
     # backing off instead of reconnecting at the initial delay forever).
     healthy_after: float = Field(30.0, ge=0)
     # Auth rejections wait longer: hammering a venue with bad credentials gets keys banned.
+    # The ceiling bounds both sides of a revocation: at most 12-24 refused logins an hour (a
+    # venue that banned us for hammering sees a trickle), and credentials that work again are
+    # tried within 5 minutes. BridgeAuthFailing's 15-minute window assumes at most 300 s
+    # (tests/alerts/test_auth_alert.py); restart the process to retry at once.
     auth_initial_delay: float = Field(15.0, gt=0)
-    auth_max_delay: float = Field(600.0, gt=0)
+    auth_max_delay: float = Field(300.0, gt=0, le=300)
 
 
 class LogSettings(Section):

@@ -93,6 +93,8 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "BridgeDeadLettersRising",
         "BridgeAuthFailing",
         "BridgeBufferNearFull",
+        "BridgeKafkaStalled",
+        "BridgeStreamCrashed",
         "BridgePublishErrors",
         "BridgeSnapshotFailing",
     ]

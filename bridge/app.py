@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from aiohttp import web
 from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.errors import RegistryError, SinkError
+from bridge.errors import ConfigError, RegistryError, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
 from bridge.registry import Registration, RegistryClient, register_schemas
@@ -45,9 +46,7 @@ class App:
         log = get_logger(component="app")
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
-        self._http = await start_http_server(
-            self.metrics, self.health, self.settings.metrics.host, self.settings.metrics.port
-        )
+        self._http = await self._serve_metrics()
         log.info("metrics server listening", port=bound_port(self._http))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,6 +81,15 @@ class App:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
+
+    async def _serve_metrics(self) -> web.AppRunner:
+        """The HTTP server; a port it cannot have is a config error naming the key (exit 2)."""
+        host, port = self.settings.metrics.host, self.settings.metrics.port
+        try:
+            return await start_http_server(self.metrics, self.health, host, port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ConfigError(f"metrics.port: cannot listen on {host}:{port}: {reason}") from None
 
     def _connection(self, stream: StreamSettings, sink: Sink) -> StreamConnection:
         venue = stream.build_venue()

@@ -1,8 +1,10 @@
 """Wiring: streams + codec + sink + metrics server; signals; graceful shutdown.
 
-Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops reading (frames
-already received are still published), the producer flushes everything in flight, the process
-exits 0 — or 1 if the grace period ran out with records still unacknowledged.
+Start order: Kafka (sign-in, topics: bridge/kafka_check.py), the schema registry, the producer,
+then the streams. Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops
+reading (frames already received are still published), the producer flushes everything in
+flight, the process exits 0 — or 3 if the grace period ran out with records still
+unacknowledged (`ExitCode`).
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.errors import ConfigError, RegistryError, SinkError
+from bridge.errors import ConfigError, ExitCode, RegistryError, SinkError
+from bridge.kafka import KafkaAccess
+from bridge.kafka_check import KafkaWatch, prepare
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
-from bridge.registry import Registration, RegistryClient, register_schemas
+from bridge.registry import Registration, register_schemas, registry_client
 from bridge.settings import Settings, StreamSettings
-from bridge.sink import Sink
+from bridge.sink import FATAL_DELIVERY_ERRORS, Sink
 from bridge.snapshot import Snapshotter
 from bridge.stream import StreamState
 
@@ -36,6 +41,7 @@ class App:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     health: Health = field(default_factory=Health)
+    config_path: Path | None = None  # named in messages (`bridge topics create --config …`)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
 
@@ -52,14 +58,24 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        watch: asyncio.Task[None] | None = None
         try:
+            access = KafkaAccess(self.settings.kafka)
+            kafka = self.settings.kafka
+            if not await prepare(
+                access, self.metrics, self.settings.reconnect, self._stop, self.config_path
+            ):
+                return ExitCode.OK
+            watch = asyncio.create_task(
+                KafkaWatch(access, self.metrics, kafka.check_interval).run(), name="kafka-watch"
+            )
             # Ready only after the schemas are registered: the producer starts after the codec.
             codec = await self._build_codec()
             if codec is None:
-                return 0
-            sink = Sink(self.settings.kafka, codec, self.metrics)
+                return ExitCode.OK
+            sink = Sink(kafka, codec, self.metrics, access=access)
             if not await self._start_sink(sink):
-                return 0
+                return ExitCode.OK
             self.health.producer_started = True
             connections = [self._connection(stream, sink) for stream in self.settings.streams]
             tasks = [
@@ -72,11 +88,15 @@ class App:
             for exc in failed:  # a stream loop only ends on its own by raising
                 if isinstance(exc, SinkError):
                     get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
-                    return 1
+                    refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
+                    return ExitCode.CONFIG if refused else ExitCode.CRASH
                 if exc is not None:
                     raise exc
             return code
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -130,18 +150,11 @@ class App:
         cannot change it, and publishing without it would break consumers."""
         log = get_logger(component="registry")
         ser = self.settings.serialization
-        url = ser.registry_url
-        assert url is not None  # settings validation guarantees it
         topics = {t: self.settings.kafka.topics.name(t) for t in store.topics()}
-        password = ser.registry_password.get_secret_value() if ser.registry_password else None
+        registry_client(ser)  # a CA or key that cannot be loaded: ConfigError before retrying
 
         async def attempt() -> Registration:
-            async with RegistryClient(
-                url,
-                username=ser.registry_username,
-                password=password,
-                timeout=ser.registry_timeout,
-            ) as client:
+            async with registry_client(ser) as client:
                 return await register_schemas(
                     client,
                     store,
@@ -204,4 +217,4 @@ class App:
             task.cancel()
         flushed = await sink.stop(max(deadline - time.monotonic(), 0.1))
         log.info("shutdown complete", flushed=flushed)
-        return 0 if flushed else 1
+        return ExitCode.OK if flushed else ExitCode.UNACKED

@@ -1,9 +1,10 @@
-"""The `bridge` command: run, check, schemas, tail, simulate, demo.
+"""The `bridge` command: run, check [--connect], topics, schemas, tail, simulate, demo.
 
-Exit codes: 0 success, 1 runtime failure (e.g. records left unacknowledged at shutdown),
-2 bad configuration or usage (the message names the key path), or a schema registry that
-refuses the bridge's schemas at start (incompatible, not registered, not authorized): restarting
-cannot fix either.
+Exit codes (`bridge.errors.ExitCode`), each meaning one thing: 0 a clean stop; 1 a crash (a
+bug or an unexpected failure: the traceback says where); 2 bad configuration, usage or
+credentials — a key path, a Kafka sign-in or certificate refused, missing topics, schemas the
+registry refuses — which restarting cannot fix; 3 stopped with records the broker had not
+acknowledged.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import __version__
-from bridge.errors import ConfigError, RegistryError
-from bridge.settings import Settings, load_settings, secrets_of
+from bridge.errors import ConfigError, ExitCode, KafkaAccessError, RegistryError
+from bridge.settings import KafkaSettings, Settings, load_settings, secrets_of
 
 if TYPE_CHECKING:
     from bridge.codec import SchemaStore
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = ExitCode.CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except RegistryError as exc:
         _fail("schema registry error", exc)
-        return EXIT_CONFIG if not exc.retriable else 1
+        return EXIT_CONFIG if not exc.retriable else ExitCode.CRASH
+    except KafkaAccessError as exc:
+        _fail(f"kafka error ({exc.problem})", exc)
+        return EXIT_CONFIG if not exc.retriable else ExitCode.CRASH
     except KeyboardInterrupt:
         return 130
     return code
@@ -57,10 +61,23 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     check = commands.add_parser(
-        "check", help="validate a config and print what it would use (no network)"
+        "check",
+        help="validate a config and print what it would use (no network unless --connect)",
     )
     check.add_argument("--config", "-c", type=Path, required=True)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach Kafka, the registry and each venue's REST endpoint (changes nothing)",
+    )
     check.set_defaults(handler=_check)
+
+    topics = commands.add_parser(
+        "topics", help="describe the configured topics, or create the missing ones"
+    )
+    topics.add_argument("action", choices=["create", "describe"])
+    topics.add_argument("--config", "-c", type=Path, required=True)
+    topics.set_defaults(handler=_topics)
 
     schemas = commands.add_parser(
         "schemas", help="list topics, schema versions and fingerprints; print one schema"
@@ -124,13 +141,40 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     configure(settings.log.level, settings.log.format, secrets=secrets_of(settings))
-    return asyncio.run(App(settings).run())
+    return asyncio.run(App(settings, config_path=args.config).run())
 
 
 def _check(args: argparse.Namespace) -> int:
+    from bridge.kafka import KafkaAccess
+
     settings = load_settings(args.config)
+    KafkaAccess(settings.kafka)  # loads the TLS files: a wrong key password is a config error
     print(describe(settings))
-    return 0
+    if not args.connect:
+        return ExitCode.OK
+    from bridge.preflight import preflight
+
+    print("\nconnect:")
+    ok = asyncio.run(preflight(settings, args.config, out=sys.stdout))
+    return ExitCode.OK if ok else EXIT_CONFIG
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from bridge import topics
+    from bridge.kafka import KafkaAccess
+
+    settings = load_settings(args.config)
+    access = KafkaAccess(settings.kafka)
+
+    async def run() -> str:
+        if args.action == "create":
+            created = await topics.ensure_topics(access, create=True)
+            done = f"created: {', '.join(created)}" if created else "every topic exists already"
+            return f"{done}\n\n{await topics.describe(access)}"
+        return await topics.describe(access)
+
+    print(asyncio.run(run()))
+    return ExitCode.OK
 
 
 def describe(settings: Settings) -> str:
@@ -148,12 +192,28 @@ def describe(settings: Settings) -> str:
     lines += [
         "",
         "endpoints:",
-        f"  kafka       {k.bootstrap_servers} ({k.security_protocol})",
+        f"  kafka       {_kafka_line(k)}",
         f"  serializer  {settings.serialization.mode}" + (f" at {registry}" if registry else ""),
         f"  metrics     http://{settings.metrics.host}:{settings.metrics.port}/metrics "
         "(/healthz, /readyz)",
     ]
     return "\n".join(lines)
+
+
+def _kafka_line(k: KafkaSettings) -> str:
+    """How the bridge reaches Kafka, without secrets: `host:port (SASL_SSL, SCRAM-SHA-512 as
+    'bridge', CA /etc/bridge/ca.crt)`."""
+    parts: list[str] = [k.security_protocol]
+    if k.sasl_mechanism:
+        parts.append(k.sasl_mechanism + (f" as {k.sasl_username!r}" if k.sasl_username else ""))
+    if k.oauth is not None:
+        parts.append(f"token from {k.oauth.provider}")
+    if k.ssl_cafile:
+        parts.append(f"CA {k.ssl_cafile}")
+    if k.ssl_certfile:
+        parts.append(f"client certificate {k.ssl_certfile}")
+    parts.append("creates missing topics" if k.create_topics else "topics must exist")
+    return f"{k.bootstrap_servers} ({', '.join(parts)})"
 
 
 def _schemas(args: argparse.Namespace) -> int:

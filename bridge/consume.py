@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
 import fastavro
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -33,18 +33,9 @@ from bridge.codec import (
     load_schema_version,
 )
 from bridge.errors import RegistryError
-from bridge.registry import RegistryClient
-from bridge.settings import KafkaSettings, TopicNames, load_reader_settings
-
-# aiokafka options that only say how to reach the cluster (shared with the producer's).
-_CONNECTION_OPTIONS: Final = (
-    "bootstrap_servers",
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_plain_username",
-    "sasl_plain_password",
-    "ssl_context",
-)
+from bridge.kafka import consumer_options
+from bridge.registry import RegistryClient, registry_client
+from bridge.settings import TopicNames, load_reader_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +143,6 @@ def tail_line(message: ConsumerRecord[bytes, bytes], decoded: Decoded | str) -> 
             "value": decoded.record,
         }
     return json.dumps(to_jsonable(line), ensure_ascii=False)
-
-
-def consumer_options(settings: KafkaSettings) -> dict[str, Any]:
-    """How to reach the cluster, from the same config the bridge's producer uses."""
-    from bridge.sink import producer_options
-
-    options = producer_options(settings)
-    return {k: options[k] for k in _CONNECTION_OPTIONS if k in options}
 
 
 async def tail(
@@ -275,20 +258,15 @@ def tail_main(
     names = [kafka.topics.name(t) if t in TopicNames.model_fields else t for t in topics]
     ser = settings.serialization
     url = registry_url or ser.registry_url
-    password = ser.registry_password.get_secret_value() if ser.registry_password else None
+    if url:
+        ser = ser.model_copy(update={"registry_url": url})
 
     async def run() -> int:
         store = SchemaStore.load()
         async with contextlib.AsyncExitStack() as stack:
             registry = None
             if url:
-                client = RegistryClient(
-                    url,
-                    username=ser.registry_username,
-                    password=password,
-                    timeout=ser.registry_timeout,
-                )
-                registry = await stack.enter_async_context(client)
+                registry = await stack.enter_async_context(registry_client(ser))
             decoder = RecordDecoder(store, registry)
             return await tail(
                 decoder,

@@ -8,8 +8,11 @@
     │   └── AuthRejected        yes        connection: reconnect on the slower auth series
     ├── SnapshotFailed          by kind    snapshot: retry a call while retriable, then the run
     ├── SinkError               by case    app: start retried while retriable; else exit 1
-    └── RegistryError           by status  app: start retried while retriable; cli: exit 2
-        └── IncompatibleSchema  no
+    ├── RegistryError           by status  app: start retried while retriable; cli: exit 2
+    │   └── IncompatibleSchema  no
+    └── KafkaAccessError        by reason  kafka edge: unreachable is retried; auth, TLS,
+                                           topics, authorization: cli exit 2 (at start) or
+                                           bridge_kafka_up 0 (while running)
 
 The reason vocabularies below are metric labels: `bridge.metrics` creates every one of them at
 zero per stream, and mypy checks that nothing raises a reason outside them.
@@ -17,6 +20,7 @@ zero per stream, and mypy checks that nothing raises a reason outside them.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Literal
 
 # The `reason` label of bridge_ws_reconnects_total.
@@ -52,6 +56,24 @@ RestErrorKind = Literal[
     "fatal",  # a request this bridge got wrong: retrying the same call cannot help
 ]
 RETRIABLE_REST_ERRORS: frozenset[RestErrorKind] = frozenset({"rate_limited", "retry"})
+# Why the bridge cannot use Kafka (logged as `reason`; only `unreachable` is worth retrying).
+KafkaProblem = Literal[
+    "unreachable",  # no broker answered (network, DNS, a broker down)
+    "auth",  # SASL authentication failed, or the identity provider refused the client
+    "tls",  # certificate verification or the TLS handshake failed
+    "topics",  # configured topics do not exist
+    "authorization",  # the principal may not describe or write a configured topic
+    "create",  # the cluster refused to create a topic
+]
+
+
+class ExitCode(IntEnum):
+    """What `bridge run` exits with; each code means one thing (README "Exit status")."""
+
+    OK = 0  # a clean stop: everything handed over was acknowledged
+    CRASH = 1  # a bug or an unexpected failure (a traceback says where)
+    CONFIG = 2  # bad config or credentials, missing topics, refused schemas: fix, then restart
+    UNACKED = 3  # stopped with records the broker had not acknowledged (grace period ran out)
 
 
 class BridgeError(Exception):
@@ -148,3 +170,14 @@ class IncompatibleSchema(RegistryError):
         )
         self.subject = subject
         self.detail = detail
+
+
+class KafkaAccessError(BridgeError):
+    """The bridge cannot use the cluster: `problem` says why, the message names the broker, the
+    listener's security settings or the topics. Only `unreachable` is retriable: a wrong
+    password, an untrusted certificate or a missing topic stays wrong until someone acts."""
+
+    def __init__(self, problem: KafkaProblem, message: str) -> None:
+        super().__init__(message)
+        self.problem: KafkaProblem = problem
+        self.retriable = problem == "unreachable"

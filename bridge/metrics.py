@@ -172,6 +172,18 @@ class Metrics:
             sv,
             registry=r,
         )
+        self.kafka_up = Gauge(
+            "bridge_kafka_up",
+            "1 while the bridge can sign in to Kafka and every configured topic exists and may "
+            "be written (checked at start and every kafka.check_interval)",
+            registry=r,
+        )
+        self.kafka_auth_failures = Counter(
+            "bridge_kafka_auth_failures_total",
+            "Kafka sign-ins refused: SASL authentication failed, or the identity provider "
+            "refused the bridge's client",
+            registry=r,
+        )
         self.build_info = Gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",

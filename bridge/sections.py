@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from bridge.venues.base import Venue
@@ -35,6 +43,81 @@ class TopicNames(Section):
         return str(getattr(self, logical))
 
 
+def _readable(path: Path) -> Path:
+    """A file the bridge must read (a CA, a certificate, a key): `bridge check` and start-up
+    refuse a missing or unreadable one, naming the key, instead of a traceback later."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+# A path in the config; relative paths are relative to the config file (bridge/settings.py).
+ReadableFile = Annotated[Path, AfterValidator(_readable)]
+
+
+class OidcSettings(Section):
+    """An OAuth 2.0 client-credentials grant (RFC 6749 §4.4): the bridge fetches a bearer token
+    from the identity provider and fetches a new one before it expires. Used for Kafka's
+    OAUTHBEARER (Confluent Cloud OAuth, Strimzi `oauth`, Keycloak, Okta, Entra ID) and for the
+    schema registry's bearer auth."""
+
+    provider: Literal["oidc"] = "oidc"
+    token_endpoint: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr  # or client_secret_file
+    scope: str | None = None
+    # SASL extensions sent with the token (Kafka only), e.g. Confluent Cloud's
+    # {logicalCluster: lkc-…, identityPoolId: pool-…}.
+    extensions: dict[str, str] = {}
+    cafile: ReadableFile | None = None  # the identity provider's CA, when it is a private one
+    timeout: float = Field(10.0, gt=0)  # seconds per token request
+
+
+class AwsMskIamSettings(Section):
+    """AWS MSK IAM: a SigV4-signed token from AWS's own signer (`pip install 'bridge[msk-iam]'`),
+    credentials from the default AWS chain (IRSA / Pod Identity, instance profile, env), or a
+    named profile, or a role assumed first."""
+
+    provider: Literal["aws_msk_iam"]
+    region: str = Field(min_length=1)
+    profile: str | None = None
+    role_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AwsMskIamSettings:
+        if self.profile and self.role_arn:
+            raise ValueError("role_arn: give either profile or role_arn, not both")
+        return self
+
+
+OAuthSettings = Annotated[OidcSettings | AwsMskIamSettings, Field(discriminator="provider")]
+SASL_PROTOCOLS: Final = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS: Final = ("SSL", "SASL_SSL")
+
+
+class NewTopicSettings(Section):
+    """How `kafka.create_topics` and `bridge topics create` create a missing topic. null = the
+    cluster's own default (num.partitions, default.replication.factor, min.insync.replicas).
+    `cleanup.policy` comes from the topic's kind (bridge/topics.py): compact for state topics,
+    delete for trades and dead letters; `configs` may override anything per logical topic."""
+
+    partitions: int | None = Field(None, ge=1)
+    replication_factor: int | None = Field(None, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
+    configs: dict[str, dict[str, str]] = {}  # logical topic (or "all") → topic configs
+
+    @field_validator("configs")
+    @classmethod
+    def _known_topics(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        unknown = sorted(set(value) - {"all", *TopicNames.model_fields})
+        if unknown:
+            raise ValueError(f"unknown logical topic(s) {unknown}: expected 'all' or a topic")
+        return value
+
+
 class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: TopicNames = TopicNames()
@@ -53,10 +136,65 @@ class KafkaSettings(Section):
     stall_seconds: float = Field(5.0, gt=0)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    oauth: OAuthSettings | None = None  # the token provider of OAUTHBEARER
+    ssl_cafile: ReadableFile | None = None  # the cluster's CA (default: the system's)
+    ssl_certfile: ReadableFile | None = None  # mTLS: the client certificate (PEM)
+    ssl_keyfile: ReadableFile | None = None  # mTLS: its private key (PEM)
+    ssl_key_password: SecretStr | None = None  # when the key is encrypted
+    # At start, missing topics are created (else the bridge exits 2 naming them).
+    create_topics: bool = False
+    new_topics: NewTopicSettings = NewTopicSettings()
+    # How often the bridge checks that it can still reach and authenticate to Kafka and that
+    # its topics exist (bridge_kafka_up, bridge_kafka_auth_failures_total).
+    check_interval: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> KafkaSettings:
+        """The mistakes that otherwise surface as a traceback or an endless retry at start."""
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        if protocol in SASL_PROTOCOLS and mechanism is None:
+            raise ValueError(f"sasl_mechanism: required with security_protocol {protocol}")
+        if protocol not in SASL_PROTOCOLS:
+            given = [
+                k
+                for k in ("sasl_mechanism", "sasl_username", "sasl_password", "oauth")
+                if getattr(self, k) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{given[0]}: SASL settings need security_protocol SASL_SSL or "
+                    f"SASL_PLAINTEXT (it is {protocol})"
+                )
+        if mechanism == "OAUTHBEARER":
+            if self.oauth is None:
+                raise ValueError("oauth: required with sasl_mechanism OAUTHBEARER")
+            if self.sasl_username or self.sasl_password:
+                raise ValueError("sasl_username: not used with OAUTHBEARER (the token is)")
+        elif mechanism is not None:
+            if self.oauth is not None:
+                raise ValueError(f"oauth: only with sasl_mechanism OAUTHBEARER, not {mechanism}")
+            missing = [k for k in ("sasl_username", "sasl_password") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"{missing[0]}: required with sasl_mechanism {mechanism}")
+        if protocol not in TLS_PROTOCOLS:
+            tls = [
+                k
+                for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+                if getattr(self, k) is not None
+            ]
+            if tls:
+                raise ValueError(
+                    f"{tls[0]}: TLS settings need security_protocol SSL or SASL_SSL "
+                    f"(it is {protocol})"
+                )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_certfile: required with ssl_keyfile")
+        if self.ssl_key_password is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_certfile: required with ssl_key_password")
+        return self
 
 
 # Confluent's compatibility levels (a subject's rule for accepting a new schema version).
@@ -80,6 +218,15 @@ class SerializationSettings(Section):
     registry_url: str | None = None
     registry_username: str | None = None  # HTTP basic auth (Confluent Cloud: the API key)
     registry_password: SecretStr | None = None  # or registry_password_file
+    registry_token: SecretStr | None = None  # a static bearer token (or registry_token_file)
+    registry_oauth: OidcSettings | None = None  # bearer tokens from an identity provider
+    # Extra request headers, e.g. Confluent Cloud OAuth's target-sr-cluster and
+    # Confluent-Identity-Pool-Id. Not secret: they are logged by `bridge check`.
+    registry_headers: dict[str, str] = {}
+    registry_cafile: ReadableFile | None = None  # the registry's CA (default: the system's)
+    registry_certfile: ReadableFile | None = None  # mTLS: the client certificate (PEM)
+    registry_keyfile: ReadableFile | None = None  # mTLS: its private key (PEM)
+    registry_key_password: SecretStr | None = None  # when the key is encrypted
     # Set on each subject before registering, so the registry itself refuses a version that
     # would break readers. null leaves the registry's own setting alone.
     compatibility: Compatibility | None = "FULL"
@@ -108,6 +255,15 @@ class SerializationSettings(Section):
             raise ValueError("registry_url: required when mode is registry")
         if self.registry_password is not None and not self.registry_username:
             raise ValueError("registry_username: required with registry_password")
+        auth = [
+            k
+            for k in ("registry_username", "registry_token", "registry_oauth")
+            if getattr(self, k) is not None
+        ]
+        if len(auth) > 1:
+            raise ValueError(f"{auth[1]}: give one registry auth, not {' and '.join(auth)}")
+        if self.registry_keyfile is not None and self.registry_certfile is None:
+            raise ValueError("registry_certfile: required with registry_keyfile")
         return self
 
 

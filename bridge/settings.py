@@ -53,6 +53,7 @@ __all__ = [
     "TopicNames",
     "load_reader_settings",
     "load_settings",
+    "path_keys",
     "secrets_of",
     "validate_settings",
 ]
@@ -119,6 +120,27 @@ def secret_keys() -> frozenset[str]:
         for name, field in model.model_fields.items():
             for kind in _types_in(field.annotation):
                 if kind is SecretStr:
+                    keys.add(name)
+                elif isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
+                    visit(kind)
+
+    visit(Settings)
+    return frozenset(keys)
+
+
+@cache
+def path_keys() -> frozenset[str]:
+    """Every key whose value is a file path (a CA, a certificate, a key): relative paths are
+    resolved against the config file's directory, like `<key>_file` secrets. Derived from the
+    model, so a new path key cannot be forgotten."""
+    keys: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+
+    def visit(model: type[BaseModel]) -> None:
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            for kind in _types_in(field.annotation):
+                if kind is Path:
                     keys.add(name)
                 elif isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
                     visit(kind)
@@ -276,6 +298,8 @@ def resolve(node: Any, path: str, env: dict[str, str], base: Path) -> Any:
                 if secret in node:
                     raise ConfigError(f"{sub}: give either {secret} or {key}, not both")
                 out[secret] = _read_secret_file(resolved, sub, base)
+            elif key in path_keys() and isinstance(resolved, str):
+                out[key] = str(base / resolved)  # an absolute path stays as it is
             else:
                 out[key] = resolved
         return out

@@ -34,6 +34,7 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 from prometheus_client import Counter, Histogram
 
@@ -41,6 +42,7 @@ from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, Encoded
 from bridge.delivery import Ledger, Pending
 from bridge.errors import DeadLetterReason, EncodeError, SinkError
+from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import SOURCE_SNAPSHOT, DeadLetter, Envelope, VenueRecord, build_dead_letter
@@ -52,33 +54,6 @@ FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFail
 RECOVERY_DELAYS = ReconnectSettings(initial_delay=0.5, max_delay=10.0, multiplier=2.0, jitter=0.0)
 
 
-def producer_options(settings: KafkaSettings) -> dict[str, Any]:
-    """aiokafka producer options from the config (also used by benchmarks' bare producer)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "client_id": settings.client_id,
-        "enable_idempotence": True,
-        "acks": "all",
-        "linger_ms": settings.linger_ms,
-        "max_batch_size": settings.max_batch_bytes,
-        "request_timeout_ms": settings.request_timeout_ms,
-        "compression_type": None if settings.compression == "none" else settings.compression,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-    return options
-
-
 class Sink:
     """Publishes records to Kafka with at-least-once delivery and bounded memory."""
 
@@ -88,10 +63,11 @@ class Sink:
         codec: Codec,
         metrics: Metrics,
         producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+        access: KafkaAccess | None = None,
     ) -> None:
         self._settings = settings
         self._codec = codec
-        self._producer = _Producer(settings, producer_factory)
+        self._producer = _Producer(access or KafkaAccess(settings), producer_factory)
         self.ledger = Ledger(settings.buffer_records)
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
@@ -183,6 +159,13 @@ class Sink:
             except MessageSizeTooLargeError as exc:
                 self._reports.error(pending)
                 self._oversized(pending, exc)
+            except UnknownTopicOrPartitionError:
+                # The topic is gone (deleted under the running bridge; the start-up check saw
+                # it): keep the record and its place and look again after aiokafka's metadata
+                # wait (request_timeout_ms). bridge_kafka_up turns 0 (bridge/kafka_check.py).
+                self._reports.error(pending)
+                self._log.error("topic missing; holding its records until it exists", topic=topic)
+                self._reports.pressure(pending.record, f"topic {topic} missing", self.ledger)
 
     def _on_delivery(self, future: asyncio.Future[Any], pending: Pending) -> None:
         exc = None if future.cancelled() else future.exception()
@@ -305,14 +288,14 @@ class _Producer:
     """The current aiokafka producer: started, replaced after a failed delivery (a fresh
     producer id leaves no sequence gap behind), closed."""
 
-    def __init__(self, settings: KafkaSettings, factory: Callable[..., AIOKafkaProducer]) -> None:
-        self._settings = settings
+    def __init__(self, access: KafkaAccess, factory: Callable[..., AIOKafkaProducer]) -> None:
+        self._options = access.producer_options()  # built once: TLS context, token cache
         self._factory = factory
         self._current: AIOKafkaProducer | None = None
         self._log = get_logger(component="sink")
 
     async def start(self) -> None:
-        producer = self._factory(**producer_options(self._settings))
+        producer = self._factory(**self._options)
         try:
             await producer.start()
         except BaseException:

@@ -74,7 +74,7 @@ class Snapshotter:
         seen: set[tuple[str, str]] = set()
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
                 now_ms = int(time.time() * 1000)
                 calls = deque(self._venue.snapshot_calls(now_ms, self._since(now_ms)))
                 await self._drain(session, calls, counts, seen)

@@ -38,8 +38,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bridge.codec import Codec, SchemaStore
 from bridge.dev.kafka import kafka_bootstrap
 from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.kafka import producer_options
 from bridge.settings import KafkaSettings, TopicNames
-from bridge.sink import producer_options
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame
 from tests.helpers import BridgeProcess, unique_topics, wait_until

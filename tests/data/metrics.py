@@ -20,6 +20,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_auth_failures_total": ("counter", SV),
     "bridge_snapshot_records_total": ("counter", SV),
     "bridge_build_info": ("gauge", ("version",)),
+    "bridge_kafka_up": ("gauge", ()),
+    "bridge_kafka_auth_failures_total": ("counter", ()),
     # extras (DESIGN.md, decisions)
     "bridge_ws_subscribed": ("gauge", SV),
     "bridge_control_frames_total": ("counter", SV),

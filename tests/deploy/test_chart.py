@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
+from bridge.dev.tls import PrivateCA
+from bridge.settings import path_keys
 from tests.tools import ALERT_TESTS, ALERTS, CHART, DASHBOARD, ROOT, run, tool
 
 pytestmark = pytest.mark.tools
@@ -132,6 +134,7 @@ def test_crd_schemas_catch_mistakes() -> None:
 @pytest.mark.parametrize("case", VALUES)
 def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) -> None:
     docs = documents(rendered(case))
+    tls = PrivateCA(tmp_path / "tls")
     text = config_map(docs)["data"]["bridge.yaml"]
     config = yaml.safe_load(text)
     assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}  # noqa: S104 - in the pod
@@ -147,6 +150,9 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
         path.parent.mkdir(parents=True, exist_ok=True)
         placeholder = "0x" + "11" * 32 if "private" in name else f"placeholder-{name}"
         path.write_text(placeholder + "\n")
+        if name.endswith((".crt", ".pem", ".key")):  # bridge check loads TLS files: real PEM
+            pem = {".key": "server.key", ".crt": "ca.pem", ".pem": "ca.pem"}[Path(name).suffix]
+            path.write_bytes(tls.path(pem).read_bytes())
     (tmp_path / "bridge.yaml").write_text(text)
     env = {"SATORI_API_KEY": "placeholder", "AQUANOW_API_KEY": "k", "AQUANOW_API_SECRET": "s"}
     done = subprocess.run(
@@ -185,8 +191,13 @@ def plain_secrets(node: Any) -> list[str]:
 
 
 def secret_files(node: Any) -> list[str]:
+    """Every file the config names: `<secret>_file` keys and path keys (CAs, certificates)."""
     if isinstance(node, dict):
-        found = [v for k, v in node.items() if k.endswith("_file") and isinstance(v, str)]
+        found = [
+            v
+            for k, v in node.items()
+            if (k.endswith("_file") or k in path_keys()) and isinstance(v, str)
+        ]
         return found + [f for v in node.values() for f in secret_files(v)]
     if isinstance(node, list):
         return [f for v in node for f in secret_files(v)]

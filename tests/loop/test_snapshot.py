@@ -38,8 +38,10 @@ def snapshot_done(run: object) -> bool:
 
 
 async def test_the_snapshot_publishes_the_venue_state(sim: SatoriSimulator) -> None:
+    sim.pause()  # no pushes: nothing can supersede a snapshot record
     async with running(satori(sim.url, sim.rest_url), snapshots=True) as run:  # type: ignore[arg-type]
         await eventually(lambda: snapshot_done(run), "the snapshot")
+    assert run.state.superseded == 0
     snapshot = [r for r in run.sink.records if r.source == SOURCE_SNAPSHOT]
     assert any(isinstance(r, Balance) and r.asset == "USD" for r in snapshot)
     assert sim.rest_requests >= 4  # balance, orders, fills, positions

@@ -39,7 +39,12 @@ def test_secret_keys_are_every_secret_field_of_every_section() -> None:
 def test_every_secret_of_a_config_is_found_for_masking() -> None:
     settings = validate_settings(
         {
-            "kafka": {"sasl_password": "kafka-pw"},
+            "kafka": {
+                "security_protocol": "SASL_SSL",
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_username": "bridge",
+                "sasl_password": "kafka-pw",
+            },
             "streams": [
                 {
                     "name": "a",

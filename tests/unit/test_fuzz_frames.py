@@ -39,6 +39,7 @@ from bridge.venues.base import Frame, frame_bytes
 from bridge.venues.fields import (
     MAX_DEPTH,
     MAX_NUMBER_CHARS,
+    PLACEHOLDERS,
     OutOfRange,
     bounded,
     dumps_exact,
@@ -395,7 +396,9 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 NOT_A_STRING = st.one_of(NUMBERS, st.sampled_from(["true", "false", "[]", '{"a":"b"}', '["x"]']))
 NOT_A_NUMBER = st.one_of(
     st.sampled_from(["true", "false", "[]", "{}", "[1]", '"1_0"', '"0x10"', '"\u0661"', '"lots"']),
-    st.text(min_size=1, max_size=5).filter(lambda t: not t.strip().isdigit()).map(json.dumps),
+    st.text(min_size=1, max_size=5)
+    .filter(lambda t: not t.strip().isdigit() and t not in PLACEHOLDERS)  # "-" means null
+    .map(json.dumps),
 )
 
 

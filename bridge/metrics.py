@@ -146,6 +146,12 @@ class Metrics:
             "Records handed to the producer and not yet acknowledged",
             registry=r,
         )
+        self.oldest_unacked = Gauge(
+            "bridge_producer_oldest_unacked_age_seconds",
+            "Age of the oldest record handed to the producer and not yet acknowledged "
+            "(0 when none): grows while Kafka stalls",
+            registry=r,
+        )
         self.buffer_capacity = Gauge(
             "bridge_producer_buffer_capacity_records",
             "Size of the bounded producer buffer (kafka.buffer_records)",

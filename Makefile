@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 TOOLS_BIN := $(or $(BRIDGE_TOOLS_BIN),$(or $(BRIDGE_CACHE_DIR),$(HOME)/.cache/bridge)/tools/bin)
 
 .PHONY: install kafka-jars registry tools demo test test-unit alerts-check helm-check lint \
-	format typecheck check clean bench image image-test chart-schema
+	format typecheck check clean bench image image-test chart-schema fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ chart-schema: install
 ##             the rendered config, promtool on the rendered PrometheusRule, one-source checks
 helm-check: install tools
 	$(BIN)/pytest tests/deploy $(ARGS)
+
+## fuzz: hostile frames against both venues, FUZZ_EXAMPLES per property (`make test` runs
+##       1,000); prints the counts (frames, records, dead letters by reason, crashes)
+FUZZ_EXAMPLES ?= 20000
+fuzz: install
+	BRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit/test_fuzz_frames.py -s -q $(ARGS)
 
 test-unit: install
 	$(BIN)/pytest -m unit $(ARGS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection, limit_tls_read_buffers
 from bridge.control import Control
-from bridge.errors import ExitCode, KafkaAccessError, RegistryError, SinkError
+from bridge.errors import ConfigError, ExitCode, KafkaAccessError, RegistryError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.kafka_check import KafkaWatch, prepare
 from bridge.logs import get_logger
@@ -68,9 +69,7 @@ class App:
         limit_tls_read_buffers()
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
-        self._http = await start_http_server(
-            self.metrics, self.health, self.settings.metrics.host, self.settings.metrics.port
-        )
+        self._http = await self._serve_metrics()
         log.info("metrics server listening", port=bound_port(self._http))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,6 +95,15 @@ class App:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
+
+    async def _serve_metrics(self) -> web.AppRunner:
+        """The HTTP server; a port it cannot have is a config error naming the key (exit 2)."""
+        host, port = self.settings.metrics.host, self.settings.metrics.port
+        try:
+            return await start_http_server(self.metrics, self.health, host, port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ConfigError(f"metrics.port: cannot listen on {host}:{port}: {reason}") from None
 
     async def _serve(self, access: KafkaAccess) -> int:
         """Codec, producer, restored streams, background helpers; until a stop or a failure."""

@@ -32,17 +32,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except ConfigError as exc:
-        print(f"bridge: configuration error\n{exc}", file=sys.stderr)
+        _fail("configuration error", exc)
         return EXIT_CONFIG
     except RegistryError as exc:
-        print(f"bridge: schema registry error\n{exc}", file=sys.stderr)
+        _fail("schema registry error", exc)
         return EXIT_CONFIG if not exc.retriable else ExitCode.CRASH
     except KafkaAccessError as exc:
-        print(f"bridge: kafka error ({exc.problem})\n{exc}", file=sys.stderr)
+        _fail(f"kafka error ({exc.problem})", exc)
         return EXIT_CONFIG if not exc.retriable else ExitCode.CRASH
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _fail(what: str, exc: Exception) -> None:
+    """One line per problem on stderr, each one whole: a log collector keeps it as one event."""
+    for line in str(exc).splitlines() or [""]:
+        print(f"bridge: {what}: {line}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bridge.backoff import Backoff
-from bridge.errors import AuthRejected, ConnectionLost, ReconnectReason
+from bridge.errors import AuthRejected, ConnectionLost, ReconnectReason, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.sections import ReconnectSettings, StreamBase
@@ -41,7 +41,6 @@ from bridge.venues.base import (
 # Close codes that mean the venue refused our credentials (RFC 6455 policy violation, and the
 # 4001/4003 "unauthorized/forbidden" codes many venues use).
 AUTH_CLOSE_CODES: Final = frozenset({1008, 4001, 4003})
-KEEPALIVE_TIMEOUT_CODE: Final = 1011
 
 # Frames above `max_frame_bytes` become dead letters; only frames above this multiple of it
 # (or 16 MiB) are refused by the websocket layer itself, closing the connection with 1009.
@@ -99,6 +98,7 @@ class StreamConnection:
         self._backoff = Backoff(reconnect, rng or random.Random())
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
+        self._slice_started = 0.0  # since when frames are handed out without a loop turn
         self._log = get_logger(stream=settings.name, venue=venue.name)
         labels = (settings.name, venue.name)
         self._m_connected = metrics.ws_connected.labels(*labels)
@@ -128,6 +128,12 @@ class StreamConnection:
                 await self._lost(reason, f"handshake refused with HTTP {status}", auth=auth)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 await self._lost("network", f"{type(exc).__name__}: {exc}")
+            except SinkError:
+                raise  # delivery failed for good: the process stops (app: exit 1)
+            except Exception as exc:
+                # A bug. It ends this stream's session, never the process and its other streams.
+                self._log.error("stream session crashed", error=repr(exc), exc_info=exc)
+                await self._lost("internal_error", f"{type(exc).__name__}: {exc}")
         self._log.info(
             "stream stopped",
             frames_received=self.state.frames_received,
@@ -147,8 +153,7 @@ class StreamConnection:
         async with websockets.connect(
             s.url,
             **tls,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
+            ping_interval=None,  # our own keepalive: see _next_frame and bridge.subscription
             max_size=max(s.max_frame_bytes * HARD_FRAME_FACTOR, HARD_FRAME_FLOOR),
             open_timeout=s.subscribe_timeout,
             close_timeout=5,
@@ -183,26 +188,11 @@ class StreamConnection:
             ack_grace=s.ack_grace,
             silence_timeout=s.silence_timeout,
             now=time.monotonic(),
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
         )
         state = self.state
-        slice_started = time.monotonic()
-        while True:
-            if time.monotonic() - slice_started > READ_SLICE:
-                # Frames already received are handed out without suspending: let pings, acks,
-                # other streams and /metrics run before going on (tests/bench: loop lag).
-                await asyncio.sleep(0)
-                slice_started = time.monotonic()
-            try:
-                async with asyncio.timeout(tracker.read_timeout(time.monotonic())):
-                    data = await ws.recv()
-            except TimeoutError:
-                if tracker.on_timeout():  # raises ConnectionLost unless now subscribed
-                    await self._subscribed()
-                continue
-            except ConnectionClosed:
-                if self._stopping.is_set():
-                    return
-                raise
+        while (data := await self._next_frame(ws, tracker)) is not None:
             frame = Frame(data, time.time_ns() // 1000, time.monotonic())
             self._last_frame_at = frame.received_at
             state.frames_received += 1
@@ -221,6 +211,43 @@ class StreamConnection:
             if completed:
                 await self._subscribed()
 
+    async def _next_frame(
+        self, ws: ClientConnection, tracker: SubscriptionTracker
+    ) -> str | bytes | None:
+        """The next frame (None: closed while stopping), pinging on schedule meanwhile. Only
+        the time spent here, waiting to read, counts against the venue (bridge.subscription)."""
+        if time.monotonic() - self._slice_started > READ_SLICE:
+            # Frames already received are handed out without suspending: let pings, acks,
+            # other streams and /metrics run before going on (tests/bench: loop lag).
+            await asyncio.sleep(0)
+            self._slice_started = time.monotonic()
+        while True:
+            if tracker.ping_due(time.monotonic()):
+                ping = tracker.on_ping(time.monotonic())
+                pong = asyncio.ensure_future(await ws.ping())
+                pong.add_done_callback(functools.partial(_pong, tracker, ping))
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(tracker.read_timeout(started)):
+                    data = await ws.recv()
+            except TimeoutError:
+                now = time.monotonic()
+                tracker.on_read(started, now)
+                try:
+                    if tracker.on_timeout(now):  # raises ConnectionLost unless subscribed
+                        await self._subscribed()
+                except ConnectionLost as lost:
+                    if lost.reason == "watchdog":
+                        ws.transport.abort()  # no close handshake with a peer that is gone
+                    raise
+                continue
+            except ConnectionClosed:
+                if self._stopping.is_set():
+                    return None
+                raise
+            tracker.on_read(started, time.monotonic())
+            return data
+
     def _parse(self, frame: Frame) -> ParseResult:
         limit = self.settings.max_frame_bytes
         data = frame.data
@@ -236,7 +263,16 @@ class StreamConnection:
                         )
                     ]
                 )
-        return self.venue.parse(frame)
+        try:
+            return self.venue.parse(frame)
+        except Exception as exc:
+            # A bug in the venue module: the frame is kept (dead letter), the session goes on.
+            self._log.error("parser crashed on a frame", error=repr(exc), exc_info=exc)
+            detail = f"the bridge failed on this frame: {type(exc).__name__}: {exc}"[:500]
+            dead = build_dead_letter(
+                self.venue.name, self.settings.name, frame, "internal_error", detail
+            )
+            return ParseResult(records=[dead])
 
     async def _subscribed(self) -> None:
         self._set_subscribed(True)
@@ -276,6 +312,11 @@ class StreamConnection:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
 
+def _pong(tracker: SubscriptionTracker, ping: int, pong: asyncio.Future[float]) -> None:
+    if not pong.cancelled() and pong.exception() is None:
+        tracker.on_pong(ping)
+
+
 def _classify_close(exc: ConnectionClosed) -> tuple[ReconnectReason, str, bool]:
     """(reason label, detail, is auth) for a closed connection."""
     close = exc.rcvd or exc.sent
@@ -283,8 +324,6 @@ def _classify_close(exc: ConnectionClosed) -> tuple[ReconnectReason, str, bool]:
     detail = f"closed with code {code}" + (f" ({close.reason})" if close and close.reason else "")
     if exc.rcvd and code in AUTH_CLOSE_CODES:
         return "auth_rejected", detail, True
-    if exc.sent and exc.sent.code == KEEPALIVE_TIMEOUT_CODE:
-        return "watchdog", detail, False
     if code == 1006:
         return "network", detail, False
     return "close", detail, False

@@ -12,6 +12,11 @@ failed record keeps its slot until its resend is acknowledged. `in_flight` count
 taken; "has room" and "drained" are derived from it. A record republished only to make its key's
 newest value the last one again is a duplicate and takes no slot.
 
+Stalls: the ledger keeps the records holding a slot in publish order with the (monotonic) time
+each was admitted, so the age of the oldest unacknowledged record is known at any moment,
+derived when asked (a scrape, the sink's stall watch), at no cost per record beyond one dict
+entry.
+
 Recovery: the first failure opens an episode. Nothing new is admitted, and every record
 acknowledged from then on is remembered per key. Once every record in flight has an outcome
 (`resend_due`), `begin_resend` hands back the failed records in publish order, then the newest
@@ -41,6 +46,7 @@ class Pending:
     record: Envelope
     encoded: Encoded
     received_mono: float | None
+    admitted: float = 0.0  # monotonic seconds, when `admit` gave it a slot
     slot: bool = True
     resend: bool = False
 
@@ -85,6 +91,7 @@ class Ledger:
         # open, or its plan already made).
         self._acked_after: dict[Key, Pending] | None = None
         self._resending = 0  # records of the current plan without an outcome yet
+        self._holding: dict[int, Pending] = {}  # seq → record holding a slot, oldest first
 
     @property
     def has_room(self) -> bool:
@@ -111,10 +118,26 @@ class Ledger:
         held = sum(p.slot for p in self._failed)
         return bool(self._failed) and self._resending == 0 and self.in_flight == held
 
-    def admit(self, record: Envelope, encoded: Encoded, received_mono: float | None) -> Pending:
-        """Take a slot and the next publish position for `record`."""
+    def oldest(self) -> Pending | None:
+        """The oldest record not acknowledged yet (failed ones included), if any."""
+        return next(iter(self._holding.values()), None)
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds since the oldest unacknowledged record was admitted; 0 when none is."""
+        oldest = self.oldest()
+        return 0.0 if oldest is None else max(now - oldest.admitted, 0.0)
+
+    def admit(
+        self,
+        record: Envelope,
+        encoded: Encoded,
+        received_mono: float | None,
+        now: float = 0.0,
+    ) -> Pending:
+        """Take a slot and the next publish position for `record`, admitted at `now`."""
         assert self.accepting, "admit() without room or during a recovery"
-        pending = Pending(self._next_seq, record, encoded, received_mono)
+        pending = Pending(self._next_seq, record, encoded, received_mono, now)
+        self._holding[pending.seq] = pending
         self._next_seq += 1
         self.in_flight += 1
         return pending
@@ -160,3 +183,4 @@ class Ledger:
         if pending.slot:
             pending.slot = False
             self.in_flight -= 1
+            del self._holding[pending.seq]

@@ -33,10 +33,11 @@ ReconnectReason = Literal[
     "server_error",  # an error frame or a refused handshake
     "subscribe_rejected",  # the venue refused a subscription (not for auth)
     "subscribe_timeout",  # no ack within `subscribe_timeout`
+    "internal_error",  # the session crashed on a bug (logged with its traceback)
 ]
 # The `reason` label of bridge_deadletter_total and the dead-letter records' `reason`.
 DeadLetterReason = Literal[
-    "invalid_json",  # not strict JSON
+    "invalid_json",  # not strict JSON, or beyond its limits: depth, duplicate keys, surrogates
     "missing_field",  # a required field is absent
     "invalid_field",  # a field of the wrong type, or an amount decimal(38, 18) cannot hold
     "unknown_type",  # a push type this version does not know (Aquanow `type`)
@@ -45,6 +46,7 @@ DeadLetterReason = Literal[
     "encode_error",  # the record did not fit its Avro schema
     "oversized_record",  # the broker refused the record as too large
     "oversized_frame",  # the frame exceeded `max_frame_bytes`
+    "internal_error",  # the venue module crashed on the frame (a bug; traceback in the log)
 ]
 # What a REST answer that is not data means (the `reason` of bridge_snapshot_failures_total).
 RestErrorKind = Literal[

@@ -153,6 +153,11 @@ class Metrics:
             "bridge_producer_buffer_records",
             "Records handed to the producer and not yet acknowledged",
         )
+        self.oldest_unacked = self._gauge(
+            "bridge_producer_oldest_unacked_age_seconds",
+            "Age of the oldest record handed to the producer and not yet acknowledged "
+            "(0 when none): grows while Kafka stalls",
+        )
         self.buffer_capacity = self._gauge(
             "bridge_producer_buffer_capacity_records",
             "Size of the bounded producer buffer (kafka.buffer_records)",

@@ -142,6 +142,8 @@ class KafkaSettings(Section):
     # Per request, and how long a batch may wait for a partition leader before it fails and
     # the sink resends it in order (bridge.sink).
     request_timeout_ms: int = Field(30_000, ge=1000)
+    # The oldest unacknowledged record this old: "kafka stall started" is logged (and "ended").
+    stall_seconds: float = Field(5.0, gt=0)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
@@ -294,8 +296,12 @@ class ReconnectSettings(Section):
     # backing off instead of reconnecting at the initial delay forever).
     healthy_after: float = Field(30.0, ge=0)
     # Auth rejections wait longer: hammering a venue with bad credentials gets keys banned.
+    # The ceiling bounds both sides of a revocation: at most 12-24 refused logins an hour (a
+    # venue that banned us for hammering sees a trickle), and credentials that work again are
+    # tried within 5 minutes. BridgeAuthFailing's 15-minute window assumes at most 300 s
+    # (tests/alerts/test_auth_alert.py); restart the process to retry at once.
     auth_initial_delay: float = Field(15.0, gt=0)
-    auth_max_delay: float = Field(600.0, gt=0)
+    auth_max_delay: float = Field(300.0, gt=0, le=300)
 
 
 class LogSettings(Section):
@@ -358,6 +364,8 @@ class StreamBase(Section):
     url: str = Field(pattern=r"^wss?://")
     rest_url: str | None = Field(None, pattern=r"^https?://")
     account: str | None = None  # used when the venue's frames name no account
+    # Keepalive (bridge.subscription): a ping every ping_interval; neither its pong nor any
+    # frame within ping_timeout seconds *spent reading* reconnects (reason watchdog).
     ping_interval: float = Field(20.0, gt=0)
     ping_timeout: float = Field(20.0, gt=0)
     # Reconnect when no frame at all arrived for this long (0 disables: quiet accounts are

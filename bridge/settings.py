@@ -209,18 +209,58 @@ def load_settings(path: Path | str, environ: dict[str, str] | None = None) -> Se
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        detail = f"not UTF-8 text (byte {exc.start})"
+        raise ConfigError(f"{path}: cannot read config file: {detail}") from None
+    try:
+        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the config must be a mapping at the top level")
     return document
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """pyyaml's explanation without its snippet: the snippet quotes the offending line, which
+    may hold a secret, or part of one when a value spans lines (the problem and the context are
+    pyyaml's own words, at most a character of the input)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return "not valid YAML"
+    mark = exc.problem_mark
+    what = exc.problem or "syntax error"
+    if exc.context:
+        started = exc.context_mark
+        at = f" (line {started.line + 1})" if started and started.line != mark.line else ""
+        what = f"{what}, {exc.context}{at}"
+    return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}"
+
+
 def validate_settings(data: dict[str, Any]) -> Settings:
-    return _validate(Settings, data)
+    settings = _validate(Settings, data)
+    empty = [f"{path}: empty" for path in _empty_secrets(settings, "")]
+    if empty:
+        raise ConfigError("\n".join(empty))
+    return settings
+
+
+def _empty_secrets(node: object, path: str) -> Iterator[str]:
+    """Key paths of secrets given as "" (or only whitespace): a venue would refuse them later,
+    as an auth failure that no retry can fix."""
+    if isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            value, sub = getattr(node, name), f"{path}.{name}" if path else name
+            if isinstance(value, SecretStr):
+                if not value.get_secret_value().strip():
+                    yield sub
+            else:
+                yield from _empty_secrets(value, sub)
+    elif isinstance(node, tuple | list):
+        for i, item in enumerate(node):
+            yield from _empty_secrets(item, f"{path}[{i}]")
 
 
 def _validate(model: type[_S], data: dict[str, Any]) -> _S:
@@ -293,9 +333,14 @@ def _read_secret_file(value: Any, path: str, base: Path) -> str:
         raise ConfigError(f"{path}: expected a file path")
     file = base / value
     try:
-        return file.read_text(encoding="utf-8").strip()
+        secret = file.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read {file}: it is not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(f"{path}: {file} is empty")
+    return secret
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:

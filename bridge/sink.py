@@ -24,6 +24,7 @@ that the last record per key is the newest again. Consumers may see duplicates (
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,8 @@ class Sink:
         # Read at scrape time: setting the gauge on every publish and every ack cost a lock
         # each, twice per record (tests/bench).
         metrics.buffer_records.set_function(lambda: self.ledger.in_flight)
+        metrics.oldest_unacked.set_function(lambda: self.ledger.oldest_age(time.monotonic()))
+        self._stall_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start the producer. `SinkError` (retriable) when the brokers cannot be reached."""
@@ -96,6 +99,29 @@ class Sink:
         except KafkaError as exc:
             raise SinkError(f"cannot start the producer: {exc!r}") from exc
         self._log.info("producer started", bootstrap_servers=self._settings.bootstrap_servers)
+        self._stall_watch = asyncio.create_task(self._watch_stalls(), name="stall watch")
+
+    async def _watch_stalls(self) -> None:
+        """Say when Kafka stops acknowledging (a leader lost, a partition below min ISR, a
+        broker down): the oldest record in flight older than `stall_seconds`; and when it is
+        over. The producer retries such records on its own, so nothing else would tell."""
+        threshold = self._settings.stall_seconds
+        since: float | None = None
+        while True:
+            await asyncio.sleep(min(threshold / 2, 1.0))
+            now = time.monotonic()
+            oldest, age = self.ledger.oldest(), self.ledger.oldest_age(now)
+            if since is None and oldest is not None and age >= threshold:
+                since = oldest.admitted
+                self._log.warning(
+                    "kafka stall started",
+                    oldest_unacked_seconds=round(age, 1),
+                    topic=self._settings.topics.name(oldest.encoded.topic),
+                    in_flight=self.ledger.in_flight,
+                )
+            elif since is not None and age < threshold:
+                self._log.info("kafka stall ended", seconds=round(now - since, 1))
+                since = None
 
     async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
         """Hand `record` to the producer, waiting for buffer room (backpressure) and for any
@@ -108,7 +134,7 @@ class Sink:
             encoded = self._codec.encode(record)
         ledger = self.ledger
         if ledger.accepting and not self._admission.locked():
-            pending = ledger.admit(record, encoded, received_mono)
+            pending = ledger.admit(record, encoded, received_mono, time.monotonic())
         else:
             if not ledger.has_room:
                 why = f"buffer full ({ledger.capacity} records unacknowledged)"
@@ -116,7 +142,7 @@ class Sink:
             async with self._admission:  # publishers that wait get room in call order
                 await self._until(lambda: self._fatal is not None or ledger.accepting)
                 self._raise_if_fatal()
-                pending = ledger.admit(record, encoded, received_mono)
+                pending = ledger.admit(record, encoded, received_mono, time.monotonic())
         try:
             await self._enqueue(pending)
         except BaseException:
@@ -321,9 +347,10 @@ class Sink:
         flushed = await self.flush(timeout)
         if not flushed:
             self._log.error("records not acknowledged at shutdown", count=self.ledger.in_flight)
-        if self._recovery is not None and not self._recovery.done():
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
+        for task in (self._recovery, self._stall_watch):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._batcher.stop()
         await self._producer.close(timeout=5)
         return flushed

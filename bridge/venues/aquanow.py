@@ -223,7 +223,7 @@ class AquanowVenue:
         try:
             return self.parse_item(kind, item, at, SOURCE_SNAPSHOT)
         except ParseError as exc:
-            raw = dumps_exact(item).encode()
+            raw = dumps_exact(item).encode("utf-8", "surrogatepass")
             detail = f"snapshot {kind}: {exc.detail}"
             return build_dead_letter(
                 NAME, self.stream, at, exc.reason, detail, raw=raw, source=SOURCE_SNAPSHOT
@@ -287,18 +287,20 @@ class AquanowVenue:
 
     def _account(self, payload: Fields) -> str | None:
         # Latest accounts carry accountId; Legacy ones only a username (§1.1, §1.4).
-        account_id = payload.opt_str("accountId")
+        # Both read whatever is present: a documented field of the wrong type is a dead letter
+        # even where another field would have done (a format change must not pass unseen).
+        account_id, username = payload.opt_str("accountId"), payload.opt_str("username")
         if account_id is not None:
             self._seen_account = account_id
-        return account_id or payload.opt_str("username") or self.account
+        return account_id or username or self.account
 
     def _parse_balance(self, p: Fields, frame: Frame, raw: str, source: str) -> Balance:
         account = self._account(p)
         asset = p.req_str("symbol")
-        event_time = p.opt_int("updatedAt") or p.opt_int("itemDateTime")
-        available = p.opt_decimal("availableBalance")
+        event_time = _event_time(p)
+        available, legacy = p.opt_decimal("availableBalance"), p.opt_decimal("available")
         if available is None:
-            available = p.opt_decimal("available")
+            available = legacy
         total = p.opt_decimal("totalBalance")
         return Balance(
             venue=NAME,
@@ -332,10 +334,10 @@ class AquanowVenue:
         base, quote = p.opt_str("baseSymbol"), p.opt_str("quoteSymbol")
         if base is None and quote is None and symbol.count("-") == 1:
             base, quote = symbol.split("-")
-        fee = p.opt_decimal("fillFeeQuoteAqua")
+        fee, quote_fee = p.opt_decimal("fillFeeQuoteAqua"), p.opt_decimal("fillFeeQuote")
         if fee is None:
-            fee = p.opt_decimal("fillFeeQuote")
-        event_time = p.opt_int("updatedAt") or p.opt_int("itemDateTime")
+            fee = quote_fee
+        event_time = _event_time(p)
         return Order(
             venue=NAME,
             stream=self.stream,
@@ -396,6 +398,13 @@ class AquanowVenue:
             credit_limit=p.opt_decimal("creditLimitUsd"),
             created_at=p.opt_int("createdAt"),
         )
+
+
+def _event_time(p: Fields) -> int | None:
+    """`updatedAt`, else `itemDateTime` (Legacy payloads). Both are read, so both are checked:
+    a documented field of the wrong type is a dead letter even where the other would do."""
+    updated, item_time = p.opt_int("updatedAt"), p.opt_int("itemDateTime")
+    return updated or item_time
 
 
 def _order_status(status_raw: str, filled: Decimal | None) -> tuple[str, bool]:

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.errors import RETRIABLE_REST_ERRORS, DeadLetterReason, RestErrorKind
+from bridge.errors import RETRIABLE_REST_ERRORS, DeadLetterReason, ParseError, RestErrorKind
 from bridge.records import SOURCE_STREAM, DeadLetter, Order, Position, Record
 from bridge.records import build_dead_letter as build_record
+from bridge.venues.fields import loads_exact
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,12 @@ def http_error(status: int, body: bytes, message_key: str) -> RestError | None:
 def http_detail(status: int, body: bytes, message_key: str) -> str:
     """`HTTP <status>: <the body's message>` (at most 200 characters of it)."""
     try:
-        message = str(json.loads(body).get(message_key, ""))
-    except (ValueError, AttributeError):
+        document = loads_exact(body)
+    except ParseError:
+        document = None
+    if isinstance(document, dict):
+        message = str(document.get(message_key, ""))
+    else:
         message = body.decode("utf-8", "replace")
     return f"HTTP {status}: {message[:200]}".strip()
 
@@ -225,12 +230,15 @@ def build_dead_letter(
 
 
 def frame_text(frame: Frame) -> str:
-    """The frame as text, for a record's `raw`. Only called on frames that parsed as JSON, so
-    binary frames are in one of JSON's encodings."""
+    """The frame as text, for a record's `raw`. Only called on frames that `loads_exact`
+    accepted, so binary frames are valid in one of JSON's encodings."""
     data = frame.data
     return data if isinstance(data, str) else data.decode(json.detect_encoding(data))
 
 
 def frame_bytes(frame: Frame) -> bytes:
-    """The frame exactly as received, as bytes (text frames are UTF-8 on the wire)."""
-    return frame.data if isinstance(frame.data, bytes) else frame.data.encode("utf-8", "replace")
+    """The frame exactly as received, as bytes (text frames are UTF-8 on the wire). Never
+    raises: a string holding a lone surrogate (which no websocket text frame can carry) keeps
+    it as its three UTF-8-style bytes rather than losing it."""
+    data = frame.data
+    return data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")

@@ -95,6 +95,8 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "BridgeKafkaAuthFailed",
         "BridgeKafkaDown",
         "BridgeBufferNearFull",
+        "BridgeKafkaStalled",
+        "BridgeStreamCrashed",
         "BridgePublishErrors",
         "BridgeSnapshotFailing",
         "BridgeReconcileDrift",

@@ -26,6 +26,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_ws_subscribed": ("gauge", SV),
     "bridge_control_frames_total": ("counter", SV),
     "bridge_producer_buffer_capacity_records": ("gauge", ()),
+    "bridge_producer_oldest_unacked_age_seconds": ("gauge", ()),
     "bridge_snapshot_failures_total": ("counter", (*SV, "reason")),
     "bridge_snapshot_last_success_timestamp_seconds": ("gauge", SV),
     # durable state (issue 13)

@@ -170,3 +170,21 @@ def test_any_failures_end_with_nothing_lost_the_newest_last_and_every_slot_back(
     assert ledger.in_flight == 0
     assert ledger.drained
     assert ledger.accepting
+
+
+def test_the_oldest_unacknowledged_record_and_its_age() -> None:
+    ledger = Ledger(capacity=10)
+    assert (ledger.oldest(), ledger.oldest_age(50.0)) == (None, 0.0)
+    a = ledger.admit(RECORD, encoded("a"), None, now=10.0)
+    b = ledger.admit(RECORD, encoded("b"), None, now=11.0)
+    c = ledger.admit(RECORD, encoded("c"), None, now=12.0)
+    assert ledger.oldest_age(15.0) == 5.0
+    ledger.acked(b)  # out of order: a is still the oldest
+    assert ledger.oldest() is a
+    ledger.failed(a)  # a failed record keeps its slot and stays the oldest
+    assert ledger.oldest_age(20.0) == 10.0
+    ledger.acked(c)
+    plan = ledger.begin_resend()
+    assert plan.failed == (a,)
+    ledger.acked(a)
+    assert (ledger.oldest(), ledger.oldest_age(30.0)) == (None, 0.0)

@@ -60,6 +60,7 @@ _EXTRAS = {
     "bridge_ws_subscribed",
     "bridge_control_frames_total",
     "bridge_producer_buffer_capacity_records",
+    "bridge_producer_oldest_unacked_age_seconds",
     "bridge_snapshot_failures_total",
     "bridge_snapshot_last_success_timestamp_seconds",
     "bridge_state_restored_keys",

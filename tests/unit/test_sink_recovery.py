@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import structlog
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
 from bridge.codec import Codec, SchemaStore
@@ -18,6 +19,7 @@ from bridge.metrics import Metrics
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
 from tests.fakes import PendingProducer
+from tests.loop.conftest import eventually
 from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.unit
@@ -98,3 +100,41 @@ async def test_a_delivery_refused_for_good_stops_the_sink() -> None:
     assert len(producer.futures) == 1, "nothing else was handed over"
     assert sink.ledger.in_flight == 0
     assert await sink.stop(1)
+
+
+async def test_a_stall_moves_the_age_metric_and_is_logged_when_it_starts_and_ends() -> None:
+    """Records in flight and no ack: the age of the oldest one grows from the first scrape,
+    and the log says when the stall started and ended (issue 12: a lost leader or a partition
+    below min ISR moved no metric at all)."""
+    producers = Producers(max_records=1)  # one batch, one future per record
+    metrics = Metrics()
+    sink = Sink(KafkaSettings(stall_seconds=0.05), Codec(SchemaStore.load()), metrics, producers)
+
+    def age() -> float:
+        value = metrics.registry.get_sample_value("bridge_producer_oldest_unacked_age_seconds")
+        assert value is not None
+        return value
+
+    with structlog.testing.capture_logs() as logs:
+        await sink.start()
+        producer = producers.new.get_nowait()
+        assert age() == 0.0
+        await sink.publish(balance("A", "1"))
+        await sink.publish(balance("B", "1"))
+        await eventually(lambda: any(e["event"] == "kafka stall started" for e in logs), "stall")
+        assert age() >= 0.05
+        producer.futures[0].set_result(None)  # the oldest acked: the next one is as old
+        await eventually(lambda: sink.ledger.in_flight == 1, "the first ack")
+        assert age() >= 0.05
+        producer.futures[1].set_result(None)
+        await eventually(lambda: sink.ledger.in_flight == 0, "the second ack")
+        assert age() == 0.0
+        await eventually(lambda: any(e["event"] == "kafka stall ended" for e in logs), "its end")
+        assert await sink.stop(1)
+    started, ended = (e for e in logs if e["event"].startswith("kafka stall"))
+    assert (started["log_level"], started["topic"], started["in_flight"]) == (
+        "warning",
+        "balances",
+        2,
+    )
+    assert ended["seconds"] >= 0.05

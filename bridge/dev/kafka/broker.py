@@ -217,24 +217,19 @@ class LocalKafka(JvmServer):
 
     def start(self) -> Self:
         """Start the broker and block until it answers a metadata request."""
-        if self._closed:
-            raise DevKafkaError("LocalKafka was closed; create a new one")
-        if self.is_running:
+        if self.is_running and not self._closed:
             return self
-        libs = ensure_jars()
+        libs = self._prepare()
         first = self._port is None
-        if self._work_dir is None:
-            self._work_dir = Path(tempfile.mkdtemp(prefix="bridge-devkafka-"))
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._jvm = JvmProcess(self.log_path, "devkafka")
         attempts = 3 if first else 1  # fresh ports may be raced by another process: retry then
         for attempt in range(1, attempts + 1):
             if first:
                 self._port, self._controller_port = _free_ports(2)
             try:
-                self._launch(libs)
+                self._await_ready(self._spawn(libs))
                 return self
             except DevKafkaError:
+                assert self._jvm is not None
                 if attempt < attempts and any(e in self.log_tail(200) for e in _BIND_ERRORS):
                     self._jvm.note(f"port clash, retrying with new ports (attempt {attempt})")
                     continue
@@ -306,8 +301,18 @@ class LocalKafka(JvmServer):
         props.update(self._extra)
         return props
 
-    def _launch(self, libs: Path) -> None:
-        assert self._jvm is not None
+    def _prepare(self) -> Path:
+        """The jars, the work dir and the process handle, before a (re)start."""
+        if self._closed:
+            raise DevKafkaError("LocalKafka was closed; create a new one")
+        libs = ensure_jars()
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="bridge-devkafka-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._jvm = JvmProcess(self.log_path, "devkafka")
+        return libs
+
+    def _write_config(self) -> tuple[Path, Path]:
         work = self.work_dir
         props_path = work / "server.properties"
         props_path.write_text(
@@ -315,14 +320,23 @@ class LocalKafka(JvmServer):
         )
         log4j = work / "log4j.properties"
         log4j.write_text(_package_text("log4j.properties"), encoding="utf-8")
-        java_bin = java()
-        classpath = f"{libs}{os.sep}*"  # the JVM expands the wildcard itself
-        t0 = time.monotonic()
+        return props_path, log4j
+
+    def _format_storage(self, libs: Path) -> None:
+        """Format the data dir once (a JVM of its own; a cluster formats its nodes at once)."""
         if not self._formatted:
-            self._format(java_bin, classpath, props_path, log4j)
+            props_path, log4j = self._write_config()
+            self._format(java(), f"{libs}{os.sep}*", props_path, log4j)
+
+    def _spawn(self, libs: Path) -> float:
+        """Write the config, format if needed, start the JVM; returns when it started."""
+        assert self._jvm is not None
+        t0 = time.monotonic()
+        self._format_storage(libs)
+        props_path, log4j = self._write_config()
         self._jvm.start(
             [
-                java_bin,
+                java(),
                 f"-Xms{self._heap}",
                 f"-Xmx{self._heap}",
                 "-XX:+UseSerialGC",
@@ -331,12 +345,16 @@ class LocalKafka(JvmServer):
                 "-Djava.awt.headless=true",
                 f"-Dlog4j.configuration=file:{log4j}",
                 "-cp",
-                classpath,
+                f"{libs}{os.sep}*",  # the JVM expands the wildcard itself
                 "kafka.Kafka",
                 str(props_path),
             ],
-            cwd=work,
+            cwd=self.work_dir,
         )
+        return t0
+
+    def _await_ready(self, t0: float) -> None:
+        assert self._jvm is not None
 
         def ready(remaining: float) -> bool:
             assert self._port is not None

@@ -164,6 +164,9 @@ class VenueSimulator:
         if self._emitter is not None:
             self._emitter.cancel()
             await asyncio.gather(self._emitter, return_exceptions=True)
+        for session in self.sessions.values():
+            if session.stalled and session.ws.transport is not None:
+                session.ws.transport.abort()  # a stalled session would never finish a close
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

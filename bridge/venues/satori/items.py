@@ -31,6 +31,10 @@ from bridge.venues.satori import NAME
 _POSITION_CLOSED: Final = frozenset({"CLOSE", "LIQUIDATE"})
 _MARGIN_MODES: Final = {3: "isolated", 4: "cross"}
 
+# An `api_trade` push lists a handful of prints; a frame of more items is refused whole (one
+# dead letter) rather than turned into as many dead letters as a hostile array holds.
+MAX_ITEMS: Final = 1000
+
 # Builds one record from an item's fields, its raw text, the source and the receive stamp.
 Build = Callable[[Fields, str, str, Frame], Record]
 
@@ -58,7 +62,9 @@ class SatoriItems:
         """One record per item (`many`: `data` is an array, §2.4.4; else one object); a
         malformed item becomes a dead letter and the others still go on."""
         if many and not isinstance(data, list):
-            raise ParseError("invalid_field", f"frame.data: expected an array of {kind} items")
+            raise ParseError("invalid_field", f"{path}: expected an array of {kind} items")
+        if many and len(data) > MAX_ITEMS:
+            raise ParseError("invalid_field", f"{path}: {len(data)} items, more than {MAX_ITEMS}")
         listed = data if many else [data]
         records: list[Record] = []
         for i, item in enumerate(listed):
@@ -68,7 +74,7 @@ class SatoriItems:
                 records.append(build(fields, dumps_exact(item), source, at))
             except ParseError as exc:
                 # An array item is its own fact: its dead letter carries just that item.
-                item_raw = dumps_exact(item).encode() if many else None
+                item_raw = dumps_exact(item).encode("utf-8", "surrogatepass") if many else None
                 records.append(
                     build_dead_letter(
                         NAME,
@@ -153,7 +159,7 @@ class SatoriItems:
             event_id=make_event_id(NAME, self.account, "order", order_id, status_raw, filled, last),
             raw=raw,
             order_id=order_id,
-            client_order_id=p.opt_str("clientOrderId"),
+            client_order_id=p.opt_id("clientOrderId"),
             parent_order_id=None,
             symbol=symbol,
             base_asset=base or None,
@@ -267,7 +273,7 @@ class SatoriItems:
             amount=p.opt_decimal("amount"),
             side=side,
             side_raw=side_raw,
-            order_id=p.opt_str("entrustId"),
+            order_id=p.opt_id("entrustId"),
             fee=p.opt_decimal("tradeFee"),
             fee_asset=p.opt_str("accountCoinSymbol"),
             is_taker=p.opt_bool("isTaker"),

@@ -26,7 +26,7 @@ from bridge.backoff import Backoff, TokenBucket, retry_until
 from bridge.changelog import Changelog, restore, state_partitions
 from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
-from bridge.connection import StreamConnection
+from bridge.connection import StreamConnection, limit_tls_read_buffers
 from bridge.control import Control
 from bridge.errors import ConfigError, ExitCode, KafkaAccessError, RegistryError, SinkError
 from bridge.kafka import KafkaAccess
@@ -66,6 +66,7 @@ class App:
 
     async def run(self) -> int:
         log = get_logger(component="app")
+        limit_tls_read_buffers()
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
         self._http = await self._serve_metrics()
@@ -251,12 +252,13 @@ class App:
         """The codec for the configured framing; in registry mode only once every schema
         version is registered (or found). None when a stop was requested first."""
         store = SchemaStore.load()
+        encoder = self.settings.serialization.encoder
         if self.settings.serialization.mode != "registry":
-            return Codec(store)
+            return Codec(store, encoder=encoder)
         registration = await self._register_schemas(store)
         if registration is None:
             return None
-        return Codec(store, prefix_for=registration.prefix_for)
+        return Codec(store, prefix_for=registration.prefix_for, encoder=encoder)
 
     async def _register_schemas(self, store: SchemaStore) -> Registration | None:
         """Register the schemas, retrying with backoff while the registry is unreachable or

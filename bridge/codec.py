@@ -16,15 +16,15 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Context, Decimal
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from bridge.avro import Body, compile_writer, decimal_bytes
 from bridge.errors import EncodeError
 from bridge.records import PRIVATE_TOPICS, RECORD_TYPES, Envelope
 
@@ -130,19 +130,26 @@ def confluent_prefix(schema_id: int) -> bytes:
     return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
 
 
+Encoder = Literal["generated", "fastavro"]
+
+
 class Codec:
     """Encodes records with the newest schema version of their topic.
 
     `prefix_for` gives the framing bytes for a schema version: single-object by default; the
-    registry mode passes the Confluent prefix for the id the registry assigned.
+    registry mode passes the Confluent prefix for the id the registry assigned. `encoder`
+    picks who writes the Avro body: an encoder generated once per schema (`bridge/avro.py`,
+    byte-identical, the default) or fastavro itself (`serialization.encoder: fastavro`).
     """
 
     def __init__(
         self,
         store: SchemaStore,
         prefix_for: Callable[[SchemaVersion], bytes] = single_object_prefix,
+        encoder: Encoder = "generated",
     ) -> None:
         self.store = store
+        self.encoder = encoder
         self._writers: dict[type[Envelope], _Writer] = {}
         for record_type in RECORD_TYPES:
             sv = store.latest(record_type.TOPIC)
@@ -150,58 +157,55 @@ class Codec:
             _check_fields_match(record_type, names, sv)
             private = record_type.TOPIC in PRIVATE_TOPICS
             prefix = single_object_prefix(sv) if private else prefix_for(sv)
-            self._writers[record_type] = _Writer(sv, prefix, names, _decimal_scales(sv))
+            body = compile_writer(json.loads(sv.text)) if encoder == "generated" else None
+            if body is None:
+                body = _fastavro_body(sv, names)
+            headers = (("schema", sv.full_name.encode()), ("schema_version", b"%d" % sv.version))
+            self._writers[record_type] = _Writer(sv, prefix, body, headers)
 
     def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:
         return self._writers[record_type].schema
 
     def encode(self, record: Envelope) -> Encoded:
         writer = self._writers[type(record)]
-        sv = writer.schema
-        values = {n: getattr(record, n) for n in writer.names}
-        buffer = io.BytesIO()
-        buffer.write(writer.prefix)
         try:
-            for name, scale in writer.decimals:
-                if values[name] is not None:
-                    values[name] = decimal_bytes(values[name], scale)
-            fastavro.schemaless_writer(buffer, sv.parsed, values)
-        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            value = writer.prefix + writer.body(record)
+        except (ValueError, TypeError, OverflowError, ArithmeticError, AttributeError) as exc:
+            sv = writer.schema
             raise EncodeError(f"{sv.full_name} v{sv.version}: {exc}") from exc
         headers = [
-            ("schema", sv.full_name.encode()),
-            ("schema_version", str(sv.version).encode()),
+            *writer.headers,
             ("venue", record.venue.encode()),
             ("stream", record.stream.encode()),
             ("event_id", record.event_id.encode()),
             ("source", record.source.encode()),
         ]
-        return Encoded(record.TOPIC, record.key().encode(), buffer.getvalue(), headers)
+        return Encoded(record.TOPIC, record.key().encode(), value, headers)
 
 
 @dataclass(frozen=True, slots=True)
 class _Writer:
     schema: SchemaVersion
     prefix: bytes
-    names: tuple[str, ...]
-    decimals: tuple[tuple[str, int], ...]  # (field, scale) of every decimal field
+    body: Body  # record → Avro binary body
+    headers: tuple[tuple[str, bytes], ...]  # the headers every record of the type carries
 
 
-_WIDE = Context(prec=80)
+def _fastavro_body(sv: SchemaVersion, names: tuple[str, ...]) -> Body:
+    """fastavro as the writer: the reference the generated encoders are held to. Decimals are
+    converted to bytes first (fastavro's own conversion is a Python loop per digit)."""
+    decimals = _decimal_scales(sv)
 
+    def body(record: Any) -> bytes:
+        values = {n: getattr(record, n) for n in names}
+        for name, scale in decimals:
+            if values[name] is not None:
+                values[name] = decimal_bytes(values[name], scale)
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, sv.parsed, values)
+        return buffer.getvalue()
 
-def decimal_bytes(value: Decimal, scale: int) -> bytes:
-    """An Avro `decimal` body: the unscaled value, big-endian two's complement.
-
-    fastavro would do this too, digit by digit in a loop; doing it here with C-level Decimal
-    operations cuts record encoding by about a fifth (tests/bench). A value with more fraction
-    digits than the scale is refused, never rounded.
-    """
-    scaled = value.scaleb(scale, _WIDE)
-    unscaled = int(scaled)
-    if unscaled != scaled:
-        raise ValueError(f"{value} has more than {scale} decimal places")
-    return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+    return body
 
 
 def _decimal_scales(sv: SchemaVersion) -> tuple[tuple[str, int], ...]:

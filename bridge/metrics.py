@@ -12,23 +12,29 @@ did not exist yet would never alert.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
-from typing import Final, Protocol, get_args
+from typing import Final, Protocol, TypeVar, get_args
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     ProcessCollector,
-    disable_created_metrics,
     generate_latest,
 )
 
 from bridge import __version__
 from bridge.errors import DeadLetterReason, ReconnectReason, RestErrorKind
+from bridge.series import (
+    CounterFamily,
+    FamiliesCollector,
+    Family,
+    GaugeFamily,
+    HistogramFamily,
+    render_chunks,
+    render_lines,
+)
 
 # The label vocabularies (bridge.errors): every value is created at zero for each stream.
 RECONNECT_REASONS: Final[tuple[ReconnectReason, ...]] = get_args(ReconnectReason)
@@ -68,161 +74,166 @@ LATENCY_BUCKETS = (
 )
 
 
-class Metrics:
-    """The bridge's metrics on one registry (one per process; tests make their own)."""
+F = TypeVar("F", bound=Family)
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # No `*_created` series: they double every counter's cardinality and nothing uses them.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = registry or CollectorRegistry()
-        r, sv = self.registry, ("stream", "venue")
-        self.ws_connected = Gauge(
-            "bridge_ws_connected", "1 while the stream's websocket is open", sv, registry=r
+# Series (label sets) rendered between two yields to the event loop while /metrics is served.
+RENDER_SLICE_SERIES: Final = 100
+
+
+class Metrics:
+    """The bridge's metrics (one set per process; tests make their own).
+
+    The bridge's own series are lock-free (bridge/series.py) and rendered by `render`; the
+    `registry` (prometheus_client) holds them through a collector, with the standard
+    `process_*` metrics, so `registry.get_sample_value` sees everything a scrape shows.
+    No `*_created` series: they would double every counter and nothing reads them.
+    """
+
+    def __init__(self) -> None:
+        self._families: list[Family] = []
+        self.registry = CollectorRegistry()
+        self.registry.register(FamiliesCollector(lambda: self._families))
+        self._process = CollectorRegistry()
+        sv = ("stream", "venue")
+        self.ws_connected = self._gauge(
+            "bridge_ws_connected", "1 while the stream's websocket is open", sv
         )
-        self.ws_subscribed = Gauge(
+        self.ws_subscribed = self._gauge(
             "bridge_ws_subscribed",
             "1 while every subscription of the stream is active",
             sv,
-            registry=r,
         )
-        self.ws_reconnects = Counter(
+        self.ws_reconnects = self._counter(
             "bridge_ws_reconnects_total",
             "Connections lost or refused, by reason: " + ", ".join(RECONNECT_REASONS),
             (*sv, "reason"),
-            registry=r,
         )
-        self.ws_sessions = Counter(
-            "bridge_ws_sessions_total", "Sessions that reached subscribed", sv, registry=r
+        self.ws_sessions = self._counter(
+            "bridge_ws_sessions_total", "Sessions that reached subscribed", sv
         )
-        self.ws_messages = Counter(
-            "bridge_ws_messages_received_total", "Websocket frames received", sv, registry=r
+        self.ws_messages = self._counter(
+            "bridge_ws_messages_received_total", "Websocket frames received", sv
         )
-        self.ws_last_message = Gauge(
+        self.ws_last_message = self._gauge(
             "bridge_ws_last_message_timestamp_seconds",
             "Wall-clock time of the last frame received (epoch seconds; 0 = none since start)",
             sv,
-            registry=r,
         )
-        self.control_frames = Counter(
+        self.control_frames = self._counter(
             "bridge_control_frames_total",
             "Frames that carried no fact: acks, errors and other control messages",
             sv,
-            registry=r,
         )
-        self.records_published = Counter(
+        self.records_published = self._counter(
             "bridge_records_published_total",
             "Records acknowledged by the broker, by logical topic",
             (*sv, "topic"),
-            registry=r,
         )
-        self.deadletters = Counter(
+        self.deadletters = self._counter(
             "bridge_deadletter_total",
             "Records sent to the dead-letter topic, by reason",
             (*sv, "reason"),
-            registry=r,
         )
-        self.publish_errors = Counter(
+        self.publish_errors = self._counter(
             "bridge_publish_errors_total",
             "Records the producer failed to deliver (each is retried), by logical topic",
             (*sv, "topic"),
-            registry=r,
         )
-        self.event_lag = Histogram(
+        self.event_lag = self._histogram(
             "bridge_event_lag_seconds",
             "Broker ack time minus the venue's event time (stream records that carry one)",
             sv,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.pipeline_latency = Histogram(
+        self.pipeline_latency = self._histogram(
             "bridge_pipeline_latency_seconds",
             "Frame received to broker ack",
             sv,
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.buffer_records = Gauge(
+        self.buffer_records = self._gauge(
             "bridge_producer_buffer_records",
             "Records handed to the producer and not yet acknowledged",
-            registry=r,
         )
-        self.oldest_unacked = Gauge(
+        self.oldest_unacked = self._gauge(
             "bridge_producer_oldest_unacked_age_seconds",
             "Age of the oldest record handed to the producer and not yet acknowledged "
             "(0 when none): grows while Kafka stalls",
-            registry=r,
         )
-        self.buffer_capacity = Gauge(
+        self.buffer_capacity = self._gauge(
             "bridge_producer_buffer_capacity_records",
             "Size of the bounded producer buffer (kafka.buffer_records)",
-            registry=r,
         )
-        self.auth_failures = Counter(
+        self.auth_failures = self._counter(
             "bridge_auth_failures_total",
             "Subscriptions or sessions the venue refused as unauthenticated",
             sv,
-            registry=r,
         )
-        self.snapshot_records = Counter(
+        self.snapshot_records = self._counter(
             "bridge_snapshot_records_total",
             "Records published from REST snapshots",
             sv,
-            registry=r,
         )
-        self.snapshot_failures = Counter(
+        self.snapshot_failures = self._counter(
             "bridge_snapshot_failures_total",
             "Snapshot runs that failed and will be retried, by reason: "
             + ", ".join(SNAPSHOT_FAILURE_KINDS),
             (*sv, "reason"),
-            registry=r,
         )
-        self.snapshot_last_success = Gauge(
+        self.snapshot_last_success = self._gauge(
             "bridge_snapshot_last_success_timestamp_seconds",
             "Wall-clock time the stream's last snapshot completed (epoch seconds)",
             sv,
-            registry=r,
         )
-        self.reconcile_drift = Counter(
+        self.reconcile_drift = self._counter(
             "bridge_reconcile_drift_total",
             "State keys a scheduled or requested reconciliation found different from what was "
             "published, with no push to explain them (pushes the venue did not deliver), by "
             "logical topic",
             (*sv, "topic"),
-            registry=r,
         )
-        self.restored_keys = Gauge(
+        self.restored_keys = self._gauge(
             "bridge_state_restored_keys",
             "State keys the stream restored from its checkpoint at start",
             sv,
-            registry=r,
         )
-        self.restore_seconds = Gauge(
+        self.restore_seconds = self._gauge(
             "bridge_state_restore_seconds",
             "How long restoring every stream's checkpoint took at start",
-            registry=r,
         )
-        self.kafka_up = Gauge(
+        self.kafka_up = self._gauge(
             "bridge_kafka_up",
             "1 while the bridge can sign in to Kafka and every configured topic exists and may "
             "be written (checked at start and every kafka.check_interval)",
-            registry=r,
         )
-        self.kafka_auth_failures = Counter(
+        self.kafka_auth_failures = self._counter(
             "bridge_kafka_auth_failures_total",
             "Kafka sign-ins refused: SASL authentication failed, or the identity provider "
             "refused the bridge's client",
-            registry=r,
         )
-        self.build_info = Gauge(
+        self.build_info = self._gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",
             ("version",),
-            registry=r,
         )
         self.build_info.labels(__version__).set(1)
         # process_start_time_seconds, memory, CPU, open fds (Linux; a no-op elsewhere). The
         # feed-silent alert uses the start time: a fresh process has seen no frame yet.
-        ProcessCollector(registry=r)
+        process = ProcessCollector(registry=self._process)
+        self.registry.register(process)
+
+    def _gauge(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> GaugeFamily:
+        return self._add(GaugeFamily(name, documentation, labels))
+
+    def _counter(
+        self, name: str, documentation: str, labels: tuple[str, ...] = ()
+    ) -> CounterFamily:
+        return self._add(CounterFamily(name, documentation, labels))
+
+    def _histogram(self, name: str, documentation: str, labels: tuple[str, ...]) -> HistogramFamily:
+        return self._add(HistogramFamily(name, documentation, labels, LATENCY_BUCKETS))
+
+    def _add(self, family: F) -> F:
+        self._families.append(family)
+        return family
 
     def add_stream(self, stream: str, venue: str) -> None:
         """Create every series of a configured stream at zero (see the module docstring)."""
@@ -258,7 +269,16 @@ class Metrics:
         self.pipeline_latency.labels(*labels)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render_lines(self._families).encode() + generate_latest(self._process)
+
+    async def render_async(self) -> bytes:
+        """`render` in slices of `RENDER_SLICE_SERIES` children, yielding to the event loop
+        between them: a scrape of thousands of streams must not hold pings and pushes."""
+        parts: list[str] = []
+        for chunk in render_chunks(self._families, RENDER_SLICE_SERIES):
+            parts.append(chunk)
+            await asyncio.sleep(0)
+        return "".join(parts).encode() + generate_latest(self._process)
 
 
 class Readiness(Protocol):
@@ -294,7 +314,8 @@ async def start_http_server(
     read it back with `bound_port(runner)`."""
 
     async def get_metrics(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = await metrics.render_async()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def get_health(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

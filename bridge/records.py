@@ -46,13 +46,26 @@ DEADLETTER_MAX_RAW: Final = 512 * 1024
 _EVENT_NAMESPACE: Final = uuid.UUID("6f1c1a4e-0b7c-5d35-9a4e-3c1f5b2f8e10")
 
 
+_NAMESPACE_BYTES: Final = _EVENT_NAMESPACE.bytes
+_COMPACT_JSON: Final = json.JSONEncoder(separators=(",", ":"))
+
+
 def make_event_id(*parts: object) -> str:
     """Deterministic id of one venue fact: the same fact (from a push or a snapshot) gives the
     same id, so consumers can deduplicate. UUIDv5 over the parts as a JSON list (unambiguous
     whatever the parts contain); decimals are normalized first, so "2.50" from a snapshot and
-    2.5 from a push are the same fact."""
-    name = json.dumps([_id_part(p) for p in parts], separators=(",", ":"))
-    return str(uuid.uuid5(_EVENT_NAMESPACE, name))
+    2.5 from a push are the same fact.
+
+    RFC 4122 §4.3 written out (SHA-1 of namespace + name, version and variant bits set): the
+    same bytes as `uuid.uuid5`, in half the time (tests/unit/test_event_id.py holds them equal).
+    """
+    name = _COMPACT_JSON.encode([_id_part(p) for p in parts])
+    sha1 = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False)
+    digest = bytearray(sha1.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _id_part(part: object) -> str | None:

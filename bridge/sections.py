@@ -244,6 +244,9 @@ class SerializationSettings(Section):
     # that is not registered is then an error at start, and compatibility is not touched.
     auto_register: bool = True
     registry_timeout: float = Field(10.0, gt=0)  # seconds per registry request
+    # Who writes the Avro bodies: encoders generated once per schema (bridge/avro.py, proven
+    # byte-identical to fastavro by tests) or fastavro itself, the reference (a way back).
+    encoder: Literal["generated", "fastavro"] = "generated"
 
     @field_validator("registry_url")
     @classmethod

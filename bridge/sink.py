@@ -3,10 +3,12 @@ refuses, backpressure, flush, and recovery from failed deliveries without losing
 last-record-per-key order. What is in flight, what failed and what to send again is kept by the
 pure ledger (`bridge/delivery.py`); this module does the I/O around it.
 
-`publish` returns once the record is in the producer's hands; the broker's ack arrives later
-and is observed by a callback (metrics: published count, event lag, frame → ack latency).
-At most `buffer_records` records may be unacknowledged: when the buffer is full, `publish`
-waits, and so does the websocket read that called it. Nothing is dropped.
+`publish` returns once the record is in its partition's open batch (bridge/batches.py:
+aiokafka's batch API, Kafka's default partitioning, batches closed when full or after
+`linger_ms` and sent in order per partition); the broker's ack of a batch arrives later and is
+recorded per record (ledger outcome; metrics: published count, event lag, frame → ack
+latency). At most `buffer_records` records may be unacknowledged: when the buffer is full,
+`publish` waits, and so does the websocket read that called it. Nothing is dropped.
 
 Why recovery is needed: with idempotence, aiokafka retries a sent batch until it succeeds, but
 a batch still queued for a partition whose leader is unknown expires after
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -36,17 +37,18 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     UnknownTopicOrPartitionError,
 )
-from prometheus_client import Counter, Histogram
 
 from bridge.backoff import Backoff, retry_until
+from bridge.batches import MAX_REQUEST_BYTES, Batch, Batcher, Partitioner, record_size
 from bridge.codec import Codec, Encoded
 from bridge.delivery import Ledger, Pending
 from bridge.errors import DeadLetterReason, EncodeError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
-from bridge.records import SOURCE_SNAPSHOT, DeadLetter, Envelope, VenueRecord, build_dead_letter
+from bridge.records import DeadLetter, Envelope, VenueRecord, build_dead_letter
 from bridge.sections import KafkaSettings, ReconnectSettings
+from bridge.sink_reports import SinkReports
 
 # Errors no retry can fix: the bridge stops (exit 1) instead of resending forever.
 FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
@@ -73,8 +75,12 @@ class Sink:
         self._admission = asyncio.Lock()
         self._recovery: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
-        self._reports = _Reports(metrics)
+        self._reports = SinkReports(metrics)
         self._log = get_logger(component="sink")
+        self._partitioner = Partitioner()
+        self._batcher = Batcher(
+            settings.linger_ms / 1000, self._send_batch, on_flush=self._partitioner.forget
+        )
         # Hooks for the checkpoint (bridge/changelog.py): who hears of each acknowledged
         # record, and which partition a record must go to (None: the key's partition).
         self.on_acked: Callable[[Envelope], None] | None = None
@@ -138,12 +144,59 @@ class Sink:
                 self._raise_if_fatal()
                 pending = ledger.admit(record, encoded, received_mono, time.monotonic())
         try:
-            future = await self._produce(pending)
+            await self._enqueue(pending)
         except BaseException:
             ledger.dropped(pending)
             self._settled()
             raise
-        future.add_done_callback(lambda f: self._on_delivery(f, pending))
+
+    async def _enqueue(self, pending: Pending) -> None:
+        """Into its partition's open batch (bridge/batches.py); a record over the producer's
+        request limit becomes a dead letter first, as `send()` would refuse it."""
+        while True:
+            encoded = pending.encoded
+            size = record_size(encoded.key, encoded.value, encoded.headers)
+            if size <= MAX_REQUEST_BYTES:
+                break
+            self._reports.error(pending)
+            self._oversized(pending, MessageSizeTooLargeError(f"record of {size} bytes"))
+        topic = self._settings.topics.name(encoded.topic)
+        producer = self._producer.current
+        partition = self.partition_of(pending.record) if self.partition_of else None
+        while partition is None:
+            try:
+                partition = await self._partitioner.partition(producer, topic, encoded.key)
+            except UnknownTopicOrPartitionError:
+                self._missing_topic(pending, topic)  # after aiokafka's metadata wait: again
+        self._batcher.add((topic, partition), pending, producer.create_batch)
+
+    async def _send_batch(self, batch: Batch) -> None:
+        """Hand one closed batch to the producer (its lane waits meanwhile). While the
+        partition's queue cannot drain (broker unreachable) the batch keeps its place."""
+        while True:
+            try:
+                future = await self._producer.send_batch(batch)
+            except KafkaTimeoutError:
+                for pending in batch.pendings:
+                    self._reports.error(pending)
+                why = f"producer queue for {batch.topic} full (broker not accepting)"
+                self._reports.pressure(batch.pendings[0].record, why, self.ledger)
+                continue
+            except UnknownTopicOrPartitionError:
+                for pending in batch.pendings:
+                    self._missing_topic(pending, batch.topic)
+                continue
+            except KafkaError as exc:
+                self._outcomes(batch.pendings, exc)
+                return
+            future.add_done_callback(lambda f: self._on_batch(f, batch))
+            return
+
+    def _on_batch(self, future: asyncio.Future[Any], batch: Batch) -> None:
+        if future.cancelled():
+            self._outcomes(batch.pendings, KafkaError("batch cancelled"))
+        else:
+            self._outcomes(batch.pendings, future.exception())
 
     async def _produce(self, pending: Pending) -> asyncio.Future[Any]:
         """The one way to Kafka, for first sends and resends alike: the topic's name,
@@ -165,31 +218,39 @@ class Sink:
                 self._reports.error(pending)
                 self._oversized(pending, exc)
             except UnknownTopicOrPartitionError:
-                # The topic is gone (deleted under the running bridge; the start-up check saw
-                # it): keep the record and its place and look again after aiokafka's metadata
-                # wait (request_timeout_ms). bridge_kafka_up turns 0 (bridge/kafka_check.py).
-                self._reports.error(pending)
-                self._log.error("topic missing; holding its records until it exists", topic=topic)
-                self._reports.pressure(pending.record, f"topic {topic} missing", self.ledger)
+                self._missing_topic(pending, topic)
 
-    def _on_delivery(self, future: asyncio.Future[Any], pending: Pending) -> None:
-        exc = None if future.cancelled() else future.exception()
-        if future.cancelled() or exc is not None:
-            self._reports.error(pending)
-            if isinstance(exc, FATAL_DELIVERY_ERRORS):
-                self._fatal = exc
-                self._log.error("delivery impossible; stopping", error=repr(exc))
-                self.ledger.dropped(pending)
-            else:
-                if self.ledger.failed(pending):
-                    self._log.warning(
-                        "delivery failed; pausing to resend in order", error=repr(exc)
-                    )
-                if self._recovery is None or self._recovery.done():
-                    self._recovery = asyncio.get_running_loop().create_task(self._recover())
-                    self._recovery.add_done_callback(self._recovery_done)
+    def _missing_topic(self, pending: Pending, topic: str) -> None:
+        """The topic is gone (deleted under the running bridge; the start-up check saw it):
+        the record keeps its place and is tried again after aiokafka's metadata wait
+        (request_timeout_ms). bridge_kafka_up turns 0 (bridge/kafka_check.py)."""
+        self._reports.error(pending)
+        self._log.error("topic missing; holding its records until it exists", topic=topic)
+        self._reports.pressure(pending.record, f"topic {topic} missing", self.ledger)
+
+    def _outcomes(self, pendings: list[Pending], exc: BaseException | None) -> None:
+        """The broker's answer for records sent together, recorded per record: acknowledged,
+        failed (to be resent in order), or refused for good (the sink stops)."""
+        ledger = self.ledger
+        if exc is None:
+            for pending in pendings:
+                self._acked(pending)
+        elif isinstance(exc, FATAL_DELIVERY_ERRORS):
+            self._fatal = exc
+            self._log.error("delivery impossible; stopping", error=repr(exc))
+            for pending in pendings:
+                self._reports.error(pending)
+                ledger.dropped(pending)
         else:
-            self._acked(pending)
+            opened = False
+            for pending in pendings:
+                self._reports.error(pending)
+                opened = ledger.failed(pending) or opened
+            if opened:
+                self._log.warning("delivery failed; pausing to resend in order", error=repr(exc))
+            if self._recovery is None or self._recovery.done():
+                self._recovery = asyncio.get_running_loop().create_task(self._recover())
+                self._recovery.add_done_callback(self._recovery_done)
         self._settled()
 
     async def _recover(self) -> None:
@@ -274,6 +335,7 @@ class Sink:
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record handed over so far is acknowledged. False on timeout."""
+        self._batcher.flush()  # no reason to linger: send what is open now
         try:
             await asyncio.wait_for(self._until(lambda: self.ledger.drained), timeout)
         except TimeoutError:
@@ -289,6 +351,7 @@ class Sink:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await self._batcher.stop()
         await self._producer.close(timeout=5)
         return flushed
 
@@ -298,7 +361,8 @@ class _Producer:
     producer id leaves no sequence gap behind), closed."""
 
     def __init__(self, access: KafkaAccess, factory: Callable[..., AIOKafkaProducer]) -> None:
-        self._options = access.producer_options()  # built once: TLS context, token cache
+        # Built once (TLS context, token cache); the request limit the sink checks explicit.
+        self._options = {**access.producer_options(), "max_request_size": MAX_REQUEST_BYTES}
         self._factory = factory
         self._current: AIOKafkaProducer | None = None
         self._log = get_logger(component="sink")
@@ -311,6 +375,17 @@ class _Producer:
             await producer.stop()
             raise
         self._current = producer
+
+    @property
+    def current(self) -> AIOKafkaProducer:
+        assert self._current is not None, "Sink.start() was not awaited"
+        return self._current
+
+    async def send_batch(self, batch: Batch) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self.current.send_batch(
+            batch.builder, batch.topic, partition=batch.partition
+        )
+        return future
 
     async def send(
         self, topic: str, encoded: Encoded, partition: int | None = None
@@ -353,75 +428,3 @@ def _dead_letter_for(record: Envelope, reason: DeadLetterReason, detail: str) ->
         detail=f"{record.TOPIC} record {record.event_id}: {detail}",
         raw=raw if isinstance(raw, bytes) else raw.encode(),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Children:
-    published: Counter
-    snapshot: Counter
-    latency: Histogram
-    lag: Histogram
-
-
-class _Reports:
-    """What the sink says about itself: metrics observed on the broker's ack (published count,
-    dead letters, snapshot records, frame → ack latency, event lag) and on each delivery error;
-    backpressure episodes in the log."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-        self._children: dict[tuple[str, str, str], _Children] = {}
-        self._log = get_logger(component="sink")
-        self._backpressure = False
-
-    def pressure(self, record: Envelope, why: str, ledger: Ledger) -> None:
-        """Reading is paused until Kafka takes records again: say so once, at info, naming the
-        stream that met it first (the pause holds every stream: they share the buffer)."""
-        if not self._backpressure:
-            self._backpressure = True
-            self._log.info(
-                "backpressure on", stream=record.stream, reason=why, in_flight=ledger.in_flight
-            )
-
-    def relieved(self, ledger: Ledger) -> None:
-        """The episode ends when the buffer is back to half empty."""
-        if self._backpressure and ledger.in_flight <= ledger.capacity // 2:
-            self._backpressure = False
-            self._log.info("backpressure off", in_flight=ledger.in_flight)
-
-    def acked(self, pending: Pending) -> None:
-        record = pending.record
-        m = self._labelled(record.stream, record.venue, pending.encoded.topic)
-        m.published.inc()
-        if isinstance(record, DeadLetter):
-            self._metrics.deadletters.labels(record.stream, record.venue, record.reason).inc()
-        if record.source == SOURCE_SNAPSHOT:
-            m.snapshot.inc()
-        if pending.received_mono is not None:
-            m.latency.observe(time.monotonic() - pending.received_mono)
-        # Lag is about live events: a snapshot restating an old fact would read as huge lag.
-        live = record.source != SOURCE_SNAPSHOT
-        if live and isinstance(record, VenueRecord) and record.event_time is not None:
-            m.lag.observe(max(time.time() - record.event_time / 1000, 0.0))
-
-    def error(self, pending: Pending) -> None:
-        record = pending.record
-        self._metrics.publish_errors.labels(
-            record.stream, record.venue, pending.encoded.topic
-        ).inc()
-
-    def _labelled(self, stream: str, venue: str, topic: str) -> _Children:
-        """The labelled children of one (stream, topic), looked up once: `.labels()` on every
-        ack was a measurable part of the per-record cost (tests/bench)."""
-        key = (stream, venue, topic)
-        children = self._children.get(key)
-        if children is None:
-            m = self._metrics
-            children = _Children(
-                published=m.records_published.labels(stream, venue, topic),
-                snapshot=m.snapshot_records.labels(stream, venue),
-                latency=m.pipeline_latency.labels(stream, venue),
-                lag=m.event_lag.labels(stream, venue),
-            )
-            self._children[key] = children
-        return children

@@ -102,6 +102,7 @@ async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
     await sink.publish(balance("BTC", "1"), received_mono=time.monotonic())
     value = metrics.registry.get_sample_value
     s1 = {"stream": "s1", "venue": "aquanow"}
+    await asyncio.wait_for(producer.sent.get(), 5)
     assert len(producer.futures) == 1
     assert value("bridge_producer_buffer_records") == 1
     # handed to the producer, not yet acknowledged: nothing observed
@@ -128,7 +129,7 @@ async def test_snapshot_records_count_but_do_not_feed_the_lag() -> None:
     old = balance("ETH", "2")
     snapshot = dataclasses.replace(old, source="snapshot", event_time=1_000)
     await sink.publish(snapshot)
-    producer.futures[0].set_result(None)
+    (await asyncio.wait_for(producer.sent.get(), 5)).set_result(None)
     await asyncio.sleep(0)
     s1 = {"stream": "s1", "venue": "aquanow"}
     assert metrics.registry.get_sample_value("bridge_snapshot_records_total", s1) == 1
@@ -140,7 +141,7 @@ async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFix
     from bridge.logs import configure
 
     configure("info", "json")
-    producer = PendingProducer()
+    producer = PendingProducer(max_records=1)  # one future per record
     settings = KafkaSettings(buffer_records=2)
     metrics = Metrics()
     sink = Sink(settings, Codec(SchemaStore.load()), metrics, lambda **_: producer)
@@ -149,7 +150,7 @@ async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFix
     records = [balance(f"A{i}", "1") for i in range(4)]
     await sink.publish(records[0])
     await sink.publish(records[1])
-    first, second = producer.sent.get_nowait(), producer.sent.get_nowait()
+    first, second = await producer.sent.get(), await producer.sent.get()
     waiting = [asyncio.create_task(sink.publish(r)) for r in records[2:]]
     # The buffer is full: the next two records must wait for acknowledgements.
     assert not sink.ledger.has_room

@@ -28,25 +28,29 @@ pytestmark = pytest.mark.unit
 class Producers:
     """The factory the sink gets: each producer it starts is queued for the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_records: int = 1_000) -> None:
         self.made: list[PendingProducer] = []
         self.new: asyncio.Queue[PendingProducer] = asyncio.Queue()
+        self.max_records = max_records
 
     def __call__(self, **_: Any) -> PendingProducer:
-        producer = PendingProducer()
+        producer = PendingProducer(self.max_records)
         self.made.append(producer)
         self.new.put_nowait(producer)
         return producer
 
 
-async def next_send(producer: PendingProducer) -> tuple[bytes, asyncio.Future[Any]]:
-    """The next record the producer is handed (its Avro value) and its delivery future."""
+async def next_send(producer: PendingProducer) -> tuple[list[bytes], asyncio.Future[Any]]:
+    """The next future the producer hands out and the Avro values it covers."""
     future = await asyncio.wait_for(producer.sent.get(), 5)
-    return producer.values[producer.futures.index(future)], future
+    return producer.batches[producer.futures.index(future)], future
 
 
 async def test_an_expired_batch_is_resent_in_order_through_a_fresh_producer() -> None:
-    producers = Producers()
+    """The batch [a1, b1] expires; [a2] (A's newer record) is acknowledged after it. Exactly
+    a1 and b1 go back to the ledger, and the fresh producer sends a1, b1, then a2 again (A's
+    newest must be last), one at a time, before anything new."""
+    producers = Producers(max_records=2)
     codec = Codec(SchemaStore.load())
     sink = Sink(KafkaSettings(), codec, Metrics(), producers)
     await sink.start()
@@ -54,28 +58,28 @@ async def test_an_expired_batch_is_resent_in_order_through_a_fresh_producer() ->
     a1, b1, a2, c1 = (balance(*r) for r in [("A", "1"), ("B", "1"), ("A", "2"), ("C", "1")])
     for record in (a1, b1, a2):
         await sink.publish(record)
-    sent_a1, sent_b1, sent_a2 = first.futures
-    sent_a1.set_exception(KafkaTimeoutError("Batch for TopicPartition expired"))
+    values, batch_1 = await next_send(first)
+    assert values == [codec.encode(a1).value, codec.encode(b1).value]
+    values, batch_2 = await next_send(first)
+    assert values == [codec.encode(a2).value]
+    batch_1.set_exception(KafkaTimeoutError("Batch for TopicPartition expired"))
     later = asyncio.create_task(sink.publish(c1))
-    sent_b1.set_result(None)
-    sent_a2.set_result(None)  # acknowledged after a1 failed: A's newest, must be last again
+    batch_2.set_result(None)  # acknowledged after a1 failed: A's newest, must be last again
 
     fresh = await asyncio.wait_for(producers.new.get(), 5)
-    assert first.stopped, "the producer that spent a1's sequence number is gone"
-    value, resend = await next_send(fresh)
-    assert value == codec.encode(a1).value
-    assert sink.ledger.recovering
-    resend.set_result(None)
-    value, duplicate = await next_send(fresh)
-    assert value == codec.encode(a2).value
-    assert fresh.sent.empty(), "one at a time; the new record waits for the recovery"
-    duplicate.set_result(None)
-    value, sent_c1 = await next_send(fresh)
-    assert value == codec.encode(c1).value
+    assert first.stopped, "the producer that spent the batch's sequence numbers is gone"
+    for record in (a1, b1, a2):
+        values, resend = await next_send(fresh)
+        assert values == [codec.encode(record).value]
+        assert sink.ledger.recovering
+        assert fresh.sent.empty(), "one at a time; the new record waits for the recovery"
+        resend.set_result(None)
+    values, sent_c1 = await next_send(fresh)
+    assert values == [codec.encode(c1).value]
     sent_c1.set_result(None)
     await later
     assert await sink.stop(1)
-    assert sink.ledger.resent == 1
+    assert sink.ledger.resent == 2, "exactly the failed batch's records"
     assert sink.ledger.in_flight == 0
     assert len(producers.made) == 2
 
@@ -87,7 +91,8 @@ async def test_a_delivery_refused_for_good_stops_the_sink() -> None:
     producer = producers.new.get_nowait()
     await sink.publish(balance("A", "1"))
     waiting = asyncio.create_task(sink.publish(balance("B", "1")))  # no room: it waits
-    producer.futures[0].set_exception(TopicAuthorizationFailedError())
+    _, sent = await next_send(producer)
+    sent.set_exception(TopicAuthorizationFailedError())
     with pytest.raises(SinkError):
         await asyncio.wait_for(waiting, 5)
     with pytest.raises(SinkError):
@@ -101,7 +106,7 @@ async def test_a_stall_moves_the_age_metric_and_is_logged_when_it_starts_and_end
     """Records in flight and no ack: the age of the oldest one grows from the first scrape,
     and the log says when the stall started and ended (issue 12: a lost leader or a partition
     below min ISR moved no metric at all)."""
-    producers = Producers()
+    producers = Producers(max_records=1)  # one batch, one future per record
     metrics = Metrics()
     sink = Sink(KafkaSettings(stall_seconds=0.05), Codec(SchemaStore.load()), metrics, producers)
 

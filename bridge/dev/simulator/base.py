@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
+import ssl as ssl_module
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -59,6 +61,10 @@ class Session:
     stalled: bool = False
 
 
+# A venue's outbound buffer per connection (websockets' write limit and SO_SNDBUF).
+SEND_BUFFER_BYTES = 64 * 1024
+
+
 class VenueSimulator:
     """Base class; see the module docstring."""
 
@@ -72,8 +78,21 @@ class VenueSimulator:
         rest_port: int = 0,
         rest_rate: float | None = None,
         emit_while_disconnected: bool = False,
+        ssl: ssl_module.SSLContext | None = None,
+        send_buffer_bytes: int = SEND_BUFFER_BYTES,
+        slow_consumer_timeout: float | None = None,
     ) -> None:
         self.host = host
+        # wss:// with this server context (the client must trust its CA).
+        self.ssl = ssl
+        # Each connection's outbound buffer is bounded, as at a venue: websockets' write buffer
+        # and the kernel's socket send buffer (otherwise autotuned to megabytes on loopback, in
+        # which pushes queue up far ahead of what the client has read, pongs behind them).
+        self.send_buffer_bytes = send_buffer_bytes
+        # A client that reads nothing for this long while a push waits for room is cut off
+        # (the connection is dropped), as venues do; None: the push waits however long.
+        self.slow_consumer_timeout = slow_consumer_timeout
+        self.slow_consumers = 0
         self.port = port
         self.rest_port = rest_port
         self.rate = rate  # events per second while anyone is subscribed; 0 = as fast as possible
@@ -113,7 +132,7 @@ class VenueSimulator:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
+        return f"{'wss' if self.ssl else 'ws'}://{self.host}:{self.port}/"
 
     @property
     def rest_url(self) -> str:
@@ -127,6 +146,8 @@ class VenueSimulator:
             max_size=2**25,
             ping_interval=None,
             process_request=self._process_request,
+            ssl=self.ssl,
+            write_limit=self.send_buffer_bytes,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         app = web.Application()
@@ -261,6 +282,9 @@ class VenueSimulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         session = Session(next(self._ids), ws)
+        sock = ws.transport.get_extra_info("socket") if ws.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
         self.last_connected_at = time.time()
         self.sessions[session.id] = session
         self.connections_total += 1
@@ -279,8 +303,14 @@ class VenueSimulator:
         self, session: Session, kind: str, payload: Any, text: str | bytes, key: str
     ) -> None:
         try:
-            await session.ws.send(text)
+            async with asyncio.timeout(self.slow_consumer_timeout):
+                await session.ws.send(text)
         except ConnectionClosed:
+            return
+        except TimeoutError:
+            self.slow_consumers += 1
+            if session.ws.transport is not None:
+                session.ws.transport.abort()  # its buffer is full: no room for a close frame
             return
         shown = text if isinstance(text, str) else text.decode("utf-8", "replace")
         self.sent.append(Sent(session.id, kind, payload, shown, key))

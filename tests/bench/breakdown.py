@@ -1,0 +1,164 @@
+"""µs of CPU per record, stage by stage, in this process (no network): each stage the way it
+was before issue 17 and the way it is now, so the README's before/after table has a command.
+Each figure is the minimum of three repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from aiokafka.producer.message_accumulator import BatchBuilder
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from bridge.codec import Codec, SchemaStore
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.metrics import LATENCY_BUCKETS, Metrics
+from bridge.records import _EVENT_NAMESPACE, make_event_id
+from bridge.settings import KafkaSettings
+from bridge.sink import Sink
+from bridge.stream import StreamState
+from bridge.venues.aquanow import AquanowVenue
+from bridge.venues.base import Frame
+from bridge.venues.fields import loads_exact
+
+KEY, SECRET = "bench-key", "bench-secret-not-real"
+
+
+def cpu_us(work: Callable[[], object], n: int, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        work()
+        best = min(best, time.process_time() - started)
+    return round(best / n * 1e6, 2)
+
+
+def uuid5_event_id(*parts: object) -> str:
+    """event_id as computed before: the standard library's uuid5 (same ids)."""
+    name = json.dumps(
+        [
+            None if p is None else format(p.normalize(), "f") if isinstance(p, Decimal) else str(p)
+            for p in parts
+        ],
+        separators=(",", ":"),
+    )
+    return str(uuid.uuid5(_EVENT_NAMESPACE, name))
+
+
+class InstantAcks:
+    """A producer whose deliveries are acknowledged at once: isolates the bridge's own CPU per
+    record (parse → record → encode → batch → ack bookkeeping) from Kafka's. Measurement only."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> BatchBuilder:
+        return BatchBuilder(KafkaSettings().max_batch_bytes, 0)  # aiokafka's own, C records
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def metrics_per_record(n: int) -> dict[str, float]:
+    """What the sink observes per acknowledged record: a count and two histograms."""
+    registry = CollectorRegistry()
+    old_count = Counter("c_total", "c", ("s", "v", "t"), registry=registry).labels("s", "v", "t")
+    old_lat = Histogram("l", "l", ("s", "v"), buckets=LATENCY_BUCKETS, registry=registry)
+    old_lag = Histogram("g", "g", ("s", "v"), buckets=LATENCY_BUCKETS, registry=registry)
+    lat, lag = old_lat.labels("s", "v"), old_lag.labels("s", "v")
+    new = Metrics()
+    count = new.records_published.labels("s", "v", "t")
+    new_lat, new_lag = new.pipeline_latency.labels("s", "v"), new.event_lag.labels("s", "v")
+
+    def old() -> None:
+        for _ in range(n):
+            old_count.inc()
+            lat.observe(0.004)
+            lag.observe(0.3)
+
+    def now() -> None:
+        for _ in range(n):
+            count.inc()
+            new_lat.observe(0.004)
+            new_lag.observe(0.3)
+
+    return {"before": cpu_us(old, n), "after": cpu_us(now, n)}
+
+
+def scrape_1000_streams() -> dict[str, float]:
+    """One /metrics rendering of 1,000 streams: prometheus_client's generate_latest over the
+    same series (what a scrape cost before) against the bridge's own renderer."""
+    metrics = Metrics()
+    for i in range(1000):
+        metrics.add_stream(f"acct-{i:04d}", "aquanow")
+    return {
+        "before_s": round(cpu_us(lambda: generate_latest(metrics.registry), 1) / 1e6, 3),
+        "after_s": round(cpu_us(metrics.render, 1) / 1e6, 3),
+    }
+
+
+def tls_memory(variant: str) -> int:
+    """KiB per idle wss:// connection (both ends), tests/bench/tls_memory.py."""
+    argv = [sys.executable, "-m", "tests.bench.tls_memory", variant]
+    done = subprocess.run(argv, capture_output=True, check=True, timeout=300)
+    return int(json.loads(done.stdout)["kib_per_connection_both_ends"])
+
+
+async def breakdown(frames_count: int) -> dict[str, Any]:
+    sim = AquanowSimulator(KEY, SECRET, seed=5)
+    frames = [sim.next_event().text for _ in range(frames_count)]
+    venue = AquanowVenue("bd", KEY, SECRET)
+    generated, reference = Codec(SchemaStore.load()), Codec(SchemaStore.load(), encoder="fastavro")
+    records = [r for f in frames for r in venue.parse(Frame(f, 1, 0.0)).records]
+    parts = ("aquanow", "CA1000051R", "order", "8d0f3c1e-4f5", "COMPLETE", Decimal("0.5"), 16e11)
+    n = len(records)
+    out: dict[str, Any] = {
+        "json_exact_us": cpu_us(lambda: [loads_exact(f) for f in frames], len(frames)),
+        "json_float_us": cpu_us(lambda: [json.loads(f) for f in frames], len(frames)),
+        "venue_parse_us": cpu_us(lambda: [venue.parse(Frame(f, 1, 0.0)) for f in frames], n),
+        "event_id_us": {
+            "before": cpu_us(lambda: [uuid5_event_id(*parts) for _ in range(n)], n),
+            "after": cpu_us(lambda: [make_event_id(*parts) for _ in range(n)], n),
+        },
+        "avro_encode_us": {
+            "before": cpu_us(lambda: [reference.encode(r) for r in records], n),
+            "after": cpu_us(lambda: [generated.encode(r) for r in records], n),
+        },
+        "metrics_per_record_us": metrics_per_record(n),
+        "scrape_1000_streams": scrape_1000_streams(),
+        "tls_kib_per_connection": {
+            variant: tls_memory(variant)
+            for variant in ("per-connection", "shared", "shared-small-buffer")
+        },
+    }
+    sink = Sink(KafkaSettings(), generated, Metrics(), producer_factory=InstantAcks)
+    await sink.start()
+    state = StreamState("bench", "aquanow", sink)
+    started = time.process_time()
+    for text in frames:
+        frame = Frame(text, time.time_ns() // 1000, time.monotonic())
+        for record in venue.parse(frame).records:
+            await state.publish(record, frame.received_mono)
+    await sink.flush()
+    out["parse_to_ack_us"] = round((time.process_time() - started) / n * 1e6, 1)
+    await sink.stop()
+    out["command"] = 'make bench ARGS="--only breakdown"'
+    return out

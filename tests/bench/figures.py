@@ -1,0 +1,402 @@
+"""The benchmark's figures (see run.py): each drives simulators → `bridge run` → a real broker
+and returns its numbers, or raises `BenchFailed`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pickle
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import trustme
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bridge.codec import Codec, SchemaStore
+from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.venues.aquanow import AquanowVenue
+from bridge.venues.base import Frame
+from tests.bench.breakdown import breakdown
+from tests.bench.measure import (
+    BenchFailed,
+    Guard,
+    HealthProbe,
+    cpu_seconds,
+    quantile,
+    rss_mb,
+    spread,
+)
+from tests.helpers import AvroReader, BridgeProcess, unique_topics, wait_until
+
+__all__ = ["KAFKA_OVERRIDES", "TARGETS", "breakdown", "fanout", "latency", "recovery", "throughput"]
+
+KEY, SECRET = "bench-key", "bench-secret-not-real"
+TARGETS: dict[str, float] = {
+    "bridge_cpu_us": 100,  # CPU µs per record, `bridge run` process, over a websocket
+    "ratio_send": 0.6,  # send() ceiling ÷ bridge, CPU per record
+    "ratio_batch": 0.15,  # batch-API ceiling ÷ bridge
+    "latency_p99_ms": 20,
+    "fanout_1000_rss_mb": 150,
+    "fanout_1000_cpu": 0.25,
+    "scrape_s": 0.2,
+    "recovery_beyond_backoff_s": 2.0,
+}
+KAFKA_OVERRIDES: dict[str, Any] = {}  # --max-batch-bytes: the same for the bridge and ceilings
+
+
+def command(name: str) -> str:
+    return f'make bench ARGS="--only {name}"'
+
+
+async def create_topics(bootstrap: str, topics: dict[str, str]) -> None:
+    """LogAppendTime: a record's timestamp is when the broker appended it (≈ the ack)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        config = {"message.timestamp.type": "LogAppendTime"}
+        await admin.create_topics(
+            [NewTopic(t, 1, 1, topic_configs=config) for t in topics.values()]
+        )
+    finally:
+        await admin.close()
+
+
+def bridge_config(
+    bootstrap: str, topics: dict[str, str], streams: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    kafka = {"bootstrap_servers": bootstrap, "topics": topics, **KAFKA_OVERRIDES}
+    return {
+        "kafka": kafka,
+        "log": {"level": "warning", "format": "json"},
+        "streams": streams,
+        **extra,
+    }
+
+
+def aquanow_stream(name: str, sim: AquanowSimulator, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "venue": "aquanow",
+        "url": sim.url,
+        "api_key": KEY,
+        "api_secret": SECRET,
+        "ack_grace": 0.5,
+        **extra,
+    }
+
+
+async def venue_records(bridge: BridgeProcess) -> float:
+    """Records acknowledged on the venue topics (the bridge's own control and state topics
+    carry records of their own)."""
+    total = 0.0
+    for topic in ("balances", "orders", "positions", "trades", "credit", "deadletter"):
+        total += await bridge.metric("bridge_records_published_total", topic=topic)
+    return total
+
+
+async def wait_published(bridge: BridgeProcess, guard: Guard, count: int, timeout: float) -> None:
+    """Until `count` records are acknowledged; fails on a deadline, a death or a reconnect."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await guard.check("waiting for the records")
+        published = await venue_records(bridge)
+        if published >= count:
+            return
+        if time.monotonic() > deadline:
+            frames = await bridge.metric("bridge_ws_messages_received_total")
+            control = await bridge.metric("bridge_control_frames_total")
+            raise BenchFailed(
+                f"{published:.0f} of {count} records published within {timeout} s "
+                f"(frames received {frames:.0f}, control frames {control:.0f}, "
+                f"buffer {await bridge.metric('bridge_producer_buffer_records'):.0f})"
+            )
+        await asyncio.sleep(0.1)
+
+
+# -- throughput ------------------------------------------------------------------------------
+async def throughput(bootstrap: str, records: int, repeats: int) -> dict[str, Any]:
+    frames = AquanowSimulator(KEY, SECRET, seed=1)
+    texts = [frames.next_event().text for _ in range(records)]
+    bridge, send, batch, lag = [], [], [], []
+    for _ in range(repeats):
+        run = await bridge_round(bootstrap, records)
+        bridge.append(run["cpu_us_per_record"])
+        lag.append(run["healthz"])
+        send.append(await ceiling_round(bootstrap, texts, "send"))
+        batch.append(await ceiling_round(bootstrap, texts, "batch"))
+    ratio_send = [s / b for s, b in zip(send, bridge, strict=True)]
+    ratio_batch = [s / b for s, b in zip(batch, bridge, strict=True)]
+    return {
+        "records": records,
+        "repeats": repeats,
+        "bridge_cpu_us_per_record": spread(bridge),
+        "send_ceiling_cpu_us": spread(send),
+        "batch_ceiling_cpu_us": spread(batch),
+        "ratio_send_ceiling": spread(ratio_send, 3),
+        "ratio_batch_ceiling": spread(ratio_batch, 3),
+        "healthz_ms_p99": spread([h["p99_ms"] for h in lag], 2),
+        "healthz_ms_max": spread([h["max_ms"] for h in lag], 2),
+        "command": command("throughput"),
+    }
+
+
+async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
+    topics = unique_topics()
+    await create_topics(bootstrap, topics)
+    sim = AquanowSimulator(KEY, SECRET, rate=0, count=records, seed=1, slow_consumer_timeout=20)
+    sim.preload(records)
+    sim.pause()
+    async with sim:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = bridge_config(bootstrap, topics, [aquanow_stream("tp", sim)])
+            with BridgeProcess(Path(tmp), cfg) as bridge:
+                assert bridge.process is not None
+                await bridge.wait_ready()
+                guard = Guard(bridge, [sim])
+                await guard.start()
+                cpu = cpu_seconds(bridge.process.pid)
+                with HealthProbe(bridge.metrics_port) as probe:
+                    sim.pause(False)
+                    await wait_published(bridge, guard, records, timeout=600)
+                cpu = cpu_seconds(bridge.process.pid) - cpu
+                await guard.check("after the run")
+                if bridge.stop() != 0:
+                    raise BenchFailed(f"bridge exit code {bridge.process.returncode}")
+    return {"cpu_us_per_record": cpu / records * 1e6, "healthz": probe.summary()}
+
+
+async def ceiling_round(bootstrap: str, texts: list[str], mode: str) -> float:
+    """CPU µs per record of a bare producer (its own process) sending the bridge's records."""
+    topics = unique_topics()
+    await create_topics(bootstrap, topics)
+    venue, codec = AquanowVenue("tp", KEY, SECRET), Codec(SchemaStore.load())
+    encoded = []
+    for text in texts:
+        for record in venue.parse(Frame(text, time.time_ns() // 1000, time.monotonic())).records:
+            e = codec.encode(record)
+            encoded.append((topics[e.topic], e.key, e.value, e.headers))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "records.pickle"
+        path.write_bytes(pickle.dumps(encoded))
+        kafka = json.dumps({"bootstrap_servers": bootstrap, **KAFKA_OVERRIDES})
+        argv = [sys.executable, "-m", "tests.bench.ceiling", mode, kafka, str(path)]
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=600)
+    if done.returncode != 0:
+        raise BenchFailed(f"ceiling {mode} failed:\n{done.stderr.decode()[-2000:]}")
+    return float(json.loads(done.stdout)["cpu_us_per_record"]) * len(encoded) / len(texts)
+
+
+# -- latency ---------------------------------------------------------------------------------
+async def latency(bootstrap: str, seconds: int, rate: int = 1000) -> dict[str, Any]:
+    topics = unique_topics()
+    await create_topics(bootstrap, topics)
+    count = seconds * rate
+    sim = AquanowSimulator(KEY, SECRET, rate=rate, count=count, seed=2, slow_consumer_timeout=20)
+    sim.preload(count)
+    sim.pause()
+    async with sim:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = bridge_config(bootstrap, topics, [aquanow_stream("lat", sim)])
+            with BridgeProcess(Path(tmp), cfg) as bridge:
+                await bridge.wait_ready()
+                guard = Guard(bridge, [sim])
+                await guard.start()
+                with HealthProbe(bridge.metrics_port) as probe:
+                    sim.pause(False)
+                    await wait_published(bridge, guard, count, timeout=seconds + 60)
+                if bridge.stop() != 0:
+                    raise BenchFailed("the bridge did not exit cleanly")
+    delays = await append_delays(bootstrap, topics, count)
+    warm = sorted(delays[len(delays) // 20 :])  # the first 5 % include connection warm-up
+    return {
+        "rate_per_s": rate,
+        "records": len(delays),
+        "p50_ms": round(quantile(warm, 0.5), 2),
+        "p99_ms": round(quantile(warm, 0.99), 2),
+        "p999_ms": round(quantile(warm, 0.999), 2),
+        "max_ms": round(warm[-1], 2),
+        "resolution_ms": 1,
+        "healthz": probe.summary(),
+        "command": command("latency"),
+    }
+
+
+async def append_delays(bootstrap: str, topics: dict[str, str], count: int) -> list[float]:
+    reader = AvroReader()
+    venue_topics = [n for t, n in topics.items() if t not in ("control", "state")]
+    consumer = AIOKafkaConsumer(
+        *venue_topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    delays: list[tuple[int, float]] = []
+    try:
+        async with asyncio.timeout(120):
+            while len(delays) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                for messages in batches.values():
+                    for m in messages:
+                        _, _, record = reader.decode(m.value)
+                        received_ms = record["received_at"].timestamp() * 1000
+                        delays.append((m.timestamp, m.timestamp - received_ms))
+    finally:
+        await consumer.stop()
+    delays.sort()  # in append order
+    return [d for _, d in delays]
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+def tls_server(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A CA made now and a certificate for 127.0.0.1; the bridge trusts the CA through
+    SSL_CERT_FILE (the system's CA bundle with it), as it would a venue's public CA."""
+    ca = trustme.CA()
+    ca_file = directory / "ca.pem"
+    system = Path("/etc/ssl/certs/ca-certificates.crt")  # a real store's size, plus ours
+    ca_file.write_bytes((system.read_bytes() if system.exists() else b"") + ca.cert_pem.bytes())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context, ca_file
+
+
+async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
+    topics = unique_topics()
+    await create_topics(bootstrap, topics)
+    # One API key per simulated account, as at the venue: nonces are checked per key.
+    keys = {f"bench-key-{i:05d}": f"bench-secret-{i:05d}" for i in range(streams)}
+    with tempfile.TemporaryDirectory() as tmp:
+        context, ca_file = tls_server(Path(tmp))
+        sim = AquanowSimulator(
+            KEY,
+            SECRET,
+            rate=1,
+            seed=3,
+            extra_credentials=keys,
+            ssl=context,
+            slow_consumer_timeout=20,
+        )
+        async with sim:
+            accounts = [
+                aquanow_stream(f"acct-{i:05d}", sim, api_key=key, api_secret=secret)
+                for i, (key, secret) in enumerate(keys.items())
+            ]
+            cfg = bridge_config(bootstrap, topics, accounts)
+            env = {"SSL_CERT_FILE": str(ca_file)}
+            with BridgeProcess(Path(tmp), cfg, env=env) as bridge:
+                assert bridge.process is not None
+                started = time.monotonic()
+                await wait_ready(bridge, timeout=600)
+                ready_s = time.monotonic() - started
+                await asyncio.sleep(5)  # settle after the connection storm, then measure
+                guard = Guard(bridge, [sim])
+                await guard.start()
+                pid = bridge.process.pid
+                cpu0, t0, pushes0 = cpu_seconds(pid), time.monotonic(), len(sim.sent)
+                published0 = await venue_records(bridge)
+                rss, scrapes = [], []
+                with HealthProbe(bridge.metrics_port, interval=0.2) as probe:
+                    while time.monotonic() - t0 < seconds:
+                        rss.append(rss_mb(pid))
+                        scrapes.append(await timed_scrape(bridge))
+                        await asyncio.sleep(2)
+                    elapsed = time.monotonic() - t0
+                    cpu = (cpu_seconds(pid) - cpu0) / elapsed
+                    sim.pause()
+                    pushed = len(sim.sent) - pushes0
+                    await wait_published(bridge, guard, published0 + pushed, timeout=60)
+                await guard.check(f"{streams} streams")
+                if bridge.stop(60) != 0:
+                    raise BenchFailed("the bridge did not exit cleanly")
+    return {
+        "streams": streams,
+        "tls": True,
+        "pushes_per_s": round(pushed / elapsed, 1),
+        "published_all": True,
+        "ready_after_s": round(ready_s, 1),
+        "rss_mb_max": round(max(rss), 1),
+        "rss_mb_median": round(statistics.median(rss), 1),
+        "cpu_core_fraction": round(cpu, 3),
+        "scrape_s": spread(scrapes, 3),
+        "healthz": probe.summary(),
+        "window_s": seconds,
+        "command": f'make bench ARGS="--only fanout --fanout-streams {streams}"',
+    }
+
+
+async def wait_ready(bridge: BridgeProcess, timeout: float) -> None:
+    """/readyz 200 within `timeout`. A request that times out is "not yet": while thousands of
+    TLS handshakes run, the bridge answers late, and that is what is being measured."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert bridge.process is not None
+        if bridge.process.poll() is not None:
+            raise BenchFailed(f"the bridge exited with {bridge.process.returncode}")
+        try:
+            status, _ = await bridge.get("/readyz")
+            if status == 200:
+                return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        await asyncio.sleep(0.5)
+    raise BenchFailed(f"not ready within {timeout} s")
+
+
+async def timed_scrape(bridge: BridgeProcess) -> float:
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{bridge.metrics_port}/metrics"
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as answer:
+            await answer.read()
+    return time.perf_counter() - started
+
+
+# -- recovery --------------------------------------------------------------------------------
+async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[str, Any]:
+    topics = unique_topics()
+    await create_topics(bootstrap, topics)
+    sim = AquanowSimulator(KEY, SECRET, rate=20, seed=4)
+    results, connect_to_snapshot = [], []
+    async with sim:
+        with tempfile.TemporaryDirectory() as tmp:
+            stream = aquanow_stream(
+                "rec", sim, rest_url=sim.rest_url, snapshot={"rate_per_second": 50, "burst": 50}
+            )
+            reconnect = {"initial_delay": backoff, "max_delay": backoff, "jitter": 0}
+            cfg = bridge_config(
+                bootstrap, topics, [stream], reconnect={**reconnect, "healthy_after": 0.5}
+            )
+            with BridgeProcess(Path(tmp), cfg) as bridge:
+                await bridge.wait_ready()
+                await bridge.wait_metric(
+                    "bridge_snapshot_last_success_timestamp_seconds", 1, stream="rec"
+                )
+                for _ in range(rounds):
+                    refused = sim.refused
+                    sim.refusing = True
+                    await sim.drop_connections()
+                    await wait_until(lambda r=refused: sim.refused >= r + 2, timeout=30)
+                    accepting_at = time.time()
+                    sim.refusing = False
+                    done_at = await bridge.wait_metric(
+                        "bridge_snapshot_last_success_timestamp_seconds", accepting_at, stream="rec"
+                    )
+                    results.append(done_at - accepting_at)
+                    connect_to_snapshot.append(done_at - sim.last_connected_at)
+                if bridge.stop() != 0:
+                    raise BenchFailed("the bridge did not exit cleanly")
+    return {
+        "backoff_delay_s": backoff,
+        "rounds": rounds,
+        "recovery_s": [round(r, 3) for r in results],
+        "recovery_median_s": round(statistics.median(results), 3),
+        "beyond_backoff_max_s": round(max(results) - backoff, 3),
+        # The bridge's own work: accepted connection → subscribed → snapshot acknowledged.
+        "connect_to_snapshot_s": [round(r, 3) for r in connect_to_snapshot],
+        "command": command("recovery"),
+    }

@@ -1,37 +1,36 @@
 """Wiring: streams + codec + sink + metrics server; signals; graceful shutdown.
 
-Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops reading (frames
-already received are still published), the producer flushes everything in flight, the process
-exits 0 — or 1 if the grace period ran out with records still unacknowledged.
+Start order: Kafka (sign-in, topics: bridge/kafka_check.py), the schema registry, the producer,
+then the streams. Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops
+reading (frames already received are still published), the producer flushes everything in
+flight, the process exits 0 — or 3 if the grace period ran out with records still
+unacknowledged (`ExitCode`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
 
 from aiohttp import web
-from aiokafka.errors import KafkaError
 
-from bridge.backoff import Backoff
+from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.errors import RegistryError, SinkError
+from bridge.errors import ExitCode, RegistryError, SinkError
+from bridge.kafka import KafkaAccess
+from bridge.kafka_check import KafkaWatch, prepare
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
-from bridge.registry import Registration, RegistryClient, register_schemas
+from bridge.registry import Registration, register_schemas, registry_client
 from bridge.settings import Settings, StreamSettings
-from bridge.sink import Sink
-from bridge.snapshot import Snapshotter, StreamPublisher
-from bridge.venues import build_venue
-
-_T = TypeVar("_T")
+from bridge.sink import FATAL_DELIVERY_ERRORS, Sink
+from bridge.snapshot import Snapshotter
+from bridge.stream import StreamState
 
 
 @dataclass
@@ -41,10 +40,9 @@ class App:
     settings: Settings
     metrics: Metrics = field(default_factory=Metrics)
     health: Health = field(default_factory=Health)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
+    config_path: Path | None = None  # named in messages (`bridge topics create --config …`)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
-    metrics_port: int | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -56,26 +54,34 @@ class App:
         self._http = await start_http_server(
             self.metrics, self.health, self.settings.metrics.host, self.settings.metrics.port
         )
-        self.metrics_port = bound_port(self._http)
-        log.info("metrics server listening", port=self.metrics_port)
+        log.info("metrics server listening", port=bound_port(self._http))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        watch: asyncio.Task[None] | None = None
         try:
+            access = KafkaAccess(self.settings.kafka)
+            kafka = self.settings.kafka
+            if not await prepare(
+                access, self.metrics, self.settings.reconnect, self._stop, self.config_path
+            ):
+                return ExitCode.OK
+            watch = asyncio.create_task(
+                KafkaWatch(access, self.metrics, kafka.check_interval).run(), name="kafka-watch"
+            )
             # Ready only after the schemas are registered: the producer starts after the codec.
             codec = await self._build_codec()
             if codec is None:
-                return 0
-            sink = Sink(self.settings.kafka, codec, self.metrics)
+                return ExitCode.OK
+            sink = Sink(kafka, codec, self.metrics, access=access)
             if not await self._start_sink(sink):
-                return 0
+                return ExitCode.OK
             self.health.producer_started = True
             connections = [self._connection(stream, sink) for stream in self.settings.streams]
             tasks = [
                 asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
             ]
-            self.started.set()
             stop_waiter = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
             failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
@@ -83,37 +89,36 @@ class App:
             for exc in failed:  # a stream loop only ends on its own by raising
                 if isinstance(exc, SinkError):
                     get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
-                    return 1
+                    refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
+                    return ExitCode.CONFIG if refused else ExitCode.CRASH
                 if exc is not None:
                     raise exc
             return code
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
 
     def _connection(self, stream: StreamSettings, sink: Sink) -> StreamConnection:
-        venue = build_venue(stream)
-        publisher = StreamPublisher(sink)
+        venue = stream.build_venue()
+        state = StreamState(stream.name, venue.name, sink)
+        self.health.streams.append(state)
         snapshot = None
         if stream.rest_url and stream.snapshot.enabled:
             snapshot = Snapshotter(
                 venue,
                 stream.rest_url,
-                publisher,
+                state,
                 self.metrics,
                 stream.snapshot,
                 self.settings.reconnect,
             ).run
         return StreamConnection(
-            stream,
-            venue,
-            publisher,
-            self.metrics,
-            self.health,
-            self.settings.reconnect,
-            snapshot=snapshot,
+            stream, venue, state, self.metrics, self.settings.reconnect, snapshot=snapshot
         )
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -137,19 +142,11 @@ class App:
         cannot change it, and publishing without it would break consumers."""
         log = get_logger(component="registry")
         ser = self.settings.serialization
-        url = ser.registry_url
-        assert url is not None  # settings validation guarantees it
         topics = {t: self.settings.kafka.topics.name(t) for t in store.topics()}
-        backoff = Backoff(self.settings.reconnect, random.Random())
-        password = ser.registry_password.get_secret_value() if ser.registry_password else None
+        registry_client(ser)  # a CA or key that cannot be loaded: ConfigError before retrying
 
         async def attempt() -> Registration:
-            async with RegistryClient(
-                url,
-                username=ser.registry_username,
-                password=password,
-                timeout=ser.registry_timeout,
-            ) as client:
+            async with registry_client(ser) as client:
                 return await register_schemas(
                     client,
                     store,
@@ -158,55 +155,45 @@ class App:
                     auto_register=ser.auto_register,
                 )
 
-        while not self._stop.is_set():
-            try:
-                return await self._unless_stopped(attempt())
-            except RegistryError as exc:
-                if not exc.retriable:
-                    log.error("schema registry refused the bridge's schemas", error=str(exc))
-                    raise
-                delay = backoff.next_delay(time.monotonic())
-                log.warning(
-                    "schema registry unavailable; retrying",
-                    error=str(exc),
-                    retry_in=round(delay, 2),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-        return None
+        def unavailable(exc: RegistryError, delay: float) -> None:
+            log.warning(
+                "schema registry unavailable; retrying", error=str(exc), retry_in=round(delay, 2)
+            )
 
-    async def _unless_stopped(self, work: Coroutine[Any, Any, _T]) -> _T | None:
-        """`work`'s result, or None (work cancelled) as soon as a stop is requested: a slow
-        registry must not hold a SIGTERM for request timeout x requests."""
-        task = asyncio.create_task(work)
-        stop = asyncio.create_task(self._stop.wait())
         try:
-            await asyncio.wait({task, stop}, return_when="FIRST_COMPLETED")
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        return None if task.cancelled() else task.result()
+            return await retry_until(
+                attempt,
+                Backoff(self.settings.reconnect),
+                retry_on=RegistryError,
+                retriable=lambda exc: exc.retriable,
+                on_retry=unavailable,
+                stop=self._stop,
+            )
+        except RegistryError as exc:
+            log.error("schema registry refused the bridge's schemas", error=str(exc))
+            raise
 
     async def _start_sink(self, sink: Sink) -> bool:
         """Start the producer, retrying with backoff while the brokers are unreachable.
         False when a stop was requested first."""
         log = get_logger(component="sink")
-        backoff = Backoff(self.settings.reconnect, random.Random())
-        while not self._stop.is_set():
-            try:
-                await sink.start()
-                return True
-            except KafkaError as exc:
-                delay = backoff.next_delay(time.monotonic())
-                log.warning(
-                    "kafka unreachable; retrying", error=repr(exc), retry_in=round(delay, 2)
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
-        return False
+
+        async def start() -> bool:
+            await sink.start()
+            return True
+
+        def unreachable(exc: SinkError, delay: float) -> None:
+            log.warning("kafka unreachable; retrying", error=str(exc), retry_in=round(delay, 2))
+
+        started = await retry_until(
+            start,
+            Backoff(self.settings.reconnect),
+            retry_on=SinkError,
+            retriable=lambda exc: exc.retriable,
+            on_retry=unreachable,
+            stop=self._stop,
+        )
+        return started is not None
 
     async def _shutdown(
         self, connections: list[StreamConnection], tasks: list[asyncio.Task[None]], sink: Sink
@@ -222,4 +209,4 @@ class App:
             task.cancel()
         flushed = await sink.stop(max(deadline - time.monotonic(), 0.1))
         log.info("shutdown complete", flushed=flushed)
-        return 0 if flushed else 1
+        return ExitCode.OK if flushed else ExitCode.UNACKED

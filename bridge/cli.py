@@ -1,9 +1,10 @@
-"""The `bridge` command: run, check, schemas, tail, simulate, demo.
+"""The `bridge` command: run, check [--connect], topics, schemas, tail, simulate, demo.
 
-Exit codes: 0 success, 1 runtime failure (e.g. records left unacknowledged at shutdown),
-2 bad configuration or usage (the message names the key path), or a schema registry that
-refuses the bridge's schemas at start (incompatible, not registered, not authorized): restarting
-cannot fix either.
+Exit codes (`bridge.errors.ExitCode`), each meaning one thing: 0 a clean stop; 1 a crash (a
+bug or an unexpected failure: the traceback says where); 2 bad configuration, usage or
+credentials — a key path, a Kafka sign-in or certificate refused, missing topics, schemas the
+registry refuses — which restarting cannot fix; 3 stopped with records the broker had not
+acknowledged.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge import __version__
-from bridge.errors import ConfigError, RegistryError
-from bridge.settings import AquanowStream, SatoriStream, Settings, load_settings
+from bridge.errors import ConfigError, ExitCode, KafkaAccessError, RegistryError
+from bridge.settings import KafkaSettings, Settings, load_settings, secrets_of
 
 if TYPE_CHECKING:
     from bridge.codec import SchemaStore
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = ExitCode.CONFIG
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except RegistryError as exc:
         print(f"bridge: schema registry error\n{exc}", file=sys.stderr)
-        return EXIT_CONFIG if not exc.retriable else 1
+        return EXIT_CONFIG if not exc.retriable else ExitCode.CRASH
+    except KafkaAccessError as exc:
+        print(f"bridge: kafka error ({exc.problem})\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG if not exc.retriable else ExitCode.CRASH
     except KeyboardInterrupt:
         return 130
     return code
@@ -51,10 +55,23 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     check = commands.add_parser(
-        "check", help="validate a config and print what it would use (no network)"
+        "check",
+        help="validate a config and print what it would use (no network unless --connect)",
     )
     check.add_argument("--config", "-c", type=Path, required=True)
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also reach Kafka, the registry and each venue's REST endpoint (changes nothing)",
+    )
     check.set_defaults(handler=_check)
+
+    topics = commands.add_parser(
+        "topics", help="describe the configured topics, or create the missing ones"
+    )
+    topics.add_argument("action", choices=["create", "describe"])
+    topics.add_argument("--config", "-c", type=Path, required=True)
+    topics.set_defaults(handler=_topics)
 
     schemas = commands.add_parser(
         "schemas", help="list topics, schema versions and fingerprints; print one schema"
@@ -117,43 +134,48 @@ def _run(args: argparse.Namespace) -> int:
     from bridge.logs import configure
 
     settings = load_settings(args.config)
-    configure(settings.log.level, settings.log.format, secrets=_secrets(settings))
-    return asyncio.run(App(settings).run())
-
-
-def _secrets(settings: Settings) -> list[str]:
-    values = []
-    for stream in settings.streams:
-        values.append(stream.api_key.get_secret_value())
-        if isinstance(stream, AquanowStream):
-            values.append(stream.api_secret.get_secret_value())
-        elif isinstance(stream, SatoriStream):
-            values.append(stream.private_key.get_secret_value())
-    if settings.kafka.sasl_password is not None:
-        values.append(settings.kafka.sasl_password.get_secret_value())
-    if settings.serialization.registry_password is not None:
-        values.append(settings.serialization.registry_password.get_secret_value())
-    return values
+    configure(settings.log.level, settings.log.format, secrets=secrets_of(settings))
+    return asyncio.run(App(settings, config_path=args.config).run())
 
 
 def _check(args: argparse.Namespace) -> int:
+    from bridge.kafka import KafkaAccess
+
     settings = load_settings(args.config)
+    KafkaAccess(settings.kafka)  # loads the TLS files: a wrong key password is a config error
     print(describe(settings))
-    return 0
+    if not args.connect:
+        return ExitCode.OK
+    from bridge.preflight import preflight
+
+    print("\nconnect:")
+    ok = asyncio.run(preflight(settings, args.config, out=sys.stdout))
+    return ExitCode.OK if ok else EXIT_CONFIG
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from bridge import topics
+    from bridge.kafka import KafkaAccess
+
+    settings = load_settings(args.config)
+    access = KafkaAccess(settings.kafka)
+
+    async def run() -> str:
+        if args.action == "create":
+            created = await topics.ensure_topics(access, create=True)
+            done = f"created: {', '.join(created)}" if created else "every topic exists already"
+            return f"{done}\n\n{await topics.describe(access)}"
+        return await topics.describe(access)
+
+    print(asyncio.run(run()))
+    return ExitCode.OK
 
 
 def describe(settings: Settings) -> str:
     """What `bridge check` prints: streams, topics and endpoints. No secrets."""
     lines = [f"config OK: {len(settings.streams)} stream(s)", "", "streams:"]
     for s in settings.streams:
-        if isinstance(s, AquanowStream):
-            scope = "channels " + ", ".join(s.channels)
-        else:
-            scope = (
-                f"events {', '.join(s.events)}; coins {', '.join(s.coins) or '-'}; "
-                f"pairs {', '.join(s.pairs) or '-'}"
-            )
-        lines.append(f"  {s.name:<20} {s.venue:<8} {s.url}  ({scope})")
+        lines.append(f"  {s.name:<20} {s.venue:<8} {s.url}  ({s.scope()})")
         if s.rest_url:
             lines.append(f"  {'':<20} {'':<8} snapshots from {s.rest_url}")
     k, registry = settings.kafka, settings.serialization.registry_url
@@ -164,12 +186,28 @@ def describe(settings: Settings) -> str:
     lines += [
         "",
         "endpoints:",
-        f"  kafka       {k.bootstrap_servers} ({k.security_protocol})",
+        f"  kafka       {_kafka_line(k)}",
         f"  serializer  {settings.serialization.mode}" + (f" at {registry}" if registry else ""),
         f"  metrics     http://{settings.metrics.host}:{settings.metrics.port}/metrics "
         "(/healthz, /readyz)",
     ]
     return "\n".join(lines)
+
+
+def _kafka_line(k: KafkaSettings) -> str:
+    """How the bridge reaches Kafka, without secrets: `host:port (SASL_SSL, SCRAM-SHA-512 as
+    'bridge', CA /etc/bridge/ca.crt)`."""
+    parts: list[str] = [k.security_protocol]
+    if k.sasl_mechanism:
+        parts.append(k.sasl_mechanism + (f" as {k.sasl_username!r}" if k.sasl_username else ""))
+    if k.oauth is not None:
+        parts.append(f"token from {k.oauth.provider}")
+    if k.ssl_cafile:
+        parts.append(f"CA {k.ssl_cafile}")
+    if k.ssl_certfile:
+        parts.append(f"client certificate {k.ssl_certfile}")
+    parts.append("creates missing topics" if k.create_topics else "topics must exist")
+    return f"{k.bootstrap_servers} ({', '.join(parts)})"
 
 
 def _schemas(args: argparse.Namespace) -> int:

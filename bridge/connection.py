@@ -20,17 +20,16 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bridge.backoff import Backoff
-from bridge.errors import AuthRejected, ConnectionLost
+from bridge.errors import AuthRejected, ConnectionLost, ReconnectReason
 from bridge.logs import get_logger
-from bridge.metrics import Health, Metrics
-from bridge.settings import AquanowStream, ReconnectSettings, SatoriStream
-from bridge.snapshot import StreamPublisher
+from bridge.metrics import Metrics
+from bridge.sections import ReconnectSettings, StreamBase
+from bridge.stream import StreamState
+from bridge.subscription import SubscriptionTracker
 from bridge.venues.base import (
     Control,
     Frame,
     ParseResult,
-    Rejected,
-    Subscribed,
     Subscription,
     Venue,
     build_dead_letter,
@@ -54,23 +53,19 @@ class StreamConnection:
 
     def __init__(
         self,
-        settings: AquanowStream | SatoriStream,
+        settings: StreamBase,
         venue: Venue,
-        publisher: StreamPublisher,
+        state: StreamState,
         metrics: Metrics,
-        health: Health,
         reconnect: ReconnectSettings,
         snapshot: StartSnapshot | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.venue = venue
-        self._publisher = publisher
-        self._health = health
+        self.state = state
         self._snapshot = snapshot
         self._snapshot_task: asyncio.Task[None] | None = None
-        self.frames_received = 0
-        self.control_frames = 0  # frames that carried no record: acks, errors, empty pushes
         self._backoff = Backoff(reconnect, rng or random.Random())
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
@@ -78,13 +73,13 @@ class StreamConnection:
         labels = (settings.name, venue.name)
         self._m_connected = metrics.ws_connected.labels(*labels)
         self._m_subscribed = metrics.ws_subscribed.labels(*labels)
+        self._m_sessions = metrics.ws_sessions.labels(*labels)
         self._m_messages = metrics.ws_messages.labels(*labels)
         self._m_last = metrics.ws_last_message.labels(*labels)
         self._m_control = metrics.control_frames.labels(*labels)
         self._m_auth = metrics.auth_failures.labels(*labels)
         self._m_reconnects = metrics.ws_reconnects
         self._labels = labels
-        health.streams[settings.name] = False
         self._m_connected.set(0)
         self._m_subscribed.set(0)
 
@@ -99,14 +94,14 @@ class StreamConnection:
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 auth = status in (401, 403)
-                reason = "auth_rejected" if auth else "server_error"
+                reason: ReconnectReason = "auth_rejected" if auth else "server_error"
                 await self._lost(reason, f"handshake refused with HTTP {status}", auth=auth)
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 await self._lost("network", f"{type(exc).__name__}: {exc}")
         self._log.info(
             "stream stopped",
-            frames_received=self.frames_received,
-            control_frames=self.control_frames,
+            frames_received=self.state.frames_received,
+            control_frames=self.state.control_frames,
         )
 
     async def stop(self) -> None:
@@ -144,49 +139,43 @@ class StreamConnection:
         """Subscribe, then process frames until the connection ends."""
         for sub in subscriptions:
             await ws.send(sub.message)
-        acked = self.venue.acknowledges_subscriptions
-        pending = {sub.id for sub in subscriptions} if acked else set()
-        wait = self.settings.subscribe_timeout if acked else self.settings.ack_grace
-        deadline: float | None = time.monotonic() + wait
-        silence = self.settings.silence_timeout or None
+        s = self.settings
+        tracker = SubscriptionTracker(
+            (sub.id for sub in subscriptions),
+            acknowledged=self.venue.acknowledges_subscriptions,
+            subscribe_timeout=s.subscribe_timeout,
+            ack_grace=s.ack_grace,
+            silence_timeout=s.silence_timeout,
+            now=time.monotonic(),
+        )
+        state = self.state
         while True:
-            timeout = silence if deadline is None else max(deadline - time.monotonic(), 0)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(tracker.read_timeout(time.monotonic())):
                     data = await ws.recv()
             except TimeoutError:
-                if deadline is None:
-                    raise ConnectionLost("silence", f"no frame for {silence} s") from None
-                if acked:
-                    raise ConnectionLost(
-                        "subscribe_timeout", f"no ack for {sorted(pending)} in {wait} s"
-                    ) from None
-                deadline = None  # silent success: the venue acknowledges nothing
-                await self._subscribed()
+                if tracker.on_timeout():  # raises ConnectionLost unless now subscribed
+                    await self._subscribed()
                 continue
             except ConnectionClosed:
                 if self._stopping.is_set():
                     return
                 raise
             frame = Frame(data, time.time_ns() // 1000, time.monotonic())
-            self.frames_received += 1
+            state.frames_received += 1
             self._m_messages.inc()
             self._m_last.set(frame.received_at / 1e6)
             result = self._parse(frame)
             if not result.records:
-                self.control_frames += 1
+                state.control_frames += 1
                 self._m_control.inc()
             for event in result.events:
-                if isinstance(event, Subscribed):
-                    pending.discard(event.id)
-                elif isinstance(event, Rejected):
-                    self._reject(event)
-                elif isinstance(event, Control):
+                if isinstance(event, Control):
                     self._log.debug("control frame", detail=event.detail)
+            completed = tracker.on_frame(result)
             for record in result.records:
-                await self._publisher.publish(record, frame.received_mono)
-            if deadline is not None and not pending and (acked or result.records):
-                deadline = None
+                await state.publish(record, frame.received_mono)
+            if completed:
                 await self._subscribed()
 
     def _parse(self, frame: Frame) -> ParseResult:
@@ -206,13 +195,9 @@ class StreamConnection:
                 )
         return self.venue.parse(frame)
 
-    def _reject(self, event: Rejected) -> None:
-        if event.auth:
-            raise AuthRejected(event.detail)
-        raise ConnectionLost("subscribe_rejected" if event.id else "server_error", event.detail)
-
     async def _subscribed(self) -> None:
         self._set_subscribed(True)
+        self._m_sessions.inc()
         self._log.info("subscribed")
         if self._snapshot is not None:
             # Concurrent with reading: pings, pushes and backpressure go on meanwhile.
@@ -228,9 +213,9 @@ class StreamConnection:
 
     def _set_subscribed(self, value: bool) -> None:
         self._m_subscribed.set(1 if value else 0)
-        self._health.streams[self.settings.name] = value
+        self.state.subscribed = value
 
-    async def _lost(self, reason: str, detail: str, auth: bool = False) -> None:
+    async def _lost(self, reason: ReconnectReason, detail: str, auth: bool = False) -> None:
         if self._stopping.is_set():
             return
         self._m_reconnects.labels(*self._labels, reason).inc()
@@ -243,7 +228,7 @@ class StreamConnection:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
 
-def _classify_close(exc: ConnectionClosed) -> tuple[str, str, bool]:
+def _classify_close(exc: ConnectionClosed) -> tuple[ReconnectReason, str, bool]:
     """(reason label, detail, is auth) for a closed connection."""
     close = exc.rcvd or exc.sent
     code = close.code if close else 1006

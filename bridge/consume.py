@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
 import fastavro
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from bridge.codec import (
     CONFLUENT_MAGIC,
@@ -32,18 +33,9 @@ from bridge.codec import (
     load_schema_version,
 )
 from bridge.errors import RegistryError
-from bridge.registry import RegistryClient
-from bridge.settings import KafkaSettings, TopicNames, load_reader_settings
-
-# aiokafka options that only say how to reach the cluster (shared with the producer's).
-_CONNECTION_OPTIONS: Final = (
-    "bootstrap_servers",
-    "security_protocol",
-    "sasl_mechanism",
-    "sasl_plain_username",
-    "sasl_plain_password",
-    "ssl_context",
-)
+from bridge.kafka import consumer_options
+from bridge.registry import RegistryClient, registry_client
+from bridge.settings import TopicNames, load_reader_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,14 +145,6 @@ def tail_line(message: ConsumerRecord[bytes, bytes], decoded: Decoded | str) -> 
     return json.dumps(to_jsonable(line), ensure_ascii=False)
 
 
-def consumer_options(settings: KafkaSettings) -> dict[str, Any]:
-    """How to reach the cluster, from the same config the bridge's producer uses."""
-    from bridge.sink import producer_options
-
-    options = producer_options(settings)
-    return {k: options[k] for k in _CONNECTION_OPTIONS if k in options}
-
-
 async def tail(
     decoder: RecordDecoder,
     topics: Sequence[str],
@@ -180,12 +164,22 @@ async def tail(
         enable_auto_commit=False,
         **options,
     )
-    await consumer.start()
+    # `timeout` bounds every wait, including the ones aiokafka does not bound itself: on a
+    # topic the cluster does not have (auto-create off, or a typo) it waits for partitions
+    # forever, logging "Topic … not found in cluster metadata" twice a second.
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+    except TimeoutError:
+        await _report_missing(consumer, topics, out=sys.stderr)
+        await consumer.stop()
+        return 0
     printed = 0
     try:
         while count is None or printed < count:
             batches = await _next_batches(consumer, timeout)
             if batches is None:
+                if printed == 0:
+                    await _report_missing(consumer, topics, out=sys.stderr)
                 break
             for message in _in_order(batches):
                 print(await _line(decoder, message), file=out, flush=True)
@@ -204,12 +198,27 @@ async def _next_batches(
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while deadline is None or loop.time() < deadline:
-        batches: dict[Any, list[ConsumerRecord[bytes, bytes]]] = await consumer.getmany(
-            timeout_ms=500
-        )
+        left = None if deadline is None else max(deadline - loop.time(), 0.0)
+        try:
+            batches: dict[Any, list[ConsumerRecord[bytes, bytes]]] = await asyncio.wait_for(
+                consumer.getmany(timeout_ms=500), left
+            )
+        except TimeoutError:
+            return None
         if batches:
             return batches
     return None
+
+
+async def _report_missing(consumer: AIOKafkaConsumer, topics: Sequence[str], out: TextIO) -> None:
+    """Say which topics the cluster does not have (the likely reason nothing came)."""
+    try:
+        existing: set[str] = await asyncio.wait_for(consumer.topics(), 10)
+    except (TimeoutError, KafkaError):
+        return
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        print(f"bridge tail: no such topic: {', '.join(missing)}", file=out)
 
 
 def _in_order(
@@ -249,20 +258,15 @@ def tail_main(
     names = [kafka.topics.name(t) if t in TopicNames.model_fields else t for t in topics]
     ser = settings.serialization
     url = registry_url or ser.registry_url
-    password = ser.registry_password.get_secret_value() if ser.registry_password else None
+    if url:
+        ser = ser.model_copy(update={"registry_url": url})
 
     async def run() -> int:
         store = SchemaStore.load()
         async with contextlib.AsyncExitStack() as stack:
             registry = None
             if url:
-                client = RegistryClient(
-                    url,
-                    username=ser.registry_username,
-                    password=password,
-                    timeout=ser.registry_timeout,
-                )
-                registry = await stack.enter_async_context(client)
+                registry = await stack.enter_async_context(registry_client(ser))
             decoder = RecordDecoder(store, registry)
             return await tail(
                 decoder,

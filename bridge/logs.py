@@ -16,6 +16,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 Processor = Any
 MASK: Final = "***"
@@ -96,5 +97,7 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
     root.setLevel(max(numeric, logging.WARNING))
 
 
-def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger("bridge").bind(**bound)
+def get_logger(**bound: Any) -> FilteringBoundLogger:
+    """The bridge's logger with `bound` context (stream, venue, component) on every event."""
+    logger: FilteringBoundLogger = structlog.get_logger("bridge").bind(**bound)
+    return logger

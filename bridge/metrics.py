@@ -13,7 +13,7 @@ did not exist yet would never alert.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol, get_args
 
 from aiohttp import web
 from prometheus_client import (
@@ -28,33 +28,12 @@ from prometheus_client import (
 )
 
 from bridge import __version__
+from bridge.errors import DeadLetterReason, ReconnectReason, RestErrorKind
 
-# The `reason` label of bridge_ws_reconnects_total (raised in connection.py).
-RECONNECT_REASONS: Final = (
-    "network",  # connect failed, or the TCP connection broke (close code 1006)
-    "close",  # the venue closed the websocket normally
-    "auth_rejected",  # HTTP 401/403, close 1008/4001/4003, or an auth error frame
-    "watchdog",  # a ping got no pong in time
-    "silence",  # no frame at all for `silence_timeout`
-    "server_error",  # an error frame or a refused handshake
-    "subscribe_rejected",  # the venue refused a subscription (not for auth)
-    "subscribe_timeout",  # no ack within `subscribe_timeout`
-)
-# The `reason` label of bridge_deadletter_total: ParseError reasons of the venue modules, and
-# the sink's own conversions.
-DEADLETTER_REASONS: Final = (
-    "invalid_json",
-    "missing_field",
-    "invalid_field",
-    "unknown_type",
-    "unknown_event",
-    "stale_version",
-    "encode_error",
-    "oversized_record",
-    "oversized_frame",
-)
-# The `reason` label of bridge_snapshot_failures_total (RestError kinds, venues/base.py).
-SNAPSHOT_FAILURE_KINDS: Final = ("auth", "rate_limited", "retry", "fatal")
+# The label vocabularies (bridge.errors): every value is created at zero for each stream.
+RECONNECT_REASONS: Final[tuple[ReconnectReason, ...]] = get_args(ReconnectReason)
+DEADLETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = get_args(DeadLetterReason)
+SNAPSHOT_FAILURE_KINDS: Final[tuple[RestErrorKind, ...]] = get_args(RestErrorKind)
 # The `topic` label: logical topics (the Kafka names are configurable, these are not).
 TOPICS: Final = ("balances", "orders", "positions", "trades", "credit", "deadletter")
 
@@ -101,6 +80,9 @@ class Metrics:
             "Connections lost or refused, by reason: " + ", ".join(RECONNECT_REASONS),
             (*sv, "reason"),
             registry=r,
+        )
+        self.ws_sessions = Counter(
+            "bridge_ws_sessions_total", "Sessions that reached subscribed", sv, registry=r
         )
         self.ws_messages = Counter(
             "bridge_ws_messages_received_total", "Websocket frames received", sv, registry=r
@@ -184,6 +166,18 @@ class Metrics:
             sv,
             registry=r,
         )
+        self.kafka_up = Gauge(
+            "bridge_kafka_up",
+            "1 while the bridge can sign in to Kafka and every configured topic exists and may "
+            "be written (checked at start and every kafka.check_interval)",
+            registry=r,
+        )
+        self.kafka_auth_failures = Counter(
+            "bridge_kafka_auth_failures_total",
+            "Kafka sign-ins refused: SASL authentication failed, or the identity provider "
+            "refused the bridge's client",
+            registry=r,
+        )
         self.build_info = Gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",
@@ -208,16 +202,17 @@ class Metrics:
         for kind in SNAPSHOT_FAILURE_KINDS:
             self.snapshot_failures.labels(*labels, kind)
         for counter in (
+            self.ws_sessions,
             self.ws_messages,
             self.control_frames,
             self.auth_failures,
             self.snapshot_records,
         ):
             counter.labels(*labels)
-        for reason in RECONNECT_REASONS:
-            self.ws_reconnects.labels(*labels, reason)
-        for reason in DEADLETTER_REASONS:
-            self.deadletters.labels(*labels, reason)
+        for reconnect in RECONNECT_REASONS:
+            self.ws_reconnects.labels(*labels, reconnect)
+        for dead in DEADLETTER_REASONS:
+            self.deadletters.labels(*labels, dead)
         for topic in TOPICS:
             self.records_published.labels(*labels, topic)
             self.publish_errors.labels(*labels, topic)
@@ -228,20 +223,27 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class Readiness(Protocol):
+    """A stream as /readyz sees it (bridge.stream.StreamState)."""
+
+    name: str
+    subscribed: bool
+
+
 @dataclass
 class Health:
     """What /readyz reports: the producer is up and every stream is subscribed."""
 
     producer_started: bool = False
     stopping: bool = False
-    streams: dict[str, bool] = field(default_factory=dict)
+    streams: list[Readiness] = field(default_factory=list)
 
     def ready(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "shutting down"
         if not self.producer_started:
             return False, "producer not started"
-        waiting = sorted(name for name, ok in self.streams.items() if not ok)
+        waiting = sorted(s.name for s in self.streams if not s.subscribed)
         if waiting:
             return False, "not subscribed: " + ", ".join(waiting)
         return True, "ready"

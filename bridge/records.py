@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar, Final
 
+from bridge.errors import DeadLetterReason
+
 SOURCE_STREAM: Final = "stream"
 SOURCE_SNAPSHOT: Final = "snapshot"
 
@@ -226,7 +228,14 @@ class DeadLetter(Envelope):
 
 
 def build_dead_letter(
-    *, venue: str, stream: str, received_at: int, source: str, reason: str, detail: str, raw: bytes
+    *,
+    venue: str,
+    stream: str,
+    received_at: int,
+    source: str,
+    reason: DeadLetterReason,
+    detail: str,
+    raw: bytes,
 ) -> DeadLetter:
     """The dead-letter record for `raw`; its id is stable for the same bytes and reason."""
     digest = hashlib.sha256(raw).hexdigest()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -23,7 +24,9 @@ import aiohttp
 from bridge.codec import SchemaStore, SchemaVersion, confluent_prefix
 from bridge.errors import IncompatibleSchema, RegistryError
 from bridge.logs import get_logger
-from bridge.settings import Compatibility
+from bridge.oauth import OidcTokens, StaticToken, TokenError, TokenSource
+from bridge.sections import Compatibility, SerializationSettings
+from bridge.tls import client_context
 
 CONTENT_TYPE: Final = "application/vnd.schemaregistry.v1+json"
 # Confluent's error codes (also Apicurio's ccompat API): subject / version / schema not found.
@@ -37,7 +40,12 @@ def subject_for(topic_name: str) -> str:
 
 
 class RegistryClient:
-    """Async client for the Confluent Schema Registry API (only the calls the bridge needs)."""
+    """Async client for the Confluent Schema Registry API (only the calls the bridge needs).
+
+    Auth: HTTP basic (`username`/`password`) or a bearer token (`token`: static or from an
+    identity provider, asked before each request so a refreshed one is used). `tls`: a
+    context with a private CA and/or a client certificate (mTLS). Proxies come from the
+    environment (HTTPS_PROXY, NO_PROXY), as for the venues' websockets."""
 
     def __init__(
         self,
@@ -46,17 +54,24 @@ class RegistryClient:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 10.0,
+        token: TokenSource | None = None,
+        tls: ssl.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._headers = {"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE}
+        self._headers = {"Accept": CONTENT_TYPE, "Content-Type": CONTENT_TYPE, **(headers or {})}
         if username:
-            token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
+            basic = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {basic}"
+        self._token = token
+        self._tls: ssl.SSLContext | bool = tls if tls is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, headers=self._headers, trust_env=True
+        )
         return self
 
     async def __aexit__(
@@ -116,6 +131,9 @@ class RegistryClient:
         body = await self._request("POST", path, {"schema": schema})
         return bool(body["is_compatible"])
 
+    async def subjects(self) -> list[str]:
+        return [str(subject) for subject in await self._request("GET", "/subjects")]
+
     async def versions(self, subject: str) -> list[int]:
         """The subject's version numbers ([] when the subject does not exist)."""
         try:
@@ -132,12 +150,29 @@ class RegistryClient:
         if self._session is None:
             raise RuntimeError("use RegistryClient as an async context manager")
         what = f"{method} {self.url}{path}"
+        headers = {"Authorization": f"Bearer {await self._bearer()}"} if self._token else None
         try:
             async with self._session.request(
-                method, self.url + path, data=None if payload is None else json.dumps(payload)
+                method,
+                self.url + path,
+                data=None if payload is None else json.dumps(payload),
+                headers=headers,
+                ssl=self._tls,
             ) as response:
                 text = await response.text()
                 status = response.status
+        except aiohttp.ClientConnectorCertificateError as exc:
+            # A configuration error, not an outage: retrying cannot make the certificate valid.
+            raise RegistryError(
+                f"schema registry {self.url}: the certificate was not accepted: "
+                f"{exc.certificate_error} (serialization.registry_cafile must hold the CA "
+                "that signed it)"
+            ) from exc
+        except aiohttp.ClientSSLError as exc:
+            raise RegistryError(
+                f"schema registry {self.url}: TLS handshake failed: {exc} (a client "
+                "certificate required? serialization.registry_certfile / registry_keyfile)"
+            ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryError(
                 f"schema registry unreachable: {what}: {exc!r}", retriable=True
@@ -155,6 +190,47 @@ class RegistryClient:
         if body is None:
             raise RegistryError(f"{what}: HTTP {status} answer is not JSON: {text[:200]!r}")
         return body
+
+    async def _bearer(self) -> str:
+        assert self._token is not None
+        try:
+            return await self._token.token()
+        except TokenError as exc:
+            raise RegistryError(f"schema registry token: {exc}", retriable=exc.retriable) from exc
+
+
+def registry_client(settings: SerializationSettings) -> RegistryClient:
+    """The client for the configured registry: auth, TLS and headers from `serialization`.
+    Raises `ConfigError` (naming the key) when a CA, certificate or key cannot be loaded."""
+    s = settings
+    assert s.registry_url is not None  # settings validation guarantees it in registry mode
+    tls = None
+    if s.registry_cafile or s.registry_certfile:
+        tls = client_context(
+            cafile=s.registry_cafile,
+            certfile=s.registry_certfile,
+            keyfile=s.registry_keyfile,
+            password=s.registry_key_password,
+            keys=(
+                "serialization.registry_cafile",
+                "serialization.registry_certfile",
+                "serialization.registry_key_password",
+            ),
+        )
+    token: TokenSource | None = None
+    if s.registry_token is not None:
+        token = StaticToken(s.registry_token.get_secret_value())
+    elif s.registry_oauth is not None:
+        token = OidcTokens(s.registry_oauth)
+    return RegistryClient(
+        s.registry_url,
+        username=s.registry_username,
+        password=s.registry_password.get_secret_value() if s.registry_password else None,
+        timeout=s.registry_timeout,
+        token=token,
+        tls=tls,
+        headers=s.registry_headers,
+    )
 
 
 def _q(part: str) -> str:

@@ -1,5 +1,7 @@
-"""The only aiokafka user: idempotent producer, keys, headers, dead letters, backpressure, flush,
-and recovery from failed deliveries without losing a record or the last-record-per-key order.
+"""The only aiokafka user: idempotent producer, topic names, dead letters for records Kafka
+refuses, backpressure, flush, and recovery from failed deliveries without losing a record or the
+last-record-per-key order. What is in flight, what failed and what to send again is kept by the
+pure ledger (`bridge/delivery.py`); this module does the I/O around it.
 
 `publish` returns once the record is in the producer's hands; the broker's ack arrives later
 and is observed by a callback (metrics: published count, event lag, frame → ack latency).
@@ -10,16 +12,16 @@ Why recovery is needed: with idempotence, aiokafka retries a sent batch until it
 a batch still queued for a partition whose leader is unknown expires after
 `request_timeout_ms` (e.g. a broker restarting after a long outage). Then the sink stops
 accepting records, waits until every record in flight is acknowledged or failed, replaces the
-producer (a fresh producer id: no sequence gap left by the expired batch), resends the failed
-records in their original order, and re-publishes the newest acknowledged record of each
-affected key when it was sent after a failed one, so that the last record per key is the
-newest again. Consumers may see duplicates (same `event_id`), never a loss.
+producer (a fresh producer id: no sequence gap left by the expired batch) and sends the
+ledger's resend plan one record at a time: the failed records in their original order, then
+the newest acknowledged record of each affected key when it was sent after a failed one, so
+that the last record per key is the newest again. Consumers may see duplicates (same
+`event_id`), never a loss.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,81 +34,24 @@ from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 from prometheus_client import Counter, Histogram
 
+from bridge.backoff import Backoff, retry_until
 from bridge.codec import Codec, Encoded
-from bridge.errors import EncodeError, SinkError
+from bridge.delivery import Ledger, Pending
+from bridge.errors import DeadLetterReason, EncodeError, SinkError
+from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
 from bridge.records import SOURCE_SNAPSHOT, DeadLetter, Envelope, VenueRecord, build_dead_letter
-from bridge.settings import KafkaSettings
+from bridge.sections import KafkaSettings, ReconnectSettings
 
 # Errors no retry can fix: the bridge stops (exit 1) instead of resending forever.
 FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
-
-
-def producer_options(settings: KafkaSettings) -> dict[str, Any]:
-    """aiokafka producer options from the config (also used by benchmarks' bare producer)."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "client_id": settings.client_id,
-        "enable_idempotence": True,
-        "acks": "all",
-        "linger_ms": settings.linger_ms,
-        "max_batch_size": settings.max_batch_bytes,
-        "request_timeout_ms": settings.request_timeout_ms,
-        "compression_type": None if settings.compression == "none" else settings.compression,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        options["ssl_context"] = create_ssl_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-    return options
-
-
-@dataclass(eq=False, slots=True)
-class Pending:
-    """A record handed to the producer and not yet acknowledged. `seq` is the publish order;
-    `slot` says whether it holds a place in the bounded buffer (re-published duplicates don't)."""
-
-    seq: int
-    record: Envelope
-    encoded: Encoded
-    received_mono: float | None
-    slot: bool = True
-
-    @property
-    def key(self) -> tuple[str, bytes]:
-        return self.encoded.topic, self.encoded.key
-
-
-def plan_resend(
-    failed: list[Pending], acked_after: dict[tuple[str, bytes], Pending]
-) -> list[Pending]:
-    """What to send again after failed deliveries: the failed records in publish order, then,
-    for each key with a failed record, the newest acknowledged record of that key that was
-    published after its last failed one (it must be the last record of the key again)."""
-    ordered = sorted(failed, key=lambda p: p.seq)
-    last_failed = {p.key: p.seq for p in ordered}
-    newer = [a for key, a in acked_after.items() if a.seq > last_failed.get(key, a.seq)]
-    return ordered + sorted(newer, key=lambda p: p.seq)
-
-
-@dataclass(frozen=True, slots=True)
-class _Children:
-    published: Counter
-    snapshot: Counter
-    latency: Histogram
-    lag: Histogram
+# Delays between attempts to resend a record or to start a replacement producer.
+RECOVERY_DELAYS = ReconnectSettings(initial_delay=0.5, max_delay=10.0, multiplier=2.0, jitter=0.0)
 
 
 class Sink:
@@ -118,215 +63,298 @@ class Sink:
         codec: Codec,
         metrics: Metrics,
         producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+        access: KafkaAccess | None = None,
     ) -> None:
         self._settings = settings
         self._codec = codec
-        self._metrics = metrics
-        self._factory = producer_factory
-        self._producer: AIOKafkaProducer | None = None
-        self._capacity = settings.buffer_records
-        self._room = asyncio.Semaphore(settings.buffer_records)
-        self._seq = itertools.count()
-        self._in_flight = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._settled = asyncio.Event()  # set whenever an in-flight record is acked or failed
-        self._open = asyncio.Event()  # cleared while recovering from failed deliveries
-        self._open.set()
-        self._failed: list[Pending] = []
-        self._acked_after: dict[tuple[str, bytes], Pending] | None = None
+        self._producer = _Producer(access or KafkaAccess(settings), producer_factory)
+        self.ledger = Ledger(settings.buffer_records)
+        self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
+        self._admission = asyncio.Lock()
         self._recovery: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
-        self._backpressure = False
-        self._metric_children: dict[tuple[str, str, str], _Children] = {}
-        self.resent = 0
-        self.republished = 0
+        self._reports = _Reports(metrics)
         self._log = get_logger(component="sink")
         metrics.buffer_capacity.set(settings.buffer_records)
         # Read at scrape time: setting the gauge on every publish and every ack cost a lock
         # each, twice per record (tests/bench).
-        metrics.buffer_records.set_function(lambda: self._in_flight)
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+        metrics.buffer_records.set_function(lambda: self.ledger.in_flight)
 
     async def start(self) -> None:
-        self._producer = await self._new_producer()
-        self._log.info("producer started", bootstrap_servers=self._settings.bootstrap_servers)
-
-    async def _new_producer(self) -> AIOKafkaProducer:
-        producer = self._factory(**producer_options(self._settings))
+        """Start the producer. `SinkError` (retriable) when the brokers cannot be reached."""
         try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
+            await self._producer.start()
+        except KafkaError as exc:
+            raise SinkError(f"cannot start the producer: {exc!r}") from exc
+        self._log.info("producer started", bootstrap_servers=self._settings.bootstrap_servers)
 
     async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
         """Hand `record` to the producer, waiting for buffer room (backpressure) and for any
         recovery in progress. Raises `SinkError` once delivery has failed for good."""
-        if self._fatal is not None:
-            raise SinkError(str(self._fatal)) from self._fatal
+        self._raise_if_fatal()
         try:
             encoded = self._codec.encode(record)
         except EncodeError as exc:
-            record = self._dead_letter_for(record, "encode_error", str(exc))
+            record = _dead_letter_for(record, "encode_error", str(exc))
             encoded = self._codec.encode(record)
-        await self._open.wait()
-        if self._room.locked():
-            self._pressure(record, f"buffer full ({self._capacity} records unacknowledged)")
-        await self._room.acquire()
-        self._in_flight += 1
-        self._drained.clear()
-        pending = Pending(next(self._seq), record, encoded, received_mono)
+        ledger = self.ledger
+        if ledger.accepting and not self._admission.locked():
+            pending = ledger.admit(record, encoded, received_mono)
+        else:
+            if not ledger.has_room:
+                why = f"buffer full ({ledger.capacity} records unacknowledged)"
+                self._reports.pressure(record, why, ledger)
+            async with self._admission:  # publishers that wait get room in call order
+                await self._until(lambda: self._fatal is not None or ledger.accepting)
+                self._raise_if_fatal()
+                pending = ledger.admit(record, encoded, received_mono)
         try:
-            await self._send(pending)
+            future = await self._produce(pending)
         except BaseException:
-            self._release(pending)
+            ledger.dropped(pending)
+            self._settled()
             raise
-
-    async def _send(self, pending: Pending) -> None:
-        while True:
-            producer = self._producer
-            assert producer is not None, "Sink.start() was not awaited"
-            topic = self._settings.topics.name(pending.encoded.topic)
-            encoded = pending.encoded
-            try:
-                future = await producer.send(
-                    topic, encoded.value, key=encoded.key, headers=encoded.headers
-                )
-                break
-            except KafkaTimeoutError:
-                # The partition's batch could not drain (broker unreachable): keep this record
-                # and its place, try again. The caller (the websocket read) waits meanwhile.
-                self._count_error(pending)
-                self._pressure(
-                    pending.record, f"producer queue for {topic} full (broker not accepting)"
-                )
-            except MessageSizeTooLargeError as exc:
-                self._count_error(pending)
-                self._oversized(pending, exc)
         future.add_done_callback(lambda f: self._on_delivery(f, pending))
 
-    def _on_delivery(self, future: asyncio.Future[Any], pending: Pending) -> None:
-        self._settled.set()
-        exc = None if future.cancelled() else future.exception()
-        if future.cancelled() or exc is not None:
-            self._delivery_failed(pending, exc)
-            return
-        if self._acked_after is not None:
-            self._acked_after[pending.key] = pending
-        self._release(pending)
-        self._observe_ack(pending)
-
-    def _delivery_failed(self, pending: Pending, exc: BaseException | None) -> None:
-        self._count_error(pending)
-        if isinstance(exc, FATAL_DELIVERY_ERRORS):
-            self._fatal = exc
-            self._log.error("delivery impossible; stopping", error=repr(exc))
-            self._release(pending)
-            return
-        self._failed.append(pending)
-        if self._acked_after is None:
-            self._acked_after = {}
-            self._log.warning("delivery failed; pausing to resend in order", error=repr(exc))
-        self._open.clear()
-        if self._recovery is None or self._recovery.done():
-            self._recovery = asyncio.get_running_loop().create_task(self._recover())
-            self._recovery.add_done_callback(self._recovery_done)
-
-    async def _recover(self) -> None:
-        while self._failed:
-            # Everything in flight must have an outcome first: a later record of a failed
-            # record's key may still be on its way.
-            while self._in_flight > len(self._failed):
-                self._settled.clear()
-                await self._settled.wait()
-            failed, self._failed = self._failed, []
-            plan = plan_resend(failed, self._acked_after or {})
-            self._acked_after = None
-            await self._replace_producer()
-            for pending in plan[len(failed) :]:
-                pending.slot = False  # a duplicate restoring order: no buffer slot of its own
-                self._in_flight += 1
-            # One at a time, each acknowledged before the next: strict order, and a broker's
-            # MESSAGE_TOO_LARGE (which refuses a whole batch) is pinned on the record itself.
-            for pending in plan:
-                await self._deliver_alone(pending)
-            self.resent += len(failed)
-            self.republished += len(plan) - len(failed)
-            self._log.info(
-                "delivery recovered", resent=len(failed), republished=len(plan) - len(failed)
-            )
-        self._open.set()
-
-    async def _deliver_alone(self, pending: Pending) -> None:
-        """Send one record and wait for its ack. After any failure the producer is replaced:
-        aiokafka's idempotent producer has already spent the failed record's sequence number,
-        and the broker would refuse every later batch as out of order (OutOfOrderSequence)."""
-        delay = 0.5
+    async def _produce(self, pending: Pending) -> asyncio.Future[Any]:
+        """The one way to Kafka, for first sends and resends alike: the topic's name,
+        `producer.send`, a dead letter in place of a record over the size limit, and waiting
+        while the partition's queue cannot drain. Returns the delivery future."""
         while True:
-            producer = self._producer
-            assert producer is not None
             encoded = pending.encoded
             topic = self._settings.topics.name(encoded.topic)
             try:
-                future = await producer.send(
-                    topic, encoded.value, key=encoded.key, headers=encoded.headers
-                )
-                await future
+                return await self._producer.send(topic, encoded)
+            except KafkaTimeoutError:
+                # The partition's batch could not drain (broker unreachable): keep this record
+                # and its place, try again. The caller (the websocket read) waits meanwhile.
+                self._reports.error(pending)
+                why = f"producer queue for {topic} full (broker not accepting)"
+                self._reports.pressure(pending.record, why, self.ledger)
             except MessageSizeTooLargeError as exc:
-                self._count_error(pending)
+                self._reports.error(pending)
                 self._oversized(pending, exc)
-                await self._replace_producer()
-                continue
-            except FATAL_DELIVERY_ERRORS:
-                raise
-            except KafkaError as exc:
-                self._count_error(pending)
-                self._log.warning("resend failed; retrying", error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                await self._replace_producer()
-                continue
-            self._release(pending)
-            self._observe_ack(pending)
-            return
+            except UnknownTopicOrPartitionError:
+                # The topic is gone (deleted under the running bridge; the start-up check saw
+                # it): keep the record and its place and look again after aiokafka's metadata
+                # wait (request_timeout_ms). bridge_kafka_up turns 0 (bridge/kafka_check.py).
+                self._reports.error(pending)
+                self._log.error("topic missing; holding its records until it exists", topic=topic)
+                self._reports.pressure(pending.record, f"topic {topic} missing", self.ledger)
 
-    async def _replace_producer(self) -> None:
-        old, self._producer = self._producer, None
-        if old is not None:
-            try:
-                await asyncio.wait_for(old.stop(), timeout=10)
-            except (TimeoutError, KafkaError) as exc:
-                self._log.warning("old producer did not close cleanly", error=repr(exc))
-        delay = 0.5
-        while self._producer is None:
-            try:
-                self._producer = await self._new_producer()
-            except KafkaError as exc:
-                self._log.warning("kafka unreachable", error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    def _on_delivery(self, future: asyncio.Future[Any], pending: Pending) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if future.cancelled() or exc is not None:
+            self._reports.error(pending)
+            if isinstance(exc, FATAL_DELIVERY_ERRORS):
+                self._fatal = exc
+                self._log.error("delivery impossible; stopping", error=repr(exc))
+                self.ledger.dropped(pending)
+            else:
+                if self.ledger.failed(pending):
+                    self._log.warning(
+                        "delivery failed; pausing to resend in order", error=repr(exc)
+                    )
+                if self._recovery is None or self._recovery.done():
+                    self._recovery = asyncio.get_running_loop().create_task(self._recover())
+                    self._recovery.add_done_callback(self._recovery_done)
+        else:
+            self.ledger.acked(pending)
+            self._reports.acked(pending)
+        self._settled()
+
+    async def _recover(self) -> None:
+        while self.ledger.recovering:
+            # Everything in flight must have an outcome first: a later record of a failed
+            # record's key may still be on its way.
+            await self._until(lambda: self.ledger.resend_due)
+            resend = self.ledger.begin_resend()
+            await self._producer.replace()
+            # One at a time, each acknowledged before the next: strict order, and a broker's
+            # MESSAGE_TOO_LARGE (which refuses a whole batch) is pinned on the record itself.
+            for pending in resend.records:
+                await self._deliver_alone(pending)
+            self._log.info(
+                "delivery recovered", resent=len(resend.failed), republished=len(resend.republish)
+            )
+
+    async def _deliver_alone(self, pending: Pending) -> None:
+        """Send one record and wait for its ack, until it is delivered. After any failure the
+        producer is replaced: aiokafka's idempotent producer has already spent the failed
+        record's sequence number, and the broker would refuse every later batch as out of order
+        (OutOfOrderSequence)."""
+        first = True
+
+        async def attempt() -> None:
+            nonlocal first
+            if not first:
+                await self._producer.replace()
+            first = False
+            await (await self._produce(pending))
+
+        def failed(exc: KafkaError, delay: float) -> None:
+            self._reports.error(pending)
+            if isinstance(exc, MessageSizeTooLargeError):  # the broker refused this record alone
+                self._oversized(pending, exc)
+            else:
+                self._log.warning("resend failed; retrying", error=repr(exc), retry_in=delay)
+
+        await retry_until(
+            attempt,
+            Backoff(RECOVERY_DELAYS),
+            retry_on=KafkaError,
+            retriable=lambda exc: not isinstance(exc, FATAL_DELIVERY_ERRORS),
+            delay_hint=lambda exc: 0.0 if isinstance(exc, MessageSizeTooLargeError) else None,
+            on_retry=failed,
+        )
+        self.ledger.acked(pending)
+        self._reports.acked(pending)
+        self._settled()
 
     def _recovery_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._fatal = task.exception()
-            self._open.set()  # let publishers see the failure instead of waiting forever
+            self._settled()  # let waiting publishers see the failure instead of waiting forever
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise SinkError(str(self._fatal)) from self._fatal
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _settled(self) -> None:
+        """The ledger changed: wake every waiter (admission, flush, recovery) to look again."""
+        self._changed.set()
+        self._reports.relieved(self.ledger)
 
     def _oversized(self, pending: Pending, exc: Exception) -> None:
         """Replace a record too large for Kafka by a dead letter carrying its start."""
         if isinstance(pending.record, DeadLetter):
             raise SinkError(f"dead letter {pending.record.event_id} too large even when cut: {exc}")
         self._log.warning("record too large; sent to the dead-letter topic", error=str(exc))
-        pending.record = self._dead_letter_for(pending.record, "oversized_record", str(exc))
+        pending.record = _dead_letter_for(pending.record, "oversized_record", str(exc))
         pending.encoded = self._codec.encode(pending.record)
 
-    def _observe_ack(self, pending: Pending) -> None:
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record handed over so far is acknowledged. False on timeout."""
+        try:
+            await asyncio.wait_for(self._until(lambda: self.ledger.drained), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, timeout: float = 20.0) -> bool:
+        """Flush (up to `timeout`) and close the producer. True when nothing was left."""
+        flushed = await self.flush(timeout)
+        if not flushed:
+            self._log.error("records not acknowledged at shutdown", count=self.ledger.in_flight)
+        if self._recovery is not None and not self._recovery.done():
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        await self._producer.close(timeout=5)
+        return flushed
+
+
+class _Producer:
+    """The current aiokafka producer: started, replaced after a failed delivery (a fresh
+    producer id leaves no sequence gap behind), closed."""
+
+    def __init__(self, access: KafkaAccess, factory: Callable[..., AIOKafkaProducer]) -> None:
+        self._options = access.producer_options()  # built once: TLS context, token cache
+        self._factory = factory
+        self._current: AIOKafkaProducer | None = None
+        self._log = get_logger(component="sink")
+
+    async def start(self) -> None:
+        producer = self._factory(**self._options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._current = producer
+
+    async def send(self, topic: str, encoded: Encoded) -> asyncio.Future[Any]:
+        assert self._current is not None, "Sink.start() was not awaited"
+        future: asyncio.Future[Any] = await self._current.send(
+            topic, encoded.value, key=encoded.key, headers=encoded.headers
+        )
+        return future
+
+    async def replace(self) -> None:
+        """Close the current producer and start a new one, retrying until the brokers answer."""
+        await self.close(timeout=10)
+
+        def unreachable(exc: KafkaError, delay: float) -> None:
+            self._log.warning("kafka unreachable", error=repr(exc), retry_in=delay)
+
+        await retry_until(
+            self.start, Backoff(RECOVERY_DELAYS), retry_on=KafkaError, on_retry=unreachable
+        )
+
+    async def close(self, timeout: float) -> None:
+        producer, self._current = self._current, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), timeout)
+            except (TimeoutError, KafkaError) as exc:
+                self._log.warning("producer did not close cleanly", error=repr(exc))
+
+
+def _dead_letter_for(record: Envelope, reason: DeadLetterReason, detail: str) -> DeadLetter:
+    """The dead letter standing in for a record Kafka cannot take (`detail` says why)."""
+    raw = record.raw if isinstance(record, DeadLetter | VenueRecord) else ""
+    return build_dead_letter(
+        venue=record.venue,
+        stream=record.stream,
+        received_at=record.received_at,
+        source=record.source,
+        reason=reason,
+        detail=f"{record.TOPIC} record {record.event_id}: {detail}",
+        raw=raw if isinstance(raw, bytes) else raw.encode(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Children:
+    published: Counter
+    snapshot: Counter
+    latency: Histogram
+    lag: Histogram
+
+
+class _Reports:
+    """What the sink says about itself: metrics observed on the broker's ack (published count,
+    dead letters, snapshot records, frame → ack latency, event lag) and on each delivery error;
+    backpressure episodes in the log."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._children: dict[tuple[str, str, str], _Children] = {}
+        self._log = get_logger(component="sink")
+        self._backpressure = False
+
+    def pressure(self, record: Envelope, why: str, ledger: Ledger) -> None:
+        """Reading is paused until Kafka takes records again: say so once, at info, naming the
+        stream that met it first (the pause holds every stream: they share the buffer)."""
+        if not self._backpressure:
+            self._backpressure = True
+            self._log.info(
+                "backpressure on", stream=record.stream, reason=why, in_flight=ledger.in_flight
+            )
+
+    def relieved(self, ledger: Ledger) -> None:
+        """The episode ends when the buffer is back to half empty."""
+        if self._backpressure and ledger.in_flight <= ledger.capacity // 2:
+            self._backpressure = False
+            self._log.info("backpressure off", in_flight=ledger.in_flight)
+
+    def acked(self, pending: Pending) -> None:
         record = pending.record
-        m = self._children(record.stream, record.venue, pending.encoded.topic)
+        m = self._labelled(record.stream, record.venue, pending.encoded.topic)
         m.published.inc()
         if isinstance(record, DeadLetter):
             self._metrics.deadletters.labels(record.stream, record.venue, record.reason).inc()
@@ -339,11 +367,17 @@ class Sink:
         if live and isinstance(record, VenueRecord) and record.event_time is not None:
             m.lag.observe(max(time.time() - record.event_time / 1000, 0.0))
 
-    def _children(self, stream: str, venue: str, topic: str) -> _Children:
-        """The labelled metric children of one (stream, topic), looked up once: `.labels()`
-        on every ack was a measurable part of the per-record cost (tests/bench)."""
+    def error(self, pending: Pending) -> None:
+        record = pending.record
+        self._metrics.publish_errors.labels(
+            record.stream, record.venue, pending.encoded.topic
+        ).inc()
+
+    def _labelled(self, stream: str, venue: str, topic: str) -> _Children:
+        """The labelled children of one (stream, topic), looked up once: `.labels()` on every
+        ack was a measurable part of the per-record cost (tests/bench)."""
         key = (stream, venue, topic)
-        children = self._metric_children.get(key)
+        children = self._children.get(key)
         if children is None:
             m = self._metrics
             children = _Children(
@@ -352,66 +386,5 @@ class Sink:
                 latency=m.pipeline_latency.labels(stream, venue),
                 lag=m.event_lag.labels(stream, venue),
             )
-            self._metric_children[key] = children
+            self._children[key] = children
         return children
-
-    def _count_error(self, pending: Pending) -> None:
-        record = pending.record
-        self._metrics.publish_errors.labels(
-            record.stream, record.venue, pending.encoded.topic
-        ).inc()
-
-    def _pressure(self, record: Envelope, why: str) -> None:
-        """Reading is paused until Kafka takes records again: say so once, at info, naming the
-        stream that met it first (the pause holds every stream: they share the buffer)."""
-        if not self._backpressure:
-            self._backpressure = True
-            self._log.info(
-                "backpressure on", stream=record.stream, reason=why, in_flight=self._in_flight
-            )
-
-    def _release(self, pending: Pending) -> None:
-        self._in_flight -= 1
-        if pending.slot:
-            self._room.release()
-        if self._backpressure and self._in_flight <= self._capacity // 2:
-            self._backpressure = False
-            self._log.info("backpressure off", in_flight=self._in_flight)
-        if self._in_flight == 0:
-            self._drained.set()
-
-    def _dead_letter_for(self, record: Envelope, reason: str, detail: str) -> DeadLetter:
-        raw = record.raw if isinstance(record, DeadLetter | VenueRecord) else ""
-        return build_dead_letter(
-            venue=record.venue,
-            stream=record.stream,
-            received_at=record.received_at,
-            source=record.source,
-            reason=reason,
-            detail=f"{record.TOPIC} record {record.event_id}: {detail}",
-            raw=raw if isinstance(raw, bytes) else raw.encode(),
-        )
-
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every record handed over so far is acknowledged. False on timeout."""
-        try:
-            await asyncio.wait_for(self._drained.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def stop(self, timeout: float = 20.0) -> bool:
-        """Flush (up to `timeout`) and close the producer. True when nothing was left."""
-        flushed = await self.flush(timeout)
-        if not flushed:
-            self._log.error("records not acknowledged at shutdown", count=self._in_flight)
-        if self._recovery is not None and not self._recovery.done():
-            self._recovery.cancel()
-            await asyncio.gather(self._recovery, return_exceptions=True)
-        if self._producer is not None:
-            try:
-                await asyncio.wait_for(self._producer.stop(), timeout=5)
-            except (TimeoutError, KafkaError) as exc:
-                self._log.warning("producer did not close cleanly", error=repr(exc))
-            self._producer = None
-        return flushed

@@ -1,12 +1,8 @@
-"""After each (re)subscribe: the venue's REST state, published with `source=snapshot`, so that the
-compacted view of every topic equals the venue's truth after any gap.
-
-Ordering rule (why the last record per key is right): the snapshot starts only once the
-subscription is active, so every change after that arrives as a push, in order. A snapshot
-record for a state key (balances, orders, positions, credit) is skipped when a stream record
-for that key was published after the snapshot began: that push, or a later one, is at least
-as new. Trades are events, not state: snapshot fills are always published (same `event_id` as
-any earlier copy, so consumers deduplicate).
+"""The REST edge: after each (re)subscribe, the venue's REST state published with
+`source=snapshot`, so that the compacted view of every topic equals the venue's truth after any
+gap. The venue module says which calls to make, signs them and reads the answers; this module
+moves the bytes, rate-limits and retries. Which snapshot records a newer push supersedes is the
+stream's business (bridge/stream.py).
 
 Orders and positions last published as open that the snapshot no longer lists ended during
 the gap; the venue module says how to learn their final state (`reconcile_missing`).
@@ -15,75 +11,20 @@ the gap; the venue module says how to learn their final state (`reconcile_missin
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from typing import Final
 
 import aiohttp
 from yarl import URL
 
-from bridge.backoff import Backoff, TokenBucket
+from bridge.backoff import Backoff, TokenBucket, retry_until
+from bridge.errors import SnapshotFailed
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
-from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Envelope, Order, Position
-from bridge.settings import ReconnectSettings, SnapshotSettings
-from bridge.sink import Sink
-from bridge.venues.base import Frame, RestCall, RestError, SnapshotPage, Venue
-
-STATE_TOPICS: Final = frozenset({"balances", "orders", "positions", "credit"})
-
-
-@dataclass
-class StreamPublisher:
-    """One stream's way to the sink. Remembers what a snapshot needs: the orders and positions
-    last published as open, the newest order event time, and — while a snapshot runs — the
-    state keys that got newer stream records."""
-
-    sink: Sink
-    open_orders: dict[str, Order] = field(default_factory=dict)
-    open_positions: dict[str, Position] = field(default_factory=dict)
-    last_order_ms: int | None = None
-    superseded: int = 0
-    _fresh: set[tuple[str, str]] | None = None
-
-    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
-        if self._fresh is not None and record.TOPIC in STATE_TOPICS:
-            key = (record.TOPIC, record.key())
-            if record.source == SOURCE_SNAPSHOT and key in self._fresh:
-                self.superseded += 1
-                return
-            if record.source == SOURCE_STREAM:
-                self._fresh.add(key)
-        self._track(record)
-        await self.sink.publish(record, received_mono)
-
-    def _track(self, record: Envelope) -> None:
-        if isinstance(record, Order):
-            if record.is_final:
-                self.open_orders.pop(record.order_id, None)
-            else:
-                self.open_orders[record.order_id] = record
-            if record.event_time is not None:
-                self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
-        elif isinstance(record, Position):
-            if record.is_open:
-                self.open_positions[record.position_id] = record
-            else:
-                self.open_positions.pop(record.position_id, None)
-
-    def begin_snapshot(self) -> None:
-        self._fresh, self.superseded = set(), 0
-
-    def end_snapshot(self) -> None:
-        self._fresh = None
-
-
-class SnapshotFailed(Exception):
-    def __init__(self, error: RestError, call: RestCall) -> None:
-        super().__init__(f"{call.method} {call.path}: {error.kind}: {error.detail}")
-        self.error = error
+from bridge.records import Envelope, Order, Position
+from bridge.sections import ReconnectSettings, SnapshotSettings
+from bridge.stream import StreamState
+from bridge.venues.base import Frame, RestCall, SnapshotPage, Venue
 
 
 class Snapshotter:
@@ -93,14 +34,14 @@ class Snapshotter:
         self,
         venue: Venue,
         rest_url: str,
-        publisher: StreamPublisher,
+        state: StreamState,
         metrics: Metrics,
         settings: SnapshotSettings,
         reconnect: ReconnectSettings,
     ) -> None:
         self._venue = venue
         self._base = rest_url.rstrip("/")
-        self._publisher = publisher
+        self._state = state
         self._settings = settings
         self._reconnect = reconnect
         self._bucket = TokenBucket(settings.rate_per_second, settings.burst)
@@ -111,29 +52,29 @@ class Snapshotter:
         self._labels = labels
 
     async def run(self) -> None:
-        backoff = Backoff(self._reconnect, random.Random())
-        while True:
-            try:
-                await self.run_once()
-                return
-            except SnapshotFailed as exc:
-                self._m_failures.labels(*self._labels, exc.error.kind).inc()
-                auth = exc.error.kind == "auth"
-                delay = backoff.next_delay(time.monotonic(), auth=auth)
-                log = self._log.error if auth else self._log.warning
-                log("snapshot failed", error=str(exc), retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
+        def failed(exc: SnapshotFailed, delay: float) -> None:
+            self._m_failures.labels(*self._labels, exc.kind).inc()
+            log = self._log.error if exc.kind == "auth" else self._log.warning
+            log("snapshot failed", error=str(exc), retry_in=round(delay, 2))
+
+        await retry_until(
+            self.run_once,
+            Backoff(self._reconnect),
+            retry_on=SnapshotFailed,
+            auth=lambda exc: exc.kind == "auth",
+            on_retry=failed,
+        )
 
     async def run_once(self) -> Counter[str]:
         started = time.monotonic()
-        publisher = self._publisher
-        publisher.begin_snapshot()
-        was_open = (dict(publisher.open_orders), dict(publisher.open_positions))
+        state = self._state
+        state.begin_snapshot()
+        was_open = (dict(state.open_orders), dict(state.open_positions))
         counts: Counter[str] = Counter()
         seen: set[tuple[str, str]] = set()
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
                 now_ms = int(time.time() * 1000)
                 calls = deque(self._venue.snapshot_calls(now_ms, self._since(now_ms)))
                 await self._drain(session, calls, counts, seen)
@@ -144,20 +85,20 @@ class Snapshotter:
                     await self._publish(record, counts, seen)
                 await self._drain(session, deque(lookups), counts, seen)
         finally:
-            publisher.end_snapshot()
+            state.end_snapshot()
         self._m_last.set(time.time())
         self._log.info(
             "snapshot done",
             records=sum(counts.values()),
             by_topic=dict(counts),
-            superseded=publisher.superseded,
+            superseded=state.superseded,
             ended_during_gap=len(orders) + len(positions),
             seconds=round(time.monotonic() - started, 3),
         )
         return counts
 
     def _since(self, now_ms: int) -> int:
-        last = self._publisher.last_order_ms
+        last = self._state.last_order_ms
         if last is None:
             return now_ms - int(self._settings.lookback * 1000)
         return last - int(self._settings.since_margin * 1000)
@@ -183,16 +124,20 @@ class Snapshotter:
             seen.add(("order", record.order_id))
         elif isinstance(record, Position):
             seen.add(("position", record.position_id))
-        await self._publisher.publish(record)
+        await self._state.publish(record)
         counts[record.TOPIC] += 1
 
     async def _fetch(self, session: aiohttp.ClientSession, call: RestCall) -> SnapshotPage:
-        """One call, rate-limited, retried on server errors and rate limits."""
-        error = RestError("retry", "no attempt made")
-        for attempt in range(1, self._settings.attempts + 1):
+        """One call, rate-limited, retried on server errors and rate limits (Retry-After
+        honoured) up to `attempts` times."""
+        retry_after: float | None = None
+        where = f"{call.method} {call.path}"
+
+        async def attempt() -> SnapshotPage:
+            nonlocal retry_after
             await asyncio.sleep(self._bucket.reserve(time.monotonic()))
             signed = self._venue.sign_call(call, int(time.time() * 1000))
-            retry_after: float | None = None
+            retry_after = None
             try:
                 async with session.request(
                     call.method,
@@ -204,23 +149,33 @@ class Snapshotter:
                     retry_after = _seconds(response.headers.get("Retry-After"))
                     page = self._venue.parse_snapshot(call, response.status, body, _stamp(body))
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error = RestError("retry", f"{type(exc).__name__}: {exc}")
-            else:
-                if page.error is None:
-                    return page
-                error = page.error
-            if error.kind in ("auth", "fatal") or attempt == self._settings.attempts:
-                break
-            delay = retry_after or self._reconnect.initial_delay * 2 ** (attempt - 1)
+                raise SnapshotFailed("retry", f"{type(exc).__name__}: {exc}", where) from exc
+            if page.error is not None:
+                raise SnapshotFailed(page.error.kind, page.error.detail, where)
+            return page
+
+        def retried(exc: SnapshotFailed, delay: float) -> None:
             self._log.warning(
                 "snapshot call retried",
                 path=call.path,
-                error=error.detail,
-                kind=error.kind,
+                error=exc.detail,
+                kind=exc.kind,
                 retry_in=delay,
             )
-            await asyncio.sleep(delay)
-        raise SnapshotFailed(error, call)
+
+        # Without jitter: against a rate limit a shorter wait only earns another refusal.
+        delays = self._reconnect.model_copy(update={"jitter": 0.0})
+        page = await retry_until(
+            attempt,
+            Backoff(delays),
+            retry_on=SnapshotFailed,
+            retriable=lambda exc: exc.retriable,
+            delay_hint=lambda _: retry_after or None,  # "Retry-After: 0" is no hint
+            on_retry=retried,
+            max_attempts=self._settings.attempts,
+        )
+        assert page is not None  # no `stop`: a page or an error ends the retries
+        return page
 
 
 def _stamp(body: bytes) -> Frame:

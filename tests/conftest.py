@@ -49,7 +49,7 @@ def registry(request: pytest.FixtureRequest) -> Iterator[RegistryEndpoint]:
 
 
 # Every test says which layer it belongs to, so that `-m <layer>` selects everything it should.
-LAYERS = ("unit", "loop", "integration", "e2e", "tools")
+LAYERS = ("unit", "loop", "integration", "e2e", "tools", "image")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

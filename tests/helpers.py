@@ -187,6 +187,8 @@ class BridgeProcess:
         self._python_args = python_args  # e.g. a profiler: ("-m", "pyinstrument", ...)
         self.metrics_port = free_port()
         config = {**config, "metrics": {"host": "127.0.0.1", "port": self.metrics_port}}
+        # Each test's topics are new: the bridge creates them at start unless a test says not.
+        config["kafka"] = {"create_topics": True, **config.get("kafka", {})}
         config.setdefault("log", {"format": "json"})
         self.config_path = tmp_path / "bridge.yaml"
         self.config_path.write_text(yaml.safe_dump(config))

@@ -50,7 +50,8 @@ def position(**fields: Any) -> Position:
 
 
 def live_balance(asset: str, available: str, raw: str = "{}") -> Balance:
-    """A balance as the loop would publish it now: event time 250 ms ago."""
+    """A balance of stream s1 / account A1 received now, its event 250 ms old; the event id is
+    unique per (asset, available). Shared by the sink's tests (unit and against the broker)."""
     return balance(
         stream="s1",
         account="A1",

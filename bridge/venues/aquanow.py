@@ -1,4 +1,5 @@
-"""Aquanow reporting websocket: signing, subscribe messages, push parsing (venues.md part 1).
+"""Aquanow reporting websocket: stream section, signing, subscribe messages, push parsing, REST
+snapshot (venues.md part 1).
 
 Pure: no I/O, no clock. Wire names are Aquanow's own (camelCase); records use ours.
 """
@@ -10,8 +11,10 @@ import hmac
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Final
+from typing import Final, Literal, get_args
 from urllib.parse import urlencode
+
+from pydantic import SecretStr, field_validator
 
 from bridge.errors import ParseError
 from bridge.records import (
@@ -27,6 +30,7 @@ from bridge.records import (
     Record,
     make_event_id,
 )
+from bridge.sections import StreamBase
 from bridge.venues.base import (
     Frame,
     Nonces,
@@ -45,7 +49,9 @@ from bridge.venues.base import (
 from bridge.venues.fields import Fields, dumps_exact, loads_exact
 
 NAME: Final = "aquanow"
-CHANNELS: Final = ("executionReport", "parentOrderReport", "balanceReport")
+# The reporting feed's channels (§1.3).
+AquanowChannel = Literal["executionReport", "parentOrderReport", "balanceReport"]
+CHANNELS: Final[tuple[AquanowChannel, ...]] = get_args(AquanowChannel)
 
 # tradeStatus (venues.md §1.4.2 status table) → (canonical status, is_final). A status with
 # fills reported while still working becomes "partially_filled" (see `_order_status`).
@@ -99,6 +105,34 @@ def build_rest_headers(
     return {"x-api-key": api_key, "x-nonce": nonce, "x-signature": signature}
 
 
+class AquanowStream(StreamBase):
+    """A stream of one Aquanow API key (its `venue: aquanow` entry under `streams`)."""
+
+    venue: Literal["aquanow"]
+    api_key: SecretStr
+    api_secret: SecretStr
+    channels: tuple[AquanowChannel, ...] = ("executionReport",)
+
+    @field_validator("channels")
+    @classmethod
+    def _not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one channel is required")
+        return value
+
+    def build_venue(self) -> AquanowVenue:
+        return AquanowVenue(
+            stream=self.name,
+            api_key=self.api_key.get_secret_value(),
+            api_secret=self.api_secret.get_secret_value(),
+            channels=self.channels,
+            account=self.account,
+        )
+
+    def scope(self) -> str:
+        return "channels " + ", ".join(self.channels)
+
+
 class AquanowVenue:
     """The reporting feed of one Aquanow API key."""
 
@@ -110,12 +144,9 @@ class AquanowVenue:
         stream: str,
         api_key: str,
         api_secret: str,
-        channels: tuple[str, ...] = ("executionReport",),
+        channels: tuple[AquanowChannel, ...] = ("executionReport",),
         account: str | None = None,
     ) -> None:
-        unknown = [c for c in channels if c not in CHANNELS]
-        if unknown:
-            raise ValueError(f"unknown Aquanow channel(s) {unknown}; known: {list(CHANNELS)}")
         self.stream = stream
         self._api_key = api_key
         self._secret = api_secret

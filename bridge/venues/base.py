@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bridge.errors import RETRIABLE_REST_ERRORS, DeadLetterReason, RestErrorKind
 from bridge.records import SOURCE_STREAM, DeadLetter, Order, Position, Record
 from bridge.records import build_dead_letter as build_record
 
@@ -94,11 +95,14 @@ class SnapshotPage:
 
 @dataclass(frozen=True, slots=True)
 class RestError:
-    """A REST answer that is not data. `kind`: auth (credentials refused), rate_limited (slow
-    down and retry), retry (server fault, retry), fatal (a request this bridge got wrong)."""
+    """A REST answer that is not data; `kind` says what it means (bridge.errors.RestErrorKind)."""
 
-    kind: str
+    kind: RestErrorKind
     detail: str
+
+    @property
+    def retriable(self) -> bool:
+        return self.kind in RETRIABLE_REST_ERRORS
 
 
 def http_error(status: int, body: bytes, message_key: str) -> RestError | None:
@@ -106,7 +110,8 @@ def http_error(status: int, body: bytes, message_key: str) -> RestError | None:
     401/403 credentials (auth), 429 slow down (rate_limited), 5xx server fault (retry).
     None for other statuses: the venue module reads those itself. `message_key` names the
     field of a JSON error body that explains it ("message" at Aquanow, "msg" at Satori)."""
-    kind = {401: "auth", 403: "auth", 429: "rate_limited"}.get(status)
+    statuses: dict[int, RestErrorKind] = {401: "auth", 403: "auth", 429: "rate_limited"}
+    kind = statuses.get(status)
     if kind is None and status >= 500:
         kind = "retry"
     return None if kind is None else RestError(kind, http_detail(status, body, message_key))
@@ -179,7 +184,7 @@ def build_dead_letter(
     venue: str,
     stream: str,
     frame: Frame,
-    reason: str,
+    reason: DeadLetterReason,
     detail: str,
     raw: bytes | None = None,
     source: str = SOURCE_STREAM,

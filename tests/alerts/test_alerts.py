@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.promql import alert_rules, metric_names
-from tests.tools import ALERT_TESTS, ALERTS, run, tool
+from tests.tools import ALERT_TESTS, ALERTS, ROOT, run, tool
 
 RULES = alert_rules(ALERTS)
 NAMES = [r["alert"] for r in RULES]
@@ -70,8 +70,14 @@ def test_every_alert_says_what_to_do(rule: dict[str, object]) -> None:
     assert isinstance(labels, dict)
     assert isinstance(annotations, dict)
     assert labels["severity"] in ("critical", "warning")
-    assert set(annotations) == {"summary", "description", "runbook"}
+    # runbook_url: the key kube-prometheus' rules and Alertmanager templates link to
+    assert set(annotations) == {"summary", "description", "runbook_url"}
     assert all(len(str(v)) > 20 for v in annotations.values())
+    assert "First check: " in str(annotations["description"])
+    name = str(rule["alert"])
+    assert annotations["runbook_url"] == f"https://venue-bridge.example/README.md#{name.lower()}"
+    readme = (ROOT / "README.md").read_text()
+    assert f'<a id="{name.lower()}"></a>' in readme, f"README: no runbook anchor for {name}"
     assert str(rule["alert"]).startswith("Bridge")
 
 
@@ -79,12 +85,15 @@ def test_every_alert_says_what_to_do(rule: dict[str, object]) -> None:
 def test_the_alerts_the_issue_asks_for() -> None:
     assert NAMES == [
         "BridgeDown",
+        "BridgeCrashLooping",
         "BridgeStreamDisconnected",
         "BridgeReconnectStorm",
         "BridgeEventLagHigh",
         "BridgeFeedSilent",
         "BridgeDeadLettersRising",
         "BridgeAuthFailing",
+        "BridgeKafkaAuthFailed",
+        "BridgeKafkaDown",
         "BridgeBufferNearFull",
         "BridgePublishErrors",
         "BridgeSnapshotFailing",
@@ -97,7 +106,7 @@ def test_thresholds_are_where_the_chart_overrides_them() -> None:
     the last one; the alerts on a 0/1 state have none."""
     for rule in RULES:
         match = THRESHOLD.search(str(rule["expr"]).strip())
-        if rule["alert"] in ("BridgeDown", "BridgeStreamDisconnected"):
+        if rule["alert"] in ("BridgeDown", "BridgeStreamDisconnected", "BridgeKafkaDown"):
             assert match is None
         else:
             assert match is not None, rule["alert"]

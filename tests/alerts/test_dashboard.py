@@ -87,3 +87,39 @@ def test_loadable_by_the_grafana_sidecar() -> None:
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert panel["description"]
             assert panel["targets"]
+
+
+@pytest.mark.tools
+def test_snapshot_records_show_what_was_published_before_the_first_scrape(
+    tmp_path: Path,
+) -> None:
+    """The start-up snapshot is usually over before Prometheus' first scrape: the counter is
+    first seen at its final value. The panel must still show those records (a rate() of that
+    series is empty: the old query drew a flat line after every restart)."""
+    (query,) = [q for q in QUERIES if "bridge_snapshot_records_total" in q]
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    {
+                        "series": 'bridge_snapshot_records_total{stream="aq", venue="aquanow"}',
+                        "values": "16x20",  # first scrape: 16 records already published
+                    }
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": as_promql(query),
+                        "eval_time": "2m",
+                        "exp_samples": [{"labels": '{stream="aq"}', "value": 16}],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "panel_test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    code, out = run(tool("promtool"), "test", "rules", str(path))
+    assert code == 0, out

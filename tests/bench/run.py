@@ -38,8 +38,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bridge.codec import Codec, SchemaStore
 from bridge.dev.kafka import kafka_bootstrap
 from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.kafka import producer_options
 from bridge.settings import KafkaSettings, TopicNames
-from bridge.sink import producer_options
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame
 from tests.helpers import BridgeProcess, unique_topics, wait_until
@@ -369,7 +369,7 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
 
     from bridge.metrics import Metrics
     from bridge.sink import Sink
-    from bridge.snapshot import StreamPublisher
+    from bridge.stream import StreamState
     from bridge.venues.fields import loads_exact
 
     sim = AquanowSimulator(KEY, SECRET, seed=5)
@@ -397,7 +397,7 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
     }
     sink = Sink(KafkaSettings(), codec, Metrics(), producer_factory=_InstantAcks)
     await sink.start()
-    publisher = StreamPublisher(sink)
+    publisher = StreamState("bench", "aquanow", sink)
     started = time.perf_counter()
     for text in frames:
         frame = Frame(text, time.time_ns() // 1000, time.monotonic())

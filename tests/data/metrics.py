@@ -8,6 +8,7 @@ SV = ("stream", "venue")
 CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_ws_connected": ("gauge", SV),
     "bridge_ws_reconnects_total": ("counter", (*SV, "reason")),
+    "bridge_ws_sessions_total": ("counter", SV),
     "bridge_ws_messages_received_total": ("counter", SV),
     "bridge_ws_last_message_timestamp_seconds": ("gauge", SV),
     "bridge_records_published_total": ("counter", (*SV, "topic")),
@@ -19,6 +20,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_auth_failures_total": ("counter", SV),
     "bridge_snapshot_records_total": ("counter", SV),
     "bridge_build_info": ("gauge", ("version",)),
+    "bridge_kafka_up": ("gauge", ()),
+    "bridge_kafka_auth_failures_total": ("counter", ()),
     # extras (DESIGN.md, decisions)
     "bridge_ws_subscribed": ("gauge", SV),
     "bridge_control_frames_total": ("counter", SV),

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import jsonschema
 import pytest
 import yaml
 
+from bridge.dev.tls import PrivateCA
+from bridge.settings import path_keys
 from tests.tools import ALERT_TESTS, ALERTS, CHART, DASHBOARD, ROOT, run, tool
 
 pytestmark = pytest.mark.tools
 
 FULL = ROOT / "helm" / "examples" / "values-full.yaml"
-VALUES = {"default": None, "full": FULL}
+OPERATORS = ROOT / "helm" / "examples" / "values-operators.yaml"
+VALUES = {"default": None, "full": FULL, "operators": OPERATORS}
 KUBE_RENDER = "1.34.0"
 KUBE_VALIDATE = ("1.25", "1.34")  # the chart's oldest supported version and a current one
 CRD_SCHEMAS = {
@@ -95,15 +100,18 @@ def test_manifests_pass_kubernetes_strict_schemas(case: str) -> None:
             schema = json.loads(CRD_SCHEMAS[doc["kind"]].read_text())
             jsonschema.validate(doc, schema)
     kinds = sorted(d["kind"] for d in docs)
+    opt_in = ["NetworkPolicy", "PodDisruptionBudget"] if case == "operators" else []
     assert kinds == sorted(
         [
             "ConfigMap",
             "ConfigMap",
             "Deployment",
+            "Pod",  # the `helm test` hook
             "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
+            *opt_in,
         ]
     )
 
@@ -126,16 +134,27 @@ def test_crd_schemas_catch_mistakes() -> None:
 @pytest.mark.parametrize("case", VALUES)
 def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) -> None:
     docs = documents(rendered(case))
+    tls = PrivateCA(tmp_path / "tls")
     text = config_map(docs)["data"]["bridge.yaml"]
     config = yaml.safe_load(text)
     assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}  # noqa: S104 - in the pod
     # The pod sees the Secret's keys next to bridge.yaml (projected volume): so does the check.
-    (tmp_path / "bridge.yaml").write_text(text)
+    # Files under /etc/bridge (the projected volume) or another mount (extraVolumeMounts):
+    # each one is made under tmp_path, and the config points there.
     for name in secret_files(config):
-        assert "/" not in name, f"{name}: secret files are relative to the config"
+        if name.startswith("/"):
+            mounts = [m["mountPath"] for m in pod_mounts(docs)]
+            assert any(name.startswith(m + "/") for m in mounts), f"{name}: not on a mount"
+            text = text.replace(name, str(tmp_path / name.lstrip("/")))
+        path = tmp_path / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
         placeholder = "0x" + "11" * 32 if "private" in name else f"placeholder-{name}"
-        (tmp_path / name).write_text(placeholder + "\n")
-    env = {"SATORI_API_KEY": "placeholder"}
+        path.write_text(placeholder + "\n")
+        if name.endswith((".crt", ".pem", ".key")):  # bridge check loads TLS files: real PEM
+            pem = {".key": "server.key", ".crt": "ca.pem", ".pem": "ca.pem"}[Path(name).suffix]
+            path.write_bytes(tls.path(pem).read_bytes())
+    (tmp_path / "bridge.yaml").write_text(text)
+    env = {"SATORI_API_KEY": "placeholder", "AQUANOW_API_KEY": "k", "AQUANOW_API_SECRET": "s"}
     done = subprocess.run(
         [sys.executable, "-m", "bridge", "check", "--config", str(tmp_path / "bridge.yaml")],
         capture_output=True,
@@ -153,6 +172,13 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
     assert mount["mountPath"] == "/etc/bridge"
 
 
+def pod_mounts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = one(docs, "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["volumeMounts"]
+    return mounts
+
+
 def plain_secrets(node: Any) -> list[str]:
     """Secret keys given as values (not `<key>_file`, not a `${VAR}` reference)."""
     keys = ("api_secret", "private_key", "sasl_password")
@@ -165,8 +191,13 @@ def plain_secrets(node: Any) -> list[str]:
 
 
 def secret_files(node: Any) -> list[str]:
+    """Every file the config names: `<secret>_file` keys and path keys (CAs, certificates)."""
     if isinstance(node, dict):
-        found = [v for k, v in node.items() if k.endswith("_file") and isinstance(v, str)]
+        found = [
+            v
+            for k, v in node.items()
+            if (k.endswith("_file") or k in path_keys()) and isinstance(v, str)
+        ]
         return found + [f for v in node.values() for f in secret_files(v)]
     if isinstance(node, list):
         return [f for v in node for f in secret_files(v)]
@@ -208,11 +239,14 @@ def test_overrides_change_only_what_they_name() -> None:
     assert silent["expr"].count("> 3600") == 2
     assert "900" not in silent["expr"]
     assert full["BridgeDeadLettersRising"]["labels"] == {"severity": "critical", "team": "treasury"}
+    base = "https://git.example.com/trading/venue-bridge/-/blob/main/README.md"
     for name, rule in full.items():
+        assert rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}"
         if name not in ("BridgeEventLagHigh", "BridgeFeedSilent", "BridgeDeadLettersRising"):
             assert rule == {
                 **canonical[name],
                 "labels": {**canonical[name]["labels"], "team": "treasury"},
+                "annotations": {**canonical[name]["annotations"], "runbook_url": ANY},
             }
 
 
@@ -324,7 +358,7 @@ def test_config_change_changes_the_checksum() -> None:
 
 def test_secret_is_used_from_an_existing_one_or_created() -> None:
     full = documents(rendered("full"))
-    assert not [d for d in full if d["kind"] == "Secret"]
+    assert not [d for d in full if d["kind"] in ("Secret", "NetworkPolicy", "PodDisruptionBudget")]
     volume = one(full, "Deployment")["spec"]["template"]["spec"]["volumes"][0]
     assert {"secret": {"name": "treasury-bridge"}} in volume["projected"]["sources"]
     config = yaml.safe_load(config_map(full)["data"]["bridge.yaml"])
@@ -447,3 +481,313 @@ def test_the_readme_install_example_works(tmp_path: Path) -> None:
     assert "my-cluster-kafka-bootstrap.kafka:9092" in done.stdout
     monitor = one(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+# ------------------------------------------------------------------ values.schema.json: config
+
+
+def test_config_schema_is_generated_from_the_settings_model() -> None:
+    done = subprocess.run(
+        [sys.executable, "helm/chart_schema.py", "--check"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_schema_check_fails_when_model_and_chart_disagree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key the model has but the chart's schema lacks (as after a settings change without
+    `make chart-schema`) fails the check, and the message says what to run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chart_schema", ROOT / "helm" / "chart_schema.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stale = json.loads((CHART / "values.schema.json").read_text())
+    del stale["definitions"]["config.KafkaSettings"]["properties"]["client_id"]
+    copy = tmp_path / "values.schema.json"
+    copy.write_text(json.dumps(stale, indent=2) + "\n")
+    monkeypatch.setattr(module, "SCHEMA", copy)
+    monkeypatch.setattr(module, "ROOT", tmp_path)
+    assert module.main(["--check"]) == 1
+    assert "run `make chart-schema`" in capsys.readouterr().err
+    assert module.main([]) == 0  # regenerates
+    assert module.main(["--check"]) == 0
+
+
+STREAM = {"name": "a", "venue": "aquanow", "url": "wss://x/", "api_key_file": "k"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"streams": [{**STREAM, "api_secret_file": "s", "chanels": ["executionReport"]}]},
+            "additional properties 'chanels' not allowed",
+        ),
+        (
+            {
+                "streams": [
+                    {
+                        **STREAM,
+                        "api_key_file": None,
+                        "api_key": "AKIA-plaintext",
+                        "api_secret_file": "s",
+                    }
+                ]
+            },
+            "at '/config/streams/0/api_key': 'AKIA-plaintext' does not match pattern",
+        ),
+        (
+            {
+                "serialization": {"registry_username": "u", "registry_password": "hunter2"},
+                "streams": [{**STREAM, "api_secret_file": "s"}],
+            },
+            "at '/config/serialization/registry_password': 'hunter2' does not match pattern",
+        ),
+        (
+            {
+                "kafka": {"bootstrap_server": "x:9092"},
+                "streams": [{**STREAM, "api_secret_file": "s"}],
+            },
+            "additional properties 'bootstrap_server' not allowed",
+        ),
+        ({"streams": [STREAM]}, "missing property 'api_secret'"),
+        (
+            {"streams": [{**STREAM, "api_secret": "${S}", "api_secret_file": "s"}]},
+            "at '/config/streams/0'",
+        ),
+        (
+            {"streams": [{**STREAM, "api_secret_file": "s", "venue": "binance"}]},
+            "at '/config/streams/0/venue'",
+        ),
+        (
+            {"log": {"level": "verbose"}, "streams": [{**STREAM, "api_secret_file": "s"}]},
+            "/config/log/level",
+        ),
+        (
+            {"metrics": {"port": 1}, "streams": [{**STREAM, "api_secret_file": "s"}]},
+            "'metrics' not allowed",
+        ),
+    ],
+    ids=[
+        "chanels-typo",
+        "plain-api-key",
+        "plain-registry-password",
+        "kafka-key-typo",
+        "secret-missing",
+        "secret-and-file",
+        "unknown-venue",
+        "bad-enum",
+        "metrics-is-the-charts",
+    ],
+)
+def test_helm_refuses_what_bridge_check_refuses(
+    config: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    config = json.loads(json.dumps(config))
+    for stream in config["streams"]:
+        if stream.get("api_key_file") is None:
+            stream.pop("api_key_file", None)
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    code, out = helm(*template_args(path))
+    assert code != 0, out
+    assert message in out, out
+
+
+def test_env_references_pass_wherever_bridge_check_interpolates(tmp_path: Path) -> None:
+    """`${VAR}` is interpolated before validation: a number, an enum or a URL given so is not
+    refused by helm (bridge check validates the result in the pod)."""
+    config = {
+        "kafka": {"bootstrap_servers": "${KAFKA}", "buffer_records": "${BUFFER}"},
+        "log": {"level": "${LOG_LEVEL:-info}"},
+        "serialization": {"registry_username": "u", "registry_password": "${REGISTRY_PASSWORD}"},
+        "streams": [{**STREAM, "api_secret": "${AQ_SECRET}", "url": "${AQ_URL}"}],
+    }
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    code, out = helm(*template_args(path))
+    assert code == 0, out
+
+
+# ------------------------------------------------------------------ options operators need
+
+
+def test_operator_secrets_are_projected_next_to_the_config() -> None:
+    """Strimzi's cluster CA and KafkaUser Secrets, a cert-manager Certificate and a CA bundle
+    ConfigMap land next to bridge.yaml under the names the config uses; a CSI secret store is
+    an extra volume; envFrom brings whole Secrets as variables."""
+    docs = documents(rendered("operators"))
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    sources = pod["volumes"][0]["projected"]["sources"]
+    assert sources[1] == {"secret": {"name": "venue-bridge"}}  # the KafkaUser's Secret
+    files = {
+        item["path"]: (kind, source["name"], item["key"])
+        for entry in sources[2:]
+        for kind, source in entry.items()
+        for item in source["items"]
+    }
+    assert files == {
+        "kafka-ca.crt": ("secret", "my-cluster-cluster-ca-cert", "ca.crt"),
+        "client.crt": ("secret", "venue-bridge-tls", "tls.crt"),
+        "client.key": ("secret", "venue-bridge-tls", "tls.key"),
+        "corporate-ca.pem": ("configMap", "corporate-ca-bundle", "ca-bundle.pem"),
+    }
+    config = yaml.safe_load(config_map(docs)["data"]["bridge.yaml"])
+    assert config["kafka"]["sasl_password_file"] == "kafka-password"  # KafkaUser `password`
+    assert config["kafka"]["ssl_cafile"] == "/etc/bridge/kafka-ca.crt"
+    csi = next(v for v in pod["volumes"] if v["name"] == "secrets-store")
+    assert csi["csi"]["driver"] == "secrets-store.csi.k8s.io"
+    container = pod["containers"][0]
+    assert {"name": "secrets-store", "mountPath": "/mnt/secrets-store", "readOnly": True} in (
+        container["volumeMounts"]
+    )
+    assert container["envFrom"] == [{"secretRef": {"name": "aquanow-keys"}}]
+    assert not plain_secrets(config)
+
+
+def test_reloader_annotation_common_labels_and_digest() -> None:
+    docs = documents(rendered("operators"))
+    deployment = one(docs, "Deployment")
+    annotations = deployment["metadata"]["annotations"]
+    assert annotations["secret.reloader.stakater.com/reload"] == (
+        "aquanow-keys,venue-bridge,my-cluster-cluster-ca-cert"
+    )
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["team"] == "treasury", doc["kind"]
+        assert labels["app.kubernetes.io/part-of"] == "bridge", doc["kind"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["cost-center"] == "4711"
+    assert "team" not in deployment["spec"]["selector"]["matchLabels"]  # selectors never change
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == (
+        "registry.example.com/trading/venue-bridge@sha256:"
+        "4f1c0e0b7b1c6a4d5d2a9f0e3c8b7a6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b"
+    )
+    assert one(docs, "Pod")["spec"]["containers"][0]["image"] == image
+    default = one(documents(rendered("default")), "Deployment")
+    assert "annotations" not in default["metadata"]
+    assert default["spec"]["template"]["spec"]["containers"][0]["image"] == "venue-bridge:0.1.0"
+
+
+def test_network_policy_admits_only_prometheus_and_the_test_pod_to_the_metrics_port() -> None:
+    docs = documents(rendered("operators"))
+    policy = one(docs, "NetworkPolicy")["spec"]
+    deployment = one(docs, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"] == {"matchLabels": selector}
+    assert policy["policyTypes"] == ["Ingress"]  # egress open unless given
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    monitoring, test_pod = rule["from"]
+    assert monitoring == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    test_labels = one(docs, "Pod")["metadata"]["labels"]
+    assert test_pod["podSelector"]["matchLabels"].items() <= test_labels.items()
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["name"] == "metrics"
+
+
+def test_pod_disruption_budget_never_blocks_a_drain_by_default(tmp_path: Path) -> None:
+    pdb = one(documents(rendered("operators")), "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb
+    code, out = helm(
+        *template_args(
+            None,
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "podDisruptionBudget.minAvailable=1",
+        )
+    )
+    assert code == 0, out
+    pdb = one(documents(out), "PodDisruptionBudget")["spec"]
+    assert pdb == {**pdb, "minAvailable": 1}
+    assert "maxUnavailable" not in pdb
+
+
+def test_helm_test_pod_checks_readyz_through_the_service() -> None:
+    docs = documents(rendered("default"))
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = one(docs, "Service")
+    script = pod["spec"]["containers"][0]["command"][-1]
+    port = service["spec"]["ports"][0]["port"]
+    assert f'url = "http://{service["metadata"]["name"]}:{port}/readyz"' in script
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_helm_test_script_fails_unless_ready(tmp_path: Path) -> None:
+    """The test pod's script, run here against a stand-in /readyz: exit 0 on 200, not on 503."""
+    import http.server
+    import threading
+
+    script = one(documents(rendered("default")), "Pod")["spec"]["containers"][0]["command"][-1]
+    answers = iter([(200, b"ready"), (503, b"not subscribed: aquanow-main")])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, body = next(answers)
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        local = re.sub(
+            r'"http://[^"]+/readyz"', f'"http://127.0.0.1:{server.server_port}/readyz"', script
+        )
+        ok = subprocess.run(
+            [sys.executable, "-c", local], capture_output=True, text=True, timeout=30
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert "200 ready" in ok.stdout
+        bad = subprocess.run(
+            [sys.executable, "-c", local], capture_output=True, text=True, timeout=30
+        )
+        assert bad.returncode != 0
+        assert "503 not subscribed: aquanow-main" in bad.stderr
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"commonLabels": {"app.kubernetes.io/part-of": "payments"}}, "/commonLabels"),
+        ({"image": {"repository": "r", "digest": "latest"}}, "/image/digest"),
+        (
+            {"extraVolumeMounts": [{"name": "x", "mountPath": "/etc/bridge/x"}]},
+            "/extraVolumeMounts/0/mountPath",
+        ),
+        ({"secret": {"extraSources": [{"emptyDir": {}}]}}, "invalid propertyName 'emptyDir'"),
+        (
+            {"networkPolicy": {"enabled": True, "metricsNamespace": ""}},
+            "/networkPolicy/metricsNamespace",
+        ),
+        ({"podDisruptionBudget": {"enabled": True, "minAvailabe": 1}}, "'minAvailabe' not allowed"),
+    ],
+    ids=["part-of", "digest", "mount-in-config-dir", "source-kind", "namespace", "pdb-typo"],
+)
+def test_new_options_are_checked(values: dict[str, Any], message: str, tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    code, out = helm(*template_args(path))
+    assert code != 0, out
+    assert message in out, out

@@ -58,7 +58,11 @@ def bridge_config(
     satori_url: str,
 ) -> dict[str, Any]:
     return {
-        "kafka": {"bootstrap_servers": kafka.bootstrap_servers, "topics": topics},
+        "kafka": {
+            "bootstrap_servers": kafka.bootstrap_servers,
+            "topics": topics,
+            "create_topics": True,
+        },
         "serialization": serialization,
         "reconnect": {"initial_delay": 0.2, "max_delay": 1},
         "shutdown": {"grace_seconds": 10},

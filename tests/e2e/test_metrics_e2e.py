@@ -154,6 +154,7 @@ async def test_metrics_exist_and_move(kafka: KafkaEndpoint, tmp_path: Path) -> N
                 for topic in TOPICS:
                     assert first.value("bridge_publish_errors_total", **labels, topic=topic) == 0
                 assert first.value("bridge_auth_failures_total", **labels) == 0
+                assert first.value("bridge_ws_sessions_total", **labels) == 1  # subscribed once
             assert first.value("bridge_build_info", version=__version__) == 1
             assert first.value("bridge_producer_buffer_capacity_records") == 500
             assert started - 60 < first.value("process_start_time_seconds") <= time.time()
@@ -177,7 +178,7 @@ async def test_metrics_exist_and_move(kafka: KafkaEndpoint, tmp_path: Path) -> N
 
             # An injected network drop: a reconnect with reason network, then subscribed again.
             await aquanow.drop_connections()
-            await wait_for(
+            resubscribed = await wait_for(
                 bridge,
                 "aq reconnect counted as network and resubscribed",
                 lambda s: (
@@ -185,6 +186,7 @@ async def test_metrics_exist_and_move(kafka: KafkaEndpoint, tmp_path: Path) -> N
                     and s.value("bridge_ws_subscribed", **AQ) == 1
                 ),
             )
+            assert resubscribed.value("bridge_ws_sessions_total", **AQ) == 2
 
             # Refused subscriptions: auth failures counted, the stream is seen down between
             # retries (connected 0, /readyz 503), then it recovers.
@@ -212,6 +214,9 @@ async def test_metrics_exist_and_move(kafka: KafkaEndpoint, tmp_path: Path) -> N
             # one per refused session (a session's later refusals are the same failure)
             assert recovered.value("bridge_auth_failures_total", **SAT) >= 1
             assert recovered.value("bridge_ws_reconnects_total", **SAT, reason="network") >= 1
+            # the refused sessions never reached subscribed: only the recovery counts (the
+            # storm alert counts these, so a venue refusing or down is not a "storm")
+            assert recovered.value("bridge_ws_sessions_total", **SAT) == 2
 
             # A malformed frame: a dead letter with its reason, acknowledged on its topic.
             await satori.send_raw("{not json")

@@ -101,3 +101,33 @@ async def test_tail_prints_both_framings_and_names_what_it_cannot_decode(
     assert short.returncode == 1
     assert len(short.stdout.splitlines()) == 5
     assert "5 of 9 records" in short.stderr
+
+
+def test_tail_timeout_is_honoured_on_a_topic_that_does_not_exist(tmp_path: Path) -> None:
+    """Auto-create off (the managed-cloud default), a topic that is not there: `--timeout 3`
+    ends the tail in seconds (exit 1, the topic named), where it used to wait forever logging
+    "not found in cluster metadata" twice a second. Its own broker: the session's auto-creates."""
+    import time
+
+    from bridge.dev.kafka import LocalKafka
+
+    with LocalKafka(extra_properties={"auto.create.topics.enable": "false"}) as broker:
+        config = tmp_path / "bridge.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "kafka": {"bootstrap_servers": broker.bootstrap_servers},
+                    "streams": [
+                        {"name": "aq", "venue": "aquanow", "url": "wss://x/", "api_key": "${K}"}
+                    ],
+                }
+            )
+        )
+        for args in ((), ("--from-beginning",)):
+            started = time.monotonic()
+            done = tail(config, "balance", "--timeout", "3", "--count", "1", *args)
+            elapsed = time.monotonic() - started
+            assert done.returncode == 1, done.stderr
+            assert elapsed < 20, f"--timeout 3 took {elapsed:.1f} s"
+            assert "bridge tail: no such topic: balance" in done.stderr
+            assert "0 of 1 records within 3.0 s" in done.stderr

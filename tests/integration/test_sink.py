@@ -131,7 +131,7 @@ async def test_a_batch_the_broker_refuses_is_resent_in_order(kafka: KafkaEndpoin
         ]:
             await sink.publish(balance(asset, available, raw=raw))
         assert await sink.flush(60)
-        assert sink.resent >= 4, "the refused batch went through the recovery path"
+        assert sink.ledger.resent >= 4, "the refused batch went through the recovery path"
     finally:
         assert await sink.stop()
 

@@ -81,11 +81,6 @@ def test_subscriptions_are_freshly_signed_with_strictly_increasing_nonces() -> N
     assert [m["channel"] for m in first] == ["executionReport", "balanceReport"]
 
 
-def test_unknown_channel_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown Aquanow channel"):
-        venue(channels=("orders",))
-
-
 def test_doc_balance_example() -> None:
     result = venue().parse(frame(DOC_BALANCE))
     assert result.events == []

@@ -4,7 +4,6 @@ on the broker's ack (not on the send call)."""
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import dataclasses
 import re
@@ -19,7 +18,9 @@ from bridge.codec import Codec, SchemaStore
 from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health, Metrics
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
+from bridge.stream import StreamState
 from tests.data.metrics import CONTRACT
+from tests.fakes import PendingProducer
 from tests.records import live_balance as balance
 
 pytestmark = pytest.mark.unit
@@ -89,72 +90,8 @@ def test_add_stream_creates_every_series_at_zero() -> None:
         assert value(name, s1) == 0, name
 
 
-def _string_args(path: Path, functions: set[str], first_only: bool) -> set[str]:
-    """String constants passed to calls of `functions` in `path` (through `a if c else b`)."""
-    found: set[str] = set()
-
-    def constants(node: ast.AST) -> list[str]:
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            return [node.value]
-        if isinstance(node, ast.IfExp):
-            return constants(node.body) + constants(node.orelse)
-        return []
-
-    for node in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(node, ast.Call):
-            continue
-        name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-        if name in functions:
-            for arg in node.args[:1] if first_only else node.args:
-                found.update(constants(arg))
-    return {s for s in found if re.fullmatch(r"[a-z]+(_[a-z]+)*", s)}
-
-
-def test_reconnect_reasons_raised_are_the_vocabulary() -> None:
-    connection = ROOT / "bridge" / "connection.py"
-    raised = _string_args(connection, {"ConnectionLost", "_lost"}, first_only=True)
-    # the other two routes: `reason = "a" if … else "b"` and `_classify_close`'s returns
-    tree = ast.parse(connection.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "reason":
-            raised.update(c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant))
-        if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
-            first = node.value.elts[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                raised.add(first.value)
-    raised.add("auth_rejected")  # AuthRejected's own reason (errors.py)
-    assert raised == set(RECONNECT_REASONS)
-
-
-def test_deadletter_reasons_produced_are_the_vocabulary() -> None:
-    produced: set[str] = set()
-    paths = [*(ROOT / "bridge" / "venues").glob("*.py"), ROOT / "bridge" / "sink.py"]
-    for path in [*paths, ROOT / "bridge" / "connection.py"]:
-        produced |= _string_args(path, {"ParseError"}, first_only=True)
-        produced |= _string_args(path, {"build_dead_letter", "_dead_letter_for"}, first_only=False)
-    assert produced == set(DEADLETTER_REASONS)
-
-
-class _PendingProducer:
-    """A producer whose acks the test releases by hand."""
-
-    def __init__(self, **_: Any) -> None:
-        self.futures: list[asyncio.Future[Any]] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def send(self, *_: Any, **__: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
-        return future
-
-
 async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
-    producer = _PendingProducer()
+    producer = PendingProducer()
     metrics = Metrics()
     sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
     await sink.start()
@@ -180,7 +117,7 @@ async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
 
 
 async def test_snapshot_records_count_but_do_not_feed_the_lag() -> None:
-    producer = _PendingProducer()
+    producer = PendingProducer()
     metrics = Metrics()
     sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)
     await sink.start()
@@ -199,23 +136,33 @@ async def test_backpressure_is_logged_once_per_episode(capsys: pytest.CaptureFix
     from bridge.logs import configure
 
     configure("info", "json")
-    producer = _PendingProducer()
+    producer = PendingProducer()
     settings = KafkaSettings(buffer_records=2)
-    sink = Sink(settings, Codec(SchemaStore.load()), Metrics(), lambda **_: producer)
+    metrics = Metrics()
+    sink = Sink(settings, Codec(SchemaStore.load()), metrics, lambda **_: producer)
+    gauge = metrics.registry.get_sample_value
     await sink.start()
     records = [balance(f"A{i}", "1") for i in range(4)]
     await sink.publish(records[0])
     await sink.publish(records[1])
+    first, second = producer.sent.get_nowait(), producer.sent.get_nowait()
     waiting = [asyncio.create_task(sink.publish(r)) for r in records[2:]]
-    await asyncio.sleep(0.05)
-    assert not any(t.done() for t in waiting)
-    for _ in range(4):
-        while not producer.futures or all(f.done() for f in producer.futures):
-            await asyncio.sleep(0.01)
-        next(f for f in producer.futures if not f.done()).set_result(None)
-        await asyncio.sleep(0.01)
+    # The buffer is full: the next two records must wait for acknowledgements.
+    assert not sink.ledger.has_room
+    assert gauge("bridge_producer_buffer_records") == 2
+    assert gauge("bridge_producer_buffer_capacity_records") == 2
+    first.set_result(None)
+    third = await producer.sent.get()  # one ack, one slot: the first waiting record got it ...
+    assert len(producer.futures) == 3, "... and only that one"
+    assert not sink.ledger.has_room
+    assert gauge("bridge_producer_buffer_records") == 2
+    second.set_result(None)
+    fourth = await producer.sent.get()
+    third.set_result(None)
+    fourth.set_result(None)
     await asyncio.gather(*waiting)
     assert await sink.stop(1)
+    assert gauge("bridge_producer_buffer_records") == 0
     events = [line for line in capsys.readouterr().err.splitlines() if "backpressure" in line]
     assert [e.split('"event": "')[1].split('"')[0] for e in events] == [
         "backpressure on",
@@ -228,9 +175,11 @@ def test_readiness_needs_the_producer_and_every_stream() -> None:
     health = Health()
     assert health.ready() == (False, "producer not started")
     health.producer_started = True
-    health.streams.update(a=True, b=False)
+    a, b = (StreamState(name, "satori", sink=None) for name in "ab")  # type: ignore[arg-type]
+    a.subscribed = True
+    health.streams += [a, b]
     assert health.ready() == (False, "not subscribed: b")
-    health.streams["b"] = True
+    b.subscribed = True
     assert health.ready() == (True, "ready")
     health.stopping = True
     assert health.ready() == (False, "shutting down")
@@ -241,7 +190,7 @@ async def test_frame_data_never_becomes_a_label() -> None:
     label value of any series is one of its ids or values, and only the bounded label names
     exist. (Before, this checked that an id nothing had published was absent: it could not
     fail.)"""
-    producer = _PendingProducer()
+    producer = PendingProducer()
     metrics = Metrics()
     metrics.add_stream("s1", "aquanow")
     sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), metrics, lambda **_: producer)

@@ -82,4 +82,5 @@ def test_every_alert_is_explained() -> None:
     rules = yaml.safe_load((ROOT / "helm" / "bridge" / "files" / "alerts.yaml").read_text())
     section = README.split("## Alerts and dashboard", 1)[1].split("\n## ", 1)[0]
     for rule in rules["groups"][0]["rules"]:
-        assert f"| `{rule['alert']}` |" in section, rule["alert"]
+        anchor = f'<a id="{rule["alert"].lower()}"></a>'
+        assert f"| {anchor}`{rule['alert']}` |" in section, rule["alert"]

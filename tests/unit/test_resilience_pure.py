@@ -1,4 +1,4 @@
-"""The pure parts of resilience: resend planning, rate limiting, REST snapshot calls, signing
+"""The pure parts of resilience: rate limiting, REST snapshot calls, signing
 and parsing for both venues, and the snapshot-vs-stream ordering guard."""
 
 from __future__ import annotations
@@ -10,14 +10,12 @@ from typing import Any
 import pytest
 
 from bridge.backoff import TokenBucket
-from bridge.codec import Encoded
 from bridge.records import Balance, DeadLetter, Order, Position, Trade, make_event_id
-from bridge.sink import Pending, plan_resend
-from bridge.snapshot import StreamPublisher
+from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall, RestError
-from bridge.venues.satori import SatoriVenue
-from bridge.venues.satori_rest import PAGE_SIZE
+from bridge.venues.satori.rest import PAGE_SIZE
+from bridge.venues.satori.venue import SatoriVenue
 from tests import records as make
 from tests.data.aquanow import DOC_REST_BALANCE
 from tests.data.aquanow import VECTORS as AQUANOW_VECTORS
@@ -27,22 +25,6 @@ from tests.data.satori import VECTORS as SATORI_VECTORS
 pytestmark = pytest.mark.unit
 
 AT = Frame(b"", received_at=1_700_000_000_000_000, received_mono=1.0)
-
-
-def pending(seq: int, key: str, topic: str = "orders") -> Pending:
-    return Pending(seq, None, Encoded(topic, key.encode(), b"", []), None)  # type: ignore[arg-type]
-
-
-def test_plan_resend_keeps_order_and_restores_the_newest_record_per_key() -> None:
-    failed = [pending(5, "b"), pending(3, "a"), pending(4, "a")]
-    acked = {
-        ("orders", b"a"): pending(7, "a"),  # newer than a's failures: must be last again
-        ("orders", b"b"): pending(2, "b"),  # older than b's failure: the resend is newest
-        ("orders", b"c"): pending(6, "c"),  # no failure for c: nothing to do
-    }
-    plan = plan_resend(failed, acked)
-    assert [(p.seq, p.key[1]) for p in plan] == [(3, b"a"), (4, b"a"), (5, b"b"), (7, b"a")]
-    assert plan_resend([], acked) == []
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:
@@ -369,7 +351,7 @@ def balance(source: str, available: str) -> Balance:
 
 async def test_a_snapshot_record_never_overwrites_newer_stream_state() -> None:
     sink = RecordingSink()
-    publisher = StreamPublisher(sink)  # type: ignore[arg-type]
+    publisher = StreamState("sat", "satori", sink)
     await publisher.publish(balance("stream", "1"))
     publisher.begin_snapshot()
     await publisher.publish(balance("stream", "2"))  # arrived while the snapshot ran

@@ -12,16 +12,16 @@ from hypothesis import strategies as st
 
 from bridge.records import Balance, DeadLetter, Order, Position, Trade
 from bridge.venues.base import Control, Frame, Rejected, Subscribed
-from bridge.venues.satori import (
-    SatoriVenue,
+from bridge.venues.satori.items import order_status
+from bridge.venues.satori.signing import (
     build_query_string,
     build_rest_headers,
     build_subscribe,
-    order_status,
     recover_address,
     sign,
     wallet_address,
 )
+from bridge.venues.satori.venue import SatoriVenue
 from tests.data.satori import (
     API_KEY,
     DOC_ACCOUNT,

@@ -11,7 +11,8 @@ import pytest
 
 from bridge.cli import main
 from bridge.errors import ConfigError
-from bridge.settings import AquanowStream, load_reader_settings, load_settings
+from bridge.settings import load_reader_settings, load_settings
+from bridge.venues.aquanow import AquanowStream
 
 pytestmark = pytest.mark.unit
 

@@ -351,6 +351,10 @@ class LocalKafka(JvmServer):
         self.startup_seconds = time.monotonic() - t0
         self._jvm.note(f"broker ready after {self.startup_seconds:.1f}s")
 
+    def _format_args(self) -> list[str]:
+        """More `StorageTool format` arguments (the secured broker's SCRAM users)."""
+        return []
+
     def _format(self, java_bin: str, classpath: str, props: Path, log4j: Path) -> None:
         assert self._jvm is not None
         cmd = [
@@ -367,6 +371,7 @@ class LocalKafka(JvmServer):
             "-c",
             str(props),
             "--ignore-formatted",
+            *self._format_args(),
         ]
         self._jvm.note(f"formatting storage: {' '.join(cmd)}")
         with self.log_path.open("ab") as log:

@@ -29,6 +29,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: bridge
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, or repository@digest when image.digest is set (the tag is then only
+informative and left out: the digest decides). */}}
+{{- define "bridge.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{- define "bridge.serviceAccountName" -}}
@@ -67,7 +80,7 @@ app.kubernetes.io/part-of: bridge
 {{- define "bridge.alertRules" -}}
 {{- $p := .Values.prometheusRule }}
 {{- $raw := .Files.Get "files/alerts.yaml" }}
-{{- if not (or $p.overrides $p.disabled $p.ruleLabels) }}
+{{- if not (or $p.overrides $p.disabled $p.ruleLabels $p.runbookBaseUrl) }}
 {{- $raw }}
 {{- else }}
 {{- $doc := fromYaml $raw }}
@@ -95,6 +108,10 @@ app.kubernetes.io/part-of: bridge
 {{- $_ := set $labels "severity" $o.severity }}
 {{- end }}
 {{- $_ := set $rule "labels" $labels }}
+{{- if $p.runbookBaseUrl }}
+{{- $url := replace "https://venue-bridge.example/README.md" $p.runbookBaseUrl $rule.annotations.runbook_url }}
+{{- $_ := set $rule.annotations "runbook_url" $url }}
+{{- end }}
 {{- $rules = append $rules $rule }}
 {{- end }}
 {{- end }}

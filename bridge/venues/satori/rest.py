@@ -1,16 +1,22 @@
-"""Satori REST snapshot (venues.md §2.7): which calls, the envelope, and REST items renamed to the
-push field names so one set of record builders serves both.
+"""Satori REST snapshot (venues.md §2.7): which calls, the envelope, its pages, and REST items
+renamed to the push field names so that one set of record builders (items.py) serves both.
 
 Pure functions. All private queries are POSTs with the parameters in the signed query string.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from decimal import Decimal
+from functools import partial
 from typing import Any, Final
 
 from bridge.errors import ParseError
-from bridge.venues.base import RestCall, RestError, http_error
-from bridge.venues.fields import loads_exact
+from bridge.records import SOURCE_SNAPSHOT, Order, Position, Record, make_event_id
+from bridge.venues.base import Frame, RestCall, RestError, SnapshotPage, http_error
+from bridge.venues.fields import Fields, dumps_exact, loads_exact
+from bridge.venues.satori import EVENTS, NAME, SatoriEvent
+from bridge.venues.satori.items import SatoriItems
 
 PAGE_SIZE: Final = 100  # the documented maximum for the list endpoints
 BALANCE: Final = "/api/third/hot/order/balance"
@@ -26,9 +32,11 @@ RETRY_CODES: Final = frozenset({1001, 2329})
 
 
 def snapshot_calls(
-    coins: tuple[str, ...], pairs: tuple[str, ...], events: tuple[str, ...]
+    coins: tuple[str, ...], pairs: tuple[str, ...], events: tuple[SatoriEvent, ...] = EVENTS
 ) -> list[RestCall]:
-    """Balance per coin, current orders and recent own fills per pair, positions per pair."""
+    """Balance per coin, current orders and recent own fills per pair, positions per pair.
+    Satori has no "orders updated since" query: orders that ended during a gap come from
+    `reconcile_missing`."""
     first_page = (("pageNo", "1"), ("pageSize", str(PAGE_SIZE)))
     calls = []
     if "api_account" in events:
@@ -81,7 +89,7 @@ def unwrap(status: int, body: bytes) -> tuple[Any, RestError | None]:
     return None, RestError("fatal", detail)
 
 
-def items(data: Any) -> list[Any]:
+def listed_items(data: Any) -> list[Any]:
     """List endpoints answer with a list ("list" in the docs' tables); accept the usual paged
     object shapes too."""
     if isinstance(data, list):
@@ -120,3 +128,81 @@ def rename_position(item: Any) -> Any:
         canClosedQuantity=item.get("remainingCloseQuantity"),
     )
     return renamed
+
+
+def parse_snapshot(
+    items: SatoriItems, call: RestCall, status: int, body: bytes, at: Frame
+) -> SnapshotPage:
+    """One REST answer → records (source=snapshot), the next page, or the error."""
+    data, error = unwrap(status, body)
+    if error is not None:
+        return SnapshotPage(error=error)
+    if call.kind == "balance":
+        balances = items.items(data, at, SOURCE_SNAPSHOT, "balance", items.balance)
+        return SnapshotPage(records=balances)
+    if call.kind == "order_lookup":
+        return SnapshotPage(records=_orders(items, [data], at, current=False))
+    listed = listed_items(data)
+    more = next_page(call, len(listed))
+    if call.kind == "orders":
+        return SnapshotPage(records=_orders(items, listed, at, current=True), more=more)
+    if call.kind == "positions":
+        records = items.items(
+            listed,
+            at,
+            SOURCE_SNAPSHOT,
+            "snapshot positions",
+            items.position,
+            many=True,
+            rename=rename_position,
+            path="positions",
+        )
+        return SnapshotPage(records=records, more=more)
+    fills = items.items(
+        listed, at, SOURCE_SNAPSHOT, "snapshot fills", items.fill, many=True, path="fills"
+    )
+    return SnapshotPage(records=fills)
+
+
+def _orders(items: SatoriItems, listed: list[Any], at: Frame, current: bool) -> list[Record]:
+    """Orders the venue lists as current are open; an order looked up because it left that
+    list has ended: filled if its fill reached its quantity, else canceled."""
+    kind = "snapshot orders" if current else "snapshot order lookup"
+    build = partial(_order, items, current)
+    return items.items(
+        listed, at, SOURCE_SNAPSHOT, kind, build, many=True, rename=rename_order, path="orders"
+    )
+
+
+def _order(items: SatoriItems, current: bool, p: Fields, raw: str, src: str, at: Frame) -> Record:
+    quantity, filled = p.opt_decimal("quantity"), p.opt_decimal("dealQuantity")
+    if current:
+        status = "partially_filled" if filled else "new"
+        return items.order(p, raw, src, at, None, "CURRENT", status, False)
+    done = quantity is not None and quantity > 0 and (filled or 0) >= quantity
+    status = "filled" if done else "canceled"
+    return items.order(p, raw, src, at, None, "NOT_CURRENT", status, True)
+
+
+def reconcile_missing(
+    items: SatoriItems, orders: list[Order], positions: list[Position], at: Frame
+) -> tuple[list[RestCall], list[Record]]:
+    """Orders that left the current list: look up their final state. Positions that left the
+    position list (which holds only open ones) are closed: say so."""
+    calls = [lookup_call(o.order_id) for o in orders]
+    closed: list[Record] = [
+        replace(
+            p,
+            received_at=at.received_at,
+            source=SOURCE_SNAPSHOT,
+            event_id=make_event_id(NAME, items.account, "position", p.position_id, "ABSENT"),
+            raw=dumps_exact({"positionId": p.position_id, "absentFromPositionList": True}),
+            change_type=None,
+            is_open=False,
+            quantity=Decimal(0),
+            change_quantity=None,
+            closable_quantity=Decimal(0),
+        )
+        for p in positions
+    ]
+    return calls, closed

@@ -1,0 +1,342 @@
+"""The config's sections that every venue shares, and `StreamBase`, the keys every stream has.
+
+Venue modules build their stream sections on `StreamBase` (bridge/venues/); bridge/settings.py
+assembles the whole config from these and from the venues' sections.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+if TYPE_CHECKING:
+    from bridge.venues.base import Venue
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values never change after start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopicNames(Section):
+    balances: str = "balances"
+    orders: str = "orders"
+    positions: str = "positions"
+    trades: str = "trades"
+    credit: str = "credit"
+    deadletter: str = "bridge.deadletter"
+
+    def name(self, logical: str) -> str:
+        return str(getattr(self, logical))
+
+
+def _readable(path: Path) -> Path:
+    """A file the bridge must read (a CA, a certificate, a key): `bridge check` and start-up
+    refuse a missing or unreadable one, naming the key, instead of a traceback later."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+# A path in the config; relative paths are relative to the config file (bridge/settings.py).
+ReadableFile = Annotated[Path, AfterValidator(_readable)]
+
+
+class OidcSettings(Section):
+    """An OAuth 2.0 client-credentials grant (RFC 6749 §4.4): the bridge fetches a bearer token
+    from the identity provider and fetches a new one before it expires. Used for Kafka's
+    OAUTHBEARER (Confluent Cloud OAuth, Strimzi `oauth`, Keycloak, Okta, Entra ID) and for the
+    schema registry's bearer auth."""
+
+    provider: Literal["oidc"] = "oidc"
+    token_endpoint: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr  # or client_secret_file
+    scope: str | None = None
+    # SASL extensions sent with the token (Kafka only), e.g. Confluent Cloud's
+    # {logicalCluster: lkc-…, identityPoolId: pool-…}.
+    extensions: dict[str, str] = {}
+    cafile: ReadableFile | None = None  # the identity provider's CA, when it is a private one
+    timeout: float = Field(10.0, gt=0)  # seconds per token request
+
+
+class AwsMskIamSettings(Section):
+    """AWS MSK IAM: a SigV4-signed token from AWS's own signer (`pip install 'bridge[msk-iam]'`),
+    credentials from the default AWS chain (IRSA / Pod Identity, instance profile, env), or a
+    named profile, or a role assumed first."""
+
+    provider: Literal["aws_msk_iam"]
+    region: str = Field(min_length=1)
+    profile: str | None = None
+    role_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AwsMskIamSettings:
+        if self.profile and self.role_arn:
+            raise ValueError("role_arn: give either profile or role_arn, not both")
+        return self
+
+
+OAuthSettings = Annotated[OidcSettings | AwsMskIamSettings, Field(discriminator="provider")]
+SASL_PROTOCOLS: Final = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS: Final = ("SSL", "SASL_SSL")
+
+
+class NewTopicSettings(Section):
+    """How `kafka.create_topics` and `bridge topics create` create a missing topic. null = the
+    cluster's own default (num.partitions, default.replication.factor, min.insync.replicas).
+    `cleanup.policy` comes from the topic's kind (bridge/topics.py): compact for state topics,
+    delete for trades and dead letters; `configs` may override anything per logical topic."""
+
+    partitions: int | None = Field(None, ge=1)
+    replication_factor: int | None = Field(None, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
+    configs: dict[str, dict[str, str]] = {}  # logical topic (or "all") → topic configs
+
+    @field_validator("configs")
+    @classmethod
+    def _known_topics(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        unknown = sorted(set(value) - {"all", *TopicNames.model_fields})
+        if unknown:
+            raise ValueError(f"unknown logical topic(s) {unknown}: expected 'all' or a topic")
+        return value
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: TopicNames = TopicNames()
+    client_id: str = "bridge"
+    # Records accepted but not yet acknowledged by the broker. When full, reading from the
+    # venues pauses (backpressure); nothing is dropped.
+    buffer_records: int = Field(10_000, ge=1)
+    linger_ms: int = Field(5, ge=0)
+    # Per-partition batch size. aiokafka's 16 KiB default (about 30 of our records) halves a
+    # bare producer's throughput here (tests/bench: 15k → 31k records/s at 256 KiB).
+    max_batch_bytes: int = Field(262_144, ge=16_384, le=1_048_576)
+    # Per request, and how long a batch may wait for a partition leader before it fails and
+    # the sink resends it in order (bridge.sink).
+    request_timeout_ms: int = Field(30_000, ge=1000)
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    oauth: OAuthSettings | None = None  # the token provider of OAUTHBEARER
+    ssl_cafile: ReadableFile | None = None  # the cluster's CA (default: the system's)
+    ssl_certfile: ReadableFile | None = None  # mTLS: the client certificate (PEM)
+    ssl_keyfile: ReadableFile | None = None  # mTLS: its private key (PEM)
+    ssl_key_password: SecretStr | None = None  # when the key is encrypted
+    # At start, missing topics are created (else the bridge exits 2 naming them).
+    create_topics: bool = False
+    new_topics: NewTopicSettings = NewTopicSettings()
+    # How often the bridge checks that it can still reach and authenticate to Kafka and that
+    # its topics exist (bridge_kafka_up, bridge_kafka_auth_failures_total).
+    check_interval: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> KafkaSettings:
+        """The mistakes that otherwise surface as a traceback or an endless retry at start."""
+        protocol, mechanism = self.security_protocol, self.sasl_mechanism
+        if protocol in SASL_PROTOCOLS and mechanism is None:
+            raise ValueError(f"sasl_mechanism: required with security_protocol {protocol}")
+        if protocol not in SASL_PROTOCOLS:
+            given = [
+                k
+                for k in ("sasl_mechanism", "sasl_username", "sasl_password", "oauth")
+                if getattr(self, k) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{given[0]}: SASL settings need security_protocol SASL_SSL or "
+                    f"SASL_PLAINTEXT (it is {protocol})"
+                )
+        if mechanism == "OAUTHBEARER":
+            if self.oauth is None:
+                raise ValueError("oauth: required with sasl_mechanism OAUTHBEARER")
+            if self.sasl_username or self.sasl_password:
+                raise ValueError("sasl_username: not used with OAUTHBEARER (the token is)")
+        elif mechanism is not None:
+            if self.oauth is not None:
+                raise ValueError(f"oauth: only with sasl_mechanism OAUTHBEARER, not {mechanism}")
+            missing = [k for k in ("sasl_username", "sasl_password") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"{missing[0]}: required with sasl_mechanism {mechanism}")
+        if protocol not in TLS_PROTOCOLS:
+            tls = [
+                k
+                for k in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password")
+                if getattr(self, k) is not None
+            ]
+            if tls:
+                raise ValueError(
+                    f"{tls[0]}: TLS settings need security_protocol SSL or SASL_SSL "
+                    f"(it is {protocol})"
+                )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_certfile: required with ssl_keyfile")
+        if self.ssl_key_password is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_certfile: required with ssl_key_password")
+        return self
+
+
+# Confluent's compatibility levels (a subject's rule for accepting a new schema version).
+Compatibility = Literal[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+
+
+class SerializationSettings(Section):
+    """How record values are framed. `registry`: Confluent wire format, schemas registered at
+    start under `<topic>-value`. `single-object`: the Avro spec's framing, no registry."""
+
+    mode: Literal["single-object", "registry"] = "single-object"
+    # The Confluent-API base URL, e.g. http://registry:8081 (Apicurio: …/apis/ccompat/v7).
+    registry_url: str | None = None
+    registry_username: str | None = None  # HTTP basic auth (Confluent Cloud: the API key)
+    registry_password: SecretStr | None = None  # or registry_password_file
+    registry_token: SecretStr | None = None  # a static bearer token (or registry_token_file)
+    registry_oauth: OidcSettings | None = None  # bearer tokens from an identity provider
+    # Extra request headers, e.g. Confluent Cloud OAuth's target-sr-cluster and
+    # Confluent-Identity-Pool-Id. Not secret: they are logged by `bridge check`.
+    registry_headers: dict[str, str] = {}
+    registry_cafile: ReadableFile | None = None  # the registry's CA (default: the system's)
+    registry_certfile: ReadableFile | None = None  # mTLS: the client certificate (PEM)
+    registry_keyfile: ReadableFile | None = None  # mTLS: its private key (PEM)
+    registry_key_password: SecretStr | None = None  # when the key is encrypted
+    # Set on each subject before registering, so the registry itself refuses a version that
+    # would break readers. null leaves the registry's own setting alone.
+    compatibility: Compatibility | None = "FULL"
+    # false: only look the schemas up (for registries the bridge may not write to); a version
+    # that is not registered is then an error at start, and compatibility is not touched.
+    auto_register: bool = True
+    registry_timeout: float = Field(10.0, gt=0)  # seconds per registry request
+
+    @field_validator("registry_url")
+    @classmethod
+    def _plain_http_url(cls, value: str | None) -> str | None:
+        """Credentials go in registry_username/password, never the URL: the URL is printed by
+        `bridge check` and logged."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("put credentials in registry_username / registry_password")
+        return value
+
+    @model_validator(mode="after")
+    def _registry_needs_url(self) -> SerializationSettings:
+        if self.mode == "registry" and not self.registry_url:
+            raise ValueError("registry_url: required when mode is registry")
+        if self.registry_password is not None and not self.registry_username:
+            raise ValueError("registry_username: required with registry_password")
+        auth = [
+            k
+            for k in ("registry_username", "registry_token", "registry_oauth")
+            if getattr(self, k) is not None
+        ]
+        if len(auth) > 1:
+            raise ValueError(f"{auth[1]}: give one registry auth, not {' and '.join(auth)}")
+        if self.registry_keyfile is not None and self.registry_certfile is None:
+            raise ValueError("registry_certfile: required with registry_keyfile")
+        return self
+
+
+class MetricsSettings(Section):
+    host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    port: int = Field(9108, ge=0, le=65535)
+
+
+class ReconnectSettings(Section):
+    """Jittered, capped exponential backoff between connection attempts."""
+
+    initial_delay: float = Field(1.0, gt=0)
+    max_delay: float = Field(60.0, gt=0)
+    multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.5, ge=0, le=1)  # fraction of each delay that is randomized
+    # A connection must stay up this long before the backoff resets (a flapping venue keeps
+    # backing off instead of reconnecting at the initial delay forever).
+    healthy_after: float = Field(30.0, ge=0)
+    # Auth rejections wait longer: hammering a venue with bad credentials gets keys banned.
+    auth_initial_delay: float = Field(15.0, gt=0)
+    auth_max_delay: float = Field(600.0, gt=0)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SnapshotSettings(Section):
+    """REST reconciliation after every (re)subscribe (needs the stream's `rest_url`)."""
+
+    enabled: bool = True
+    rate_per_second: float = Field(5.0, gt=0)  # stay under the venue's REST limit
+    burst: int = Field(10, ge=1)
+    timeout: float = Field(10.0, gt=0)  # per request
+    attempts: int = Field(3, ge=1)  # per request, for server errors and timeouts
+    # Finished orders are fetched from the last order event seen minus this margin; on the
+    # first snapshot after start, from `lookback` ago.
+    since_margin: float = Field(60.0, ge=0)
+    lookback: float = Field(86_400.0, ge=0)
+
+
+class ShutdownSettings(Section):
+    grace_seconds: float = Field(20.0, gt=0)
+
+
+class StreamBase(Section):
+    """The keys every stream has, whatever its venue. Each venue module subclasses it with its
+    own keys, narrows `venue` to its name (the tag that picks the class) and says how to build
+    its `Venue` and what `bridge check` prints about its scope; `bridge/venues/__init__.py`
+    lists the subclasses."""
+
+    venue: str
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(pattern=r"^wss?://")
+    rest_url: str | None = Field(None, pattern=r"^https?://")
+    account: str | None = None  # used when the venue's frames name no account
+    ping_interval: float = Field(20.0, gt=0)
+    ping_timeout: float = Field(20.0, gt=0)
+    # Reconnect when no frame at all arrived for this long (0 disables: quiet accounts are
+    # normal at some venues).
+    silence_timeout: float = Field(0.0, ge=0)
+    subscribe_timeout: float = Field(10.0, gt=0)
+    # For venues that acknowledge nothing (Aquanow, venues.md §1.3): the subscription counts as
+    # accepted at the first push, or when no error frame or close arrived within this time.
+    ack_grace: float = Field(2.0, ge=0)
+    # Larger frames become dead letters (`oversized_frame`, raw cut to 512 KiB); frames over
+    # 16x this (or 16 MiB) close the connection (1009) before they can exhaust memory.
+    max_frame_bytes: int = Field(1024 * 1024, ge=1024)
+    snapshot: SnapshotSettings = SnapshotSettings()
+
+    @abstractmethod
+    def build_venue(self) -> Venue:
+        """The pure venue module for this stream (its signing keys unwrapped)."""
+
+    @abstractmethod
+    def scope(self) -> str:
+        """What this stream subscribes to, in one line (`bridge check`)."""

@@ -1,0 +1,89 @@
+"""Snapshots in-process: published after subscribing, cancelled with their session, and never
+overwriting a push that arrived while they ran (the ordering guard of bridge/stream.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.dev.simulator.credentials import SATORI_KEY, SATORI_PRIVATE_KEY, SATORI_WALLET
+from bridge.dev.simulator.satori import SatoriSimulator
+from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Balance
+from tests.loop.conftest import GatedProxy, eventually, running, stream_settings
+
+pytestmark = pytest.mark.loop
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SatoriSimulator]:
+    async with SatoriSimulator(SATORI_KEY, SATORI_WALLET, rate=100, seed=3) as simulator:
+        yield simulator  # type: ignore[misc]
+
+
+def satori(url: str, rest_url: str) -> object:
+    return stream_settings(
+        venue="satori",
+        url=url,
+        rest_url=rest_url,
+        api_key=SATORI_KEY,
+        private_key=SATORI_PRIVATE_KEY,
+        coins=["USD"],
+        pairs=["ETH-USD"],
+    )
+
+
+def snapshot_done(run: object) -> bool:
+    return run.metric("bridge_snapshot_last_success_timestamp_seconds") > 0  # type: ignore[attr-defined]
+
+
+async def test_the_snapshot_publishes_the_venue_state(sim: SatoriSimulator) -> None:
+    sim.pause()  # no pushes: nothing can supersede a snapshot record
+    async with running(satori(sim.url, sim.rest_url), snapshots=True) as run:  # type: ignore[arg-type]
+        await eventually(lambda: snapshot_done(run), "the snapshot")
+    assert run.state.superseded == 0
+    snapshot = [r for r in run.sink.records if r.source == SOURCE_SNAPSHOT]
+    assert any(isinstance(r, Balance) and r.asset == "USD" for r in snapshot)
+    assert sim.rest_requests >= 4  # balance, orders, fills, positions
+
+
+async def test_a_push_during_the_snapshot_wins_over_the_snapshot_record(
+    sim: SatoriSimulator,
+) -> None:
+    """The REST answers are held until a USD balance push arrived after the snapshot began:
+    the snapshot's (older) USD balance must then be skipped, never published over it."""
+    async with GatedProxy(sim.rest_url) as proxy:
+        stream = satori(sim.url, proxy.url)
+        async with running(stream, snapshots=True) as run:  # type: ignore[arg-type]
+            await eventually(lambda: proxy.waiting >= 1, "the snapshot's first request")
+            began = len(run.sink.records)
+
+            def pushed_usd() -> bool:
+                return any(
+                    isinstance(r, Balance) and r.source == SOURCE_STREAM
+                    for r in run.sink.records[began:]
+                )
+
+            await eventually(pushed_usd, "a USD balance push during the snapshot")
+            proxy.open()
+            await eventually(lambda: snapshot_done(run), "the snapshot")
+    assert run.state.superseded >= 1
+    balances = [r for r in run.sink.records[began:] if isinstance(r, Balance)]
+    assert balances
+    assert all(r.source == SOURCE_STREAM for r in balances)
+
+
+async def test_a_lost_connection_cancels_its_snapshot(sim: SatoriSimulator) -> None:
+    async with GatedProxy(sim.rest_url) as proxy:
+        stream = satori(sim.url, proxy.url)
+        async with running(stream, snapshots=True) as run:  # type: ignore[arg-type]
+            await eventually(lambda: proxy.waiting >= 1, "the snapshot's first request")
+            await sim.drop_connections()
+            await eventually(lambda: proxy.cancelled >= 1, "the held request cancelled")
+            assert not any(r.source == SOURCE_SNAPSHOT for r in run.sink.records)
+            # The next session starts its own snapshot, which completes once answered.
+            await eventually(lambda: run.reconnects("network") >= 1, "the reconnect")
+            await eventually(lambda: run.state.subscribed, "subscribed again")
+            proxy.open()
+            await eventually(lambda: snapshot_done(run), "the second session's snapshot")
+    assert any(r.source == SOURCE_SNAPSHOT for r in run.sink.records)

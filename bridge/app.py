@@ -1,10 +1,13 @@
-"""Wiring: streams + codec + sink + metrics server; signals; graceful shutdown.
+"""Wiring: streams + codec + sink + checkpoint + control + metrics server; signals; shutdown.
 
 Start order: Kafka (sign-in, topics: bridge/kafka_check.py), the schema registry, the producer,
-then the streams. Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops
-reading (frames already received are still published), the producer flushes everything in
-flight, the process exits 0 — or 3 if the grace period ran out with records still
-unacknowledged (`ExitCode`).
+then each stream's state is restored from the checkpoint topic (bridge/changelog.py) before any
+stream connects, so its first reconciliation starts where the last run left it.
+
+Shutdown order (SIGTERM or SIGINT): readiness goes false, every stream stops reading (frames
+already received are still published), the producer flushes everything in flight, the
+checkpoint records what was acknowledged, the process exits 0 — or 3 if the grace period ran
+out with records still unacknowledged (`ExitCode`).
 """
 
 from __future__ import annotations
@@ -18,19 +21,31 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.backoff import Backoff, retry_until
+from bridge.backoff import Backoff, TokenBucket, retry_until
+from bridge.changelog import Changelog, restore, state_partitions
+from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection
-from bridge.errors import ExitCode, RegistryError, SinkError
+from bridge.control import Control
+from bridge.errors import ExitCode, KafkaAccessError, RegistryError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.kafka_check import KafkaWatch, prepare
 from bridge.logs import get_logger
 from bridge.metrics import Health, Metrics, bound_port, start_http_server
 from bridge.registry import Registration, register_schemas, registry_client
 from bridge.settings import Settings, StreamSettings
+from bridge.shards import shard_of
 from bridge.sink import FATAL_DELIVERY_ERRORS, Sink
 from bridge.snapshot import Snapshotter
 from bridge.stream import StreamState
+from bridge.venues.base import Venue
+
+
+@dataclass
+class _Stream:
+    settings: StreamSettings
+    venue: Venue
+    state: StreamState
 
 
 @dataclass
@@ -38,11 +53,12 @@ class App:
     """One bridge process. `run()` returns the exit code."""
 
     settings: Settings
+    config_path: Path | None = None  # named in messages (`bridge topics create --config …`)
     metrics: Metrics = field(default_factory=Metrics)
     health: Health = field(default_factory=Health)
-    config_path: Path | None = None  # named in messages (`bridge topics create --config …`)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
+    _buckets: dict[str, TokenBucket] = field(default_factory=dict)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -62,38 +78,15 @@ class App:
         watch: asyncio.Task[None] | None = None
         try:
             access = KafkaAccess(self.settings.kafka)
-            kafka = self.settings.kafka
             if not await prepare(
                 access, self.metrics, self.settings.reconnect, self._stop, self.config_path
             ):
                 return ExitCode.OK
             watch = asyncio.create_task(
-                KafkaWatch(access, self.metrics, kafka.check_interval).run(), name="kafka-watch"
+                KafkaWatch(access, self.metrics, self.settings.kafka.check_interval).run(),
+                name="kafka-watch",
             )
-            # Ready only after the schemas are registered: the producer starts after the codec.
-            codec = await self._build_codec()
-            if codec is None:
-                return ExitCode.OK
-            sink = Sink(kafka, codec, self.metrics, access=access)
-            if not await self._start_sink(sink):
-                return ExitCode.OK
-            self.health.producer_started = True
-            connections = [self._connection(stream, sink) for stream in self.settings.streams]
-            tasks = [
-                asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
-            ]
-            stop_waiter = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
-            failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
-            code = await self._shutdown(connections, tasks, sink)
-            for exc in failed:  # a stream loop only ends on its own by raising
-                if isinstance(exc, SinkError):
-                    get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
-                    refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
-                    return ExitCode.CONFIG if refused else ExitCode.CRASH
-                if exc is not None:
-                    raise exc
-            return code
+            return await self._serve(access)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -103,29 +96,150 @@ class App:
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
 
-    def _connection(self, stream: StreamSettings, sink: Sink) -> StreamConnection:
+    async def _serve(self, access: KafkaAccess) -> int:
+        """Codec, producer, restored streams, background helpers; until a stop or a failure."""
+        # Ready only after the schemas are registered: the producer starts after the codec.
+        codec = await self.build_codec()
+        if codec is None:
+            return ExitCode.OK
+        sink = Sink(self.settings.kafka, codec, self.metrics, access=access)
+        if not await self._start_sink(sink):
+            return ExitCode.OK
+        streams = [self._stream(s, sink) for s in self.settings.streams]
+        changelog = await self._restore(access, sink, codec.store, streams)
+        if self._stop.is_set():
+            await sink.stop(self.settings.shutdown.grace_seconds)
+            return ExitCode.OK
+        self.health.producer_started = True
+        control = Control(self.settings.control, [s.state for s in streams])
+        connections = [self._connection(s, control) for s in streams]
+        tasks = [
+            asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
+        ]
+        helpers = self._helpers(access, changelog, control)
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
+        failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
+        code = await self._shutdown(connections, tasks, helpers, sink, changelog)
+        for exc in failed:  # a stream loop only ends on its own by raising
+            if isinstance(exc, SinkError):
+                get_logger(component="app").error("cannot deliver to Kafka", error=str(exc))
+                refused = isinstance(exc.__cause__, FATAL_DELIVERY_ERRORS)
+                return ExitCode.CONFIG if refused else ExitCode.CRASH
+            if exc is not None:
+                raise exc
+        return code
+
+    def _stream(self, stream: StreamSettings, sink: Sink) -> _Stream:
         venue = stream.build_venue()
         state = StreamState(stream.name, venue.name, sink)
         self.health.streams.append(state)
+        return _Stream(stream, venue, state)
+
+    async def _restore(
+        self, access: KafkaAccess, sink: Sink, store: SchemaStore, streams: list[_Stream]
+    ) -> Changelog | None:
+        """Seed every stream from its checkpoint and start writing it (None when
+        `state.enabled` is off). Retried while Kafka cannot be read; None on a stop."""
+        settings, log = self.settings.state, get_logger(component="state")
+        if not settings.enabled:
+            return None
+        options = access.consumer_options()
+        topic = self.settings.kafka.topics.name("state")
+
+        async def attempt() -> tuple[int, dict[str, Checkpoint]]:
+            partitions = await state_partitions(access, topic)
+            shards = {
+                s.settings.name: shard_of(s.settings.shard_key(), partitions) for s in streams
+            }
+            async with asyncio.timeout(settings.restore_timeout):
+                return partitions, await restore(options, topic, shards, store)
+
+        def unreadable(exc: Exception, delay: float) -> None:
+            log.warning("cannot restore state; retrying", error=str(exc), retry_in=round(delay, 2))
+
+        started = time.monotonic()
+        found = await retry_until(
+            attempt,
+            Backoff(self.settings.reconnect),
+            retry_on=(SinkError, KafkaAccessError, TimeoutError),  # type: ignore[arg-type]
+            on_retry=unreadable,
+            stop=self._stop,
+        )
+        if found is None:
+            return None
+        partitions, checkpoints = found
+        changelog = Changelog(settings, sink, store, partitions)
+        for s in streams:
+            self._seed(s, checkpoints[s.settings.name], changelog)
+        sink.on_acked, sink.partition_of = changelog.acked, changelog.partition_of
+        self.metrics.restore_seconds.set(time.monotonic() - started)
+        log.info("state restored", seconds=round(time.monotonic() - started, 3), topic=topic)
+        return changelog
+
+    def _seed(self, stream: _Stream, cp: Checkpoint, changelog: Changelog) -> None:
+        stream.state.restore(cp)
+        stream.venue.restore(cp.versions, cp.facts)
+        changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
+        self.metrics.restored_keys.labels(stream.settings.name, stream.venue.name).set(cp.keys)
+        get_logger(stream=stream.settings.name, component="state").info(
+            "stream state restored",
+            keys=cp.keys,
+            open_orders=len(cp.open_orders),
+            open_positions=len(cp.open_positions),
+            entries=cp.entries,
+        )
+
+    def _connection(self, stream: _Stream, control: Control) -> StreamConnection:
+        s, enabled = stream.settings, self.settings.control.enabled
         snapshot = None
-        if stream.rest_url and stream.snapshot.enabled:
+        if s.rest_url and s.snapshot.enabled:
             snapshot = Snapshotter(
-                venue,
-                stream.rest_url,
-                state,
+                stream.venue,
+                s.rest_url,
+                stream.state,
                 self.metrics,
-                stream.snapshot,
+                s.snapshot,
                 self.settings.reconnect,
+                bucket=self._bucket(s),
+                announce=control.reconciled if enabled else None,
             ).run
         return StreamConnection(
-            stream, venue, state, self.metrics, self.settings.reconnect, snapshot=snapshot
+            s,
+            stream.venue,
+            stream.state,
+            self.metrics,
+            self.settings.reconnect,
+            snapshot=snapshot,
+            on_subscribed=control.subscribed if enabled else None,
         )
+
+    def _bucket(self, stream: StreamSettings) -> TokenBucket:
+        """One REST limiter per API key: the venues' limits are per key (venues.md §1.7); the
+        first stream of a key sets its rate."""
+        key = stream.shard_key()
+        if key not in self._buckets:
+            self._buckets[key] = TokenBucket(stream.snapshot.rate_per_second, stream.snapshot.burst)
+        return self._buckets[key]
+
+    def _helpers(
+        self, access: KafkaAccess, changelog: Changelog | None, control: Control
+    ) -> list[asyncio.Task[None]]:
+        """Background tasks beside the streams: checkpoint flushes, heartbeats, signals."""
+        c = self.settings.control
+        work = [changelog.run()] if changelog is not None else []
+        if c.enabled and c.heartbeat_interval:
+            work.append(control.heartbeats())
+        if c.enabled and c.signals:
+            topic = self.settings.kafka.topics.name("control")
+            work.append(control.signals(access, topic))
+        return [asyncio.create_task(w) for w in work]
 
     def _on_signal(self, sig: signal.Signals) -> None:
         get_logger(component="app").info("shutdown requested", signal=sig.name)
         self._stop.set()
 
-    async def _build_codec(self) -> Codec | None:
+    async def build_codec(self) -> Codec | None:
         """The codec for the configured framing; in registry mode only once every schema
         version is registered (or found). None when a stop was requested first."""
         store = SchemaStore.load()
@@ -196,7 +310,12 @@ class App:
         return started is not None
 
     async def _shutdown(
-        self, connections: list[StreamConnection], tasks: list[asyncio.Task[None]], sink: Sink
+        self,
+        connections: list[StreamConnection],
+        tasks: list[asyncio.Task[None]],
+        helpers: list[asyncio.Task[None]],
+        sink: Sink,
+        changelog: Changelog | None,
     ) -> int:
         log = get_logger(component="app")
         grace = self.settings.shutdown.grace_seconds
@@ -207,6 +326,12 @@ class App:
         _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
         for task in pending:
             task.cancel()
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        if changelog is not None and await sink.flush(max(deadline - time.monotonic(), 0.1)):
+            with contextlib.suppress(SinkError):
+                await changelog.flush()  # the checkpoint catches up with the last acks
         flushed = await sink.stop(max(deadline - time.monotonic(), 0.1))
         log.info("shutdown complete", flushed=flushed)
         return ExitCode.OK if flushed else ExitCode.UNACKED

@@ -1,4 +1,4 @@
-"""The `bridge` command: run, check [--connect], topics, schemas, tail, simulate, demo.
+"""The `bridge` command: run, check [--connect], topics, schemas, tail, resync, simulate, demo.
 
 Exit codes (`bridge.errors.ExitCode`), each meaning one thing: 0 a clean stop; 1 a crash (a
 bug or an unexpected failure: the traceback says where); 2 bad configuration, usage or
@@ -99,6 +99,22 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="stop when no record came for this long (s)"
     )
     tail.set_defaults(handler=_tail)
+
+    resync = commands.add_parser(
+        "resync",
+        help="ask the running bridge to reconcile one stream now (a signal on the control topic)",
+    )
+    resync.add_argument("stream", metavar="STREAM", help="the stream's name in the config")
+    resync.add_argument("--config", "-c", type=Path, required=True)
+    resync.add_argument("--reason", default=None, help="free text kept with the request")
+    resync.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for the bridge's answer and print it (exit 1 without one)",
+    )
+    resync.set_defaults(handler=_resync)
 
     simulate = commands.add_parser("simulate", help="serve a venue simulator on loopback")
     simulate.add_argument("venue", choices=["aquanow", "satori"])
@@ -263,6 +279,15 @@ def _tail(args: argparse.Namespace) -> int:
         count=args.count,
         timeout=args.timeout,
     )
+
+
+def _resync(args: argparse.Namespace) -> int:
+    from bridge.logs import configure
+    from bridge.resync import resync
+
+    settings = load_settings(args.config)
+    configure("warning", "console", secrets=secrets_of(settings))
+    return asyncio.run(resync(settings, args.stream, args.reason, args.wait))
 
 
 def _simulate(args: argparse.Namespace) -> int:

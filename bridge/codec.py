@@ -3,11 +3,14 @@
 Framing is the Avro spec's single-object encoding (`C3 01` + 8-byte little-endian
 CRC-64-AVRO fingerprint + body) by default, or the Confluent wire format (magic 0 + 4-byte
 schema id + body) in registry mode. Readers find the writer schema from the frame itself.
+The bridge's private topics (`records.PRIVATE_TOPICS`: its checkpoint) are always single-object
+encoded: only the bridge reads them, and restoring must not depend on a registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import json
 import re
@@ -23,7 +26,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from bridge.errors import EncodeError
-from bridge.records import RECORD_TYPES, Envelope
+from bridge.records import PRIVATE_TOPICS, RECORD_TYPES, Envelope
 
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 CONFLUENT_MAGIC: Final = b"\x00"
@@ -145,7 +148,9 @@ class Codec:
             sv = store.latest(record_type.TOPIC)
             names = tuple(f.name for f in dataclasses.fields(record_type))
             _check_fields_match(record_type, names, sv)
-            self._writers[record_type] = _Writer(sv, prefix_for(sv), names, _decimal_scales(sv))
+            private = record_type.TOPIC in PRIVATE_TOPICS
+            prefix = single_object_prefix(sv) if private else prefix_for(sv)
+            self._writers[record_type] = _Writer(sv, prefix, names, _decimal_scales(sv))
 
     def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:
         return self._writers[record_type].schema
@@ -239,3 +244,43 @@ def decode_single_object(
     )
     assert isinstance(result, dict)
     return result
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_UNITS: Final = {
+    "timestamp-millis": dt.timedelta(milliseconds=1),
+    "timestamp-micros": dt.timedelta(microseconds=1),
+}
+_RECORD_TYPE: Final = {t.TOPIC: t for t in RECORD_TYPES}
+
+
+def decode_record(store: SchemaStore, value: bytes) -> Envelope:
+    """A single-object value this bridge wrote, back as its dataclass (read with the newest
+    schema of its topic; timestamps back to epoch integers). How restored checkpoints rebuild
+    the open orders and positions they carry."""
+    writer = store.by_fingerprint(value[2:10])
+    if writer is None:
+        raise ValueError(f"unknown schema fingerprint {value[2:10].hex()}")
+    reader = store.latest(writer.topic)
+    values = decode_single_object(store, value, reader)
+    for name, unit in _timestamp_fields(reader):
+        stamp = values.get(name)
+        if isinstance(stamp, dt.datetime):
+            values[name] = (stamp - _EPOCH) // unit
+    return _RECORD_TYPE[writer.topic](**values)
+
+
+_TIMESTAMPS: dict[tuple[str, int], list[tuple[str, dt.timedelta]]] = {}
+
+
+def _timestamp_fields(sv: SchemaVersion) -> list[tuple[str, dt.timedelta]]:
+    found = _TIMESTAMPS.get((sv.topic, sv.version))
+    if found is None:
+        found = []
+        for field in json.loads(sv.text)["fields"]:
+            branches = field["type"] if isinstance(field["type"], list) else [field["type"]]
+            for branch in branches:
+                if isinstance(branch, dict) and branch.get("logicalType") in _UNITS:
+                    found.append((field["name"], _UNITS[branch["logicalType"]]))
+        _TIMESTAMPS[(sv.topic, sv.version)] = found
+    return found

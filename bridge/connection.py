@@ -46,6 +46,7 @@ HARD_FRAME_FACTOR: Final = 16
 HARD_FRAME_FLOOR: Final = 16 * 1024 * 1024
 
 StartSnapshot = Callable[[], Coroutine[Any, Any, None]]
+OnSubscribed = Callable[[StreamState], Coroutine[Any, Any, None]]
 
 
 class StreamConnection:
@@ -60,11 +61,14 @@ class StreamConnection:
         reconnect: ReconnectSettings,
         snapshot: StartSnapshot | None = None,
         rng: random.Random | None = None,
+        on_subscribed: OnSubscribed | None = None,
     ) -> None:
         self.settings = settings
         self.venue = venue
         self.state = state
         self._snapshot = snapshot
+        self._on_subscribed = on_subscribed  # the gap marker (bridge/control.py)
+        self._last_frame_at: int | None = None  # wall clock (µs) of this session's last frame
         self._snapshot_task: asyncio.Task[None] | None = None
         self._backoff = Backoff(reconnect, rng or random.Random())
         self._stopping = asyncio.Event()
@@ -126,12 +130,16 @@ class StreamConnection:
                 if self._stopping.is_set():
                     return
                 self._m_connected.set(1)
+                self.state.session_started()
                 self._backoff.connected(time.monotonic())
                 self._log.info("connected")
                 await self._read(ws, self.venue.build_subscriptions(int(time.time() * 1000)))
             finally:
                 self._ws = None
                 await self._cancel_snapshot()
+                if self.state.subscribed:
+                    # Facts may be missed from the last one this session received.
+                    self.state.gap_start = self._last_frame_at or self.state.gap_end
                 self._set_subscribed(False)
                 self._m_connected.set(0)
 
@@ -162,6 +170,7 @@ class StreamConnection:
                     return
                 raise
             frame = Frame(data, time.time_ns() // 1000, time.monotonic())
+            self._last_frame_at = frame.received_at
             state.frames_received += 1
             self._m_messages.inc()
             self._m_last.set(frame.received_at / 1e6)
@@ -198,7 +207,12 @@ class StreamConnection:
     async def _subscribed(self) -> None:
         self._set_subscribed(True)
         self._m_sessions.inc()
+        self._last_frame_at = None
+        self.state.gap_end = time.time_ns() // 1000
+        self.state.subscribed_mono = time.monotonic()
         self._log.info("subscribed")
+        if self._on_subscribed is not None:
+            await self._on_subscribed(self.state)
         if self._snapshot is not None:
             # Concurrent with reading: pings, pushes and backpressure go on meanwhile.
             self._snapshot_task = asyncio.create_task(self._snapshot(), name="snapshot")

@@ -35,7 +35,17 @@ RECONNECT_REASONS: Final[tuple[ReconnectReason, ...]] = get_args(ReconnectReason
 DEADLETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = get_args(DeadLetterReason)
 SNAPSHOT_FAILURE_KINDS: Final[tuple[RestErrorKind, ...]] = get_args(RestErrorKind)
 # The `topic` label: logical topics (the Kafka names are configurable, these are not).
-TOPICS: Final = ("balances", "orders", "positions", "trades", "credit", "deadletter")
+TOPICS: Final = (
+    "balances",
+    "orders",
+    "positions",
+    "trades",
+    "credit",
+    "deadletter",
+    "control",
+    "state",
+)
+STATE_TOPICS: Final = ("balances", "orders", "positions", "credit")
 
 # Seconds. Fine-grained below 100 ms (the pipeline's normal range), coarse above (outages).
 LATENCY_BUCKETS = (
@@ -166,6 +176,25 @@ class Metrics:
             sv,
             registry=r,
         )
+        self.reconcile_drift = Counter(
+            "bridge_reconcile_drift_total",
+            "State keys a scheduled or requested reconciliation found different from what was "
+            "published, with no push to explain them (pushes the venue did not deliver), by "
+            "logical topic",
+            (*sv, "topic"),
+            registry=r,
+        )
+        self.restored_keys = Gauge(
+            "bridge_state_restored_keys",
+            "State keys the stream restored from its checkpoint at start",
+            sv,
+            registry=r,
+        )
+        self.restore_seconds = Gauge(
+            "bridge_state_restore_seconds",
+            "How long restoring every stream's checkpoint took at start",
+            registry=r,
+        )
         self.kafka_up = Gauge(
             "bridge_kafka_up",
             "1 while the bridge can sign in to Kafka and every configured topic exists and may "
@@ -216,6 +245,9 @@ class Metrics:
         for topic in TOPICS:
             self.records_published.labels(*labels, topic)
             self.publish_errors.labels(*labels, topic)
+        for topic in STATE_TOPICS:
+            self.reconcile_drift.labels(*labels, topic)
+        self.restored_keys.labels(*labels)
         self.event_lag.labels(*labels)
         self.pipeline_latency.labels(*labels)
 

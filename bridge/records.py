@@ -254,6 +254,53 @@ def build_dead_letter(
     )
 
 
+SOURCE_BRIDGE: Final = "bridge"  # records the bridge writes about itself (state, control)
+SOURCE_OPERATOR: Final = "operator"  # control records an operator wrote (`bridge resync`)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateEntry(Envelope):
+    """One line of a stream's memory on the checkpoint topic (bridge/checkpoint.py): what was
+    last published and acknowledged for one state key, or (`topic` "meta") the stream's
+    restart facts. Private to the bridge; see schemas/state/v1.avsc."""
+
+    TOPIC: ClassVar[str] = "state"
+
+    topic: str
+    record_key: str
+    account: str | None
+    digest: str | None
+    open: bool
+    event_time: int | None
+    record: bytes | None
+    versions: dict[str, int]
+    facts: dict[str, str]
+    last_order_time: int | None
+
+    def key(self) -> str:
+        return f"{self.stream}|{self.topic}|{self.record_key}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlRecord(Envelope):
+    """Gap markers, heartbeats and operator signals of one stream (schemas/control/v1.avsc)."""
+
+    TOPIC: ClassVar[str] = "control"
+
+    kind: str
+    trigger: str | None = None
+    gap_start: int | None = None  # epoch microseconds
+    gap_end: int | None = None
+    records_corrected: int | None = None
+    drift: int | None = None
+    request_id: str | None = None
+    last_record_at: int | None = None
+    detail: str | None = None
+
+    def key(self) -> str:
+        return f"{self.venue}|{self.stream}"
+
+
 Record = Balance | Order | Position | Trade | CreditBalance | DeadLetter
 RECORD_TYPES: Final[tuple[type[Envelope], ...]] = (
     Balance,
@@ -262,4 +309,9 @@ RECORD_TYPES: Final[tuple[type[Envelope], ...]] = (
     Trade,
     CreditBalance,
     DeadLetter,
+    StateEntry,
+    ControlRecord,
 )
+# Topics the bridge's own consumers read, not a contract with anyone else: always encoded
+# with single-object framing and never registered in a schema registry.
+PRIVATE_TOPICS: Final = frozenset({StateEntry.TOPIC})

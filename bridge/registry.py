@@ -25,6 +25,7 @@ from bridge.codec import SchemaStore, SchemaVersion, confluent_prefix
 from bridge.errors import IncompatibleSchema, RegistryError
 from bridge.logs import get_logger
 from bridge.oauth import OidcTokens, StaticToken, TokenError, TokenSource
+from bridge.records import PRIVATE_TOPICS
 from bridge.sections import Compatibility, SerializationSettings
 from bridge.tls import client_context
 
@@ -275,6 +276,8 @@ async def register_schemas(
     ids: dict[tuple[str, int], int] = {}
     subjects: dict[str, str] = {}
     for topic in store.topics():
+        if topic in PRIVATE_TOPICS:  # the bridge's own state: never a registry subject
+            continue
         subject = subject_for(topic_names[topic])
         subjects[topic] = subject
         if compatibility is not None and auto_register:

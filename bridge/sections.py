@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.shards import shard_key
+
 if TYPE_CHECKING:
     from bridge.venues.base import Venue
 
@@ -38,6 +40,11 @@ class TopicNames(Section):
     trades: str = "trades"
     credit: str = "credit"
     deadletter: str = "bridge.deadletter"
+    # Gap markers, heartbeats and operator signals (schemas/control): for consumers.
+    control: str = "bridge.control"
+    # The bridge's own checkpoint (schemas/state; compacted, one partition per shard): what
+    # each stream restores at start. Never written by anything else.
+    state: str = "bridge.state"
 
     def name(self, logical: str) -> str:
         return str(getattr(self, logical))
@@ -107,6 +114,9 @@ class NewTopicSettings(Section):
     partitions: int | None = Field(None, ge=1)
     replication_factor: int | None = Field(None, ge=1)
     min_insync_replicas: int | None = Field(None, ge=1)
+    # The checkpoint topic (`topics.state`) has one partition per shard: streams of one API key
+    # share a shard (bridge/shards.py). An existing topic keeps its own count.
+    state_partitions: int = Field(12, ge=1, le=10_000)
     configs: dict[str, dict[str, str]] = {}  # logical topic (or "all") → topic configs
 
     @field_validator("configs")
@@ -302,6 +312,32 @@ class SnapshotSettings(Section):
     # first snapshot after start, from `lookback` ago.
     since_margin: float = Field(60.0, ge=0)
     lookback: float = Field(86_400.0, ge=0)
+    # Reconcile again every `interval` seconds while subscribed (0: only after (re)subscribing).
+    # A key whose venue state differs from what was published, with no push to explain it, is
+    # drift: corrected, counted (bridge_reconcile_drift_total) and logged. One run costs
+    # Aquanow 3-4 requests against its 100,000 a day per API key (venues.md §1.7).
+    interval: float = Field(300.0, ge=0)
+    # How long after a scheduled run a differing key may still be explained by a push that was
+    # already on its way (it is then not drift).
+    drift_grace: float = Field(2.0, ge=0)
+
+
+class StateSettings(Section):
+    """Stream state kept on Kafka (`kafka.topics.state`) and restored before each stream
+    subscribes, so a restart resumes reconciliation where the last run left it."""
+
+    enabled: bool = True
+    flush_interval: float = Field(1.0, gt=0)  # seconds between checkpoint writes
+    restore_timeout: float = Field(120.0, gt=0)  # per attempt to read the checkpoint
+
+
+class ControlSettings(Section):
+    """The control topic (`kafka.topics.control`): gap markers, heartbeats, operator signals."""
+
+    enabled: bool = True
+    # A heartbeat per subscribed stream that handed no record to Kafka for this long (0: none).
+    heartbeat_interval: float = Field(30.0, ge=0)
+    signals: bool = True  # act on `bridge resync` requests found on the control topic
 
 
 class ShutdownSettings(Section):
@@ -340,3 +376,12 @@ class StreamBase(Section):
     @abstractmethod
     def scope(self) -> str:
         """What this stream subscribes to, in one line (`bridge check`)."""
+
+    @abstractmethod
+    def credential(self) -> str:
+        """The secret that identifies the venue API key (never logged: only its digest is used,
+        to put the streams of one key in one shard and under one REST limiter)."""
+
+    def shard_key(self) -> str:
+        """The stream's shard key (bridge/shards.py): the same for every stream of one key."""
+        return shard_key(self.venue, self.credential())

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bridge.errors import ConfigError
 from bridge.sections import (
     Compatibility,
+    ControlSettings,
     KafkaSettings,
     LogSettings,
     MetricsSettings,
@@ -32,6 +33,7 @@ from bridge.sections import (
     SerializationSettings,
     ShutdownSettings,
     SnapshotSettings,
+    StateSettings,
     StreamBase,
     TopicNames,
 )
@@ -39,6 +41,7 @@ from bridge.venues import STREAM_TYPES, VENUES
 
 __all__ = [
     "Compatibility",
+    "ControlSettings",
     "KafkaSettings",
     "LogSettings",
     "MetricsSettings",
@@ -48,6 +51,7 @@ __all__ = [
     "Settings",
     "ShutdownSettings",
     "SnapshotSettings",
+    "StateSettings",
     "StreamBase",
     "StreamSettings",
     "TopicNames",
@@ -95,6 +99,8 @@ class Settings(_EnvOverFile):
     reconnect: ReconnectSettings = ReconnectSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    state: StateSettings = StateSettings()
+    control: ControlSettings = ControlSettings()
     streams: tuple[StreamSettings, ...] = Field(min_length=1)
 
     @field_validator("streams")

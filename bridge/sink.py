@@ -75,6 +75,10 @@ class Sink:
         self._fatal: BaseException | None = None
         self._reports = _Reports(metrics)
         self._log = get_logger(component="sink")
+        # Hooks for the checkpoint (bridge/changelog.py): who hears of each acknowledged
+        # record, and which partition a record must go to (None: the key's partition).
+        self.on_acked: Callable[[Envelope], None] | None = None
+        self.partition_of: Callable[[Envelope], int | None] | None = None
         metrics.buffer_capacity.set(settings.buffer_records)
         # Read at scrape time: setting the gauge on every publish and every ack cost a lock
         # each, twice per record (tests/bench).
@@ -124,7 +128,8 @@ class Sink:
             encoded = pending.encoded
             topic = self._settings.topics.name(encoded.topic)
             try:
-                return await self._producer.send(topic, encoded)
+                partition = self.partition_of(pending.record) if self.partition_of else None
+                return await self._producer.send(topic, encoded, partition)
             except KafkaTimeoutError:
                 # The partition's batch could not drain (broker unreachable): keep this record
                 # and its place, try again. The caller (the websocket read) waits meanwhile.
@@ -159,8 +164,7 @@ class Sink:
                     self._recovery = asyncio.get_running_loop().create_task(self._recover())
                     self._recovery.add_done_callback(self._recovery_done)
         else:
-            self.ledger.acked(pending)
-            self._reports.acked(pending)
+            self._acked(pending)
         self._settled()
 
     async def _recover(self) -> None:
@@ -207,9 +211,14 @@ class Sink:
             delay_hint=lambda exc: 0.0 if isinstance(exc, MessageSizeTooLargeError) else None,
             on_retry=failed,
         )
+        self._acked(pending)
+        self._settled()
+
+    def _acked(self, pending: Pending) -> None:
         self.ledger.acked(pending)
         self._reports.acked(pending)
-        self._settled()
+        if self.on_acked is not None:
+            self.on_acked(pending.record)
 
     def _recovery_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -277,10 +286,12 @@ class _Producer:
             raise
         self._current = producer
 
-    async def send(self, topic: str, encoded: Encoded) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, encoded: Encoded, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         assert self._current is not None, "Sink.start() was not awaited"
         future: asyncio.Future[Any] = await self._current.send(
-            topic, encoded.value, key=encoded.key, headers=encoded.headers
+            topic, encoded.value, key=encoded.key, headers=encoded.headers, partition=partition
         )
         return future
 

@@ -1,6 +1,8 @@
 """What the bridge remembers about one stream, in one place: readiness, frame counters, the
-orders and positions last published as open (what reconciliation needs), and — while a
-snapshot runs — the state keys that got newer pushes.
+digest of the last state published per key, the orders and positions last published as open
+(what reconciliation needs), and — while a snapshot runs — the state keys that got newer pushes.
+After a restart, all of it is seeded from the stream's checkpoint (`restore`) before the stream
+subscribes.
 
 Every record of the stream, live or from a snapshot, goes to the sink through `publish`.
 
@@ -10,16 +12,31 @@ record for a state key (balances, orders, positions, credit) is skipped when a s
 for that key was published after the snapshot began: that push, or a later one, is at least as
 new. Trades are events, not state: snapshot fills are always published (same `event_id` as
 any earlier copy, so consumers deduplicate).
+
+Change-only rule (Debezium's snapshot window): a snapshot record is also skipped when its state
+digest (bridge/checkpoint.py) equals the digest of the last record published for its key: a
+reconnect or a restart then adds no duplicate. Pushes are always published.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Protocol
 
-from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Envelope, Order, Position
+from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
+from bridge.records import (
+    SOURCE_SNAPSHOT,
+    SOURCE_STREAM,
+    ControlRecord,
+    Envelope,
+    Order,
+    Position,
+    VenueRecord,
+)
 
-STATE_TOPICS: Final = frozenset({"balances", "orders", "positions", "credit"})
+StateKey = tuple[str, str]  # (logical topic, record key)
 
 
 class Publisher(Protocol):
@@ -30,8 +47,8 @@ class Publisher(Protocol):
 
 @dataclass(eq=False)
 class StreamState:
-    """One stream's memory. Owned by its connection loop; read by its snapshots and by
-    `/readyz`."""
+    """One stream's memory. Owned by its connection loop; read by its snapshots, heartbeats
+    and by `/readyz`."""
 
     name: str
     venue: str
@@ -42,20 +59,86 @@ class StreamState:
     open_orders: dict[str, Order] = field(default_factory=dict)
     open_positions: dict[str, Position] = field(default_factory=dict)
     last_order_ms: int | None = None  # newest order event time published (venue clock)
-    superseded: int = 0  # snapshot records skipped for a newer push, in the current snapshot
-    _fresh: set[tuple[str, str]] | None = None  # state keys pushed since the snapshot began
+    # `last_order_ms` when the current session connected: orders updated during the gap
+    # before it are newer (the session's own pushes move `last_order_ms` at once).
+    order_mark: int | None = None
+    digests: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {topic: {} for topic in STATE_TOPICS}
+    )
+    last_record_at: int | None = None  # wall clock (µs) of the last record handed over
+    last_record_mono: float | None = None
+    pushed: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first push
+    restored_at: int | None = None  # the restored checkpoint's newest entry (µs)
+    # The current gap: since when facts may be missing (the previous session's end, or the
+    # restored checkpoint's time) and when the stream subscribed again (µs).
+    gap_start: int | None = None
+    gap_end: int | None = None
+    subscribed_mono: float = 0.0  # time.monotonic() when the current session subscribed
+    resync: asyncio.Event = field(default_factory=asyncio.Event)  # set: requests are waiting
+    _resync_requests: list[str] = field(default_factory=list)
+    # The current snapshot run: records skipped for a newer push, skipped as unchanged, and
+    # the keys it published because the venue's state differed.
+    superseded: int = 0
+    unchanged: int = 0
+    corrected: list[StateKey] = field(default_factory=list)
+    _fresh: set[StateKey] | None = None  # state keys pushed since the snapshot began
 
-    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
-        """Hand one record to the sink, unless it is a snapshot record a push superseded."""
-        if self._fresh is not None and record.TOPIC in STATE_TOPICS:
-            key = (record.TOPIC, record.key())
-            if record.source == SOURCE_SNAPSHOT and key in self._fresh:
-                self.superseded += 1
-                return
-            if record.source == SOURCE_STREAM:
-                self._fresh.add(key)
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Seed from the stream's checkpoint: what Kafka holds is what was published."""
+        for topic, digests in checkpoint.digests.items():
+            self.digests.setdefault(topic, {}).update(digests)
+        self.open_orders.update(checkpoint.open_orders)
+        self.open_positions.update(checkpoint.open_positions)
+        self.last_order_ms = checkpoint.last_order_ms
+        self.restored_at = self.gap_start = checkpoint.written_at
+
+    async def publish(self, record: Envelope, received_mono: float | None = None) -> bool:
+        """Hand one record to the sink, unless it is a snapshot record that a push superseded
+        or that states what was already published. True when it was handed over."""
+        if record.TOPIC in STATE_TOPICS:
+            assert isinstance(record, VenueRecord)
+            if not self._admit(record):
+                return False
+        if record.source == SOURCE_STREAM:
+            self.pushed.set()
         self._track(record)
+        self.last_record_at = time.time_ns() // 1000
+        self.last_record_mono = time.monotonic()
         await self.sink.publish(record, received_mono)
+        return True
+
+    async def announce(self, record: ControlRecord) -> None:
+        """A control record about this stream (bridge/control.py): straight to the sink; it
+        is not a fact of the stream (heartbeats count only facts)."""
+        await self.sink.publish(record)
+
+    def request_resync(self, *request_ids: str) -> None:
+        """An operator asked for a reconciliation; the next run answers (bridge resync)."""
+        if request_ids:
+            self._resync_requests.extend(request_ids)
+            self.resync.set()
+
+    def take_resync_requests(self) -> tuple[str, ...]:
+        requests, self._resync_requests = tuple(self._resync_requests), []
+        self.resync.clear()
+        return requests
+
+    def _admit(self, record: VenueRecord) -> bool:
+        state_key = (record.TOPIC, record.key())
+        digests = self.digests[record.TOPIC]
+        digest = state_digest(record)
+        if record.source == SOURCE_SNAPSHOT:
+            if self._fresh is not None and state_key in self._fresh:
+                self.superseded += 1
+                return False
+            if digests.get(state_key[1]) == digest:
+                self.unchanged += 1
+                return False
+            self.corrected.append(state_key)
+        elif self._fresh is not None:
+            self._fresh.add(state_key)
+        digests[state_key[1]] = digest
+        return True
 
     def _track(self, record: Envelope) -> None:
         if isinstance(record, Order):
@@ -71,8 +154,18 @@ class StreamState:
             else:
                 self.open_positions.pop(record.position_id, None)
 
+    def session_started(self) -> None:
+        """A new session connected: mark where the gap before it began."""
+        self.order_mark = self.last_order_ms
+
     def begin_snapshot(self) -> None:
-        self._fresh, self.superseded = set(), 0
+        self._fresh, self.superseded, self.unchanged, self.corrected = set(), 0, 0, []
+
+    def unexplained(self) -> list[StateKey]:
+        """The keys this snapshot corrected that no push touched since it began: state the
+        venue changed without telling us (drift), as far as the pushes received so far say."""
+        fresh = self._fresh or set()
+        return [key for key in dict.fromkeys(self.corrected) if key not in fresh]
 
     def end_snapshot(self) -> None:
         self._fresh = None

@@ -32,6 +32,8 @@ CLEANUP_POLICY: Final[dict[str, CleanupPolicy]] = {
     "credit": "compact",
     "trades": "delete",
     "deadletter": "delete",
+    "control": "delete",  # markers and signals: facts about the bridge, not state
+    "state": "compact",  # the bridge's checkpoint (bridge/checkpoint.py)
 }
 TOPIC_ALREADY_EXISTS: Final = 36
 _RESOURCE_TOPIC: Final = 2
@@ -60,7 +62,8 @@ def plans(settings: KafkaSettings) -> list[TopicPlan]:
             configs["min.insync.replicas"] = str(new.min_insync_replicas)
         configs |= new.configs.get("all", {}) | new.configs.get(logical, {})
         name = settings.topics.name(logical)
-        out.append(TopicPlan(logical, name, new.partitions, new.replication_factor, configs))
+        partitions = new.state_partitions if logical == "state" else new.partitions
+        out.append(TopicPlan(logical, name, partitions, new.replication_factor, configs))
     return out
 
 

@@ -34,7 +34,8 @@ SCHEMAS = ROOT / "schemas"
 LOGICAL_TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
 # The version the bridge writes: the newest file of each topic.
 NEWEST_VERSION = {
-    t: max(int(p.stem[1:]) for p in (SCHEMAS / t).glob("v*.avsc")) for t in LOGICAL_TOPICS
+    t: max(int(p.stem[1:]) for p in (SCHEMAS / t).glob("v*.avsc"))
+    for t in (*LOGICAL_TOPICS, "control", "state")
 }
 
 
@@ -87,10 +88,17 @@ class Message:
     value: bytes = b""  # the raw Kafka value
 
 
+# The bridge's other topics: gap markers and signals, and its private checkpoint (never in
+# a schema registry: always single-object encoded).
+REGISTERED_TOPICS = (*LOGICAL_TOPICS, "control")
+BRIDGE_TOPICS = (*REGISTERED_TOPICS, "state")
+
+
 def unique_topics() -> dict[str, str]:
-    """Per-test topic names, so tests sharing the session broker never see each other."""
+    """Per-test topic names, so tests sharing the session broker never see each other (the
+    checkpoint topic too: a bridge would restore another test's streams of the same name)."""
     suffix = uuid.uuid4().hex[:8]
-    return {t: f"t{suffix}.{t}" for t in LOGICAL_TOPICS}
+    return {t: f"t{suffix}.{t}" for t in BRIDGE_TOPICS}
 
 
 async def collect(
@@ -99,13 +107,15 @@ async def collect(
     done: Callable[[list[Message]], bool],
     timeout: float = 60.0,
     registry_url: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> list[Message]:
-    """Read every topic from the beginning until `done(messages)` or the deadline. With
-    `registry_url`, values must be Confluent framed (registry mode)."""
+    """Read every data topic (and the `extra` logical topics, e.g. control) from the beginning
+    until `done(messages)` or the deadline. With `registry_url`, values must be Confluent
+    framed (registry mode)."""
     reader = AvroReader(registry_url)
-    logical = {name: t for t, name in topics.items()}
+    logical = {name: t for t, name in topics.items() if t in (*LOGICAL_TOPICS, *extra)}
     consumer = AIOKafkaConsumer(
-        *topics.values(),
+        *logical,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         metadata_max_age_ms=500,

@@ -29,6 +29,9 @@ BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
     "Decimal": AMOUNTS,
     "Decimal | None": st.none() | AMOUNTS,
     "bytes": st.binary(max_size=40),
+    "bytes | None": st.none() | st.binary(max_size=40),
+    "dict[str, int]": st.dictionaries(TEXT, st.integers(-(2**63), 2**63 - 1), max_size=3),
+    "dict[str, str]": st.dictionaries(TEXT, TEXT, max_size=3),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Final, Literal, get_args
 from urllib.parse import urlencode
@@ -132,6 +132,9 @@ class AquanowStream(StreamBase):
     def scope(self) -> str:
         return "channels " + ", ".join(self.channels)
 
+    def credential(self) -> str:
+        return self.api_key.get_secret_value()
+
 
 class AquanowVenue:
     """The reporting feed of one Aquanow API key."""
@@ -153,6 +156,7 @@ class AquanowVenue:
         self.channels = channels
         self.account = account
         self._seen_account: str | None = None  # the accountId pushes carry, for REST calls
+        self._pushed = False  # a push arrived: its shape says whether REST needs an accountId
         self._nonces = Nonces()
         self._parsers: dict[str, Callable[[Fields, Frame, str, str], Record]] = {
             "balance": self._parse_balance,
@@ -228,11 +232,28 @@ class AquanowVenue:
     def reconcile_missing(
         self, orders: list[Order], positions: list[Position], at: Frame
     ) -> tuple[list[RestCall], list[Record]]:
-        """Orders last seen open and in neither snapshot list: look each up by id."""
-        calls = [
-            RestCall("order", "GET", "/trades/v1/order", (("orderId", o.order_id),)) for o in orders
-        ]
-        return calls, []
+        """Orders last seen open and in neither snapshot list: look each up by id, scoped to
+        the account like every REST call of a Latest account (§1.7)."""
+        account = self._rest_account()
+        path = "/trades/v1/order"
+        return [
+            RestCall("order", "GET", path, (*account, ("orderId", o.order_id))) for o in orders
+        ], []
+
+    def snapshot_ready(self) -> bool:
+        """Latest accounts' REST calls need the accountId (§1.7), which Aquanow's API offers no
+        way to look up: it comes from the config, from a restored checkpoint, or from the
+        first push (Legacy pushes carry none, and Legacy REST calls need none)."""
+        return bool(self.account or self._seen_account or self._pushed)
+
+    def relisting_calls(self) -> list[RestCall]:
+        return []  # `openOrders=true` answers in one response (§1.7): nothing to shift
+
+    def restore(self, versions: Mapping[str, int], facts: Mapping[str, str]) -> None:
+        self._seen_account = self._seen_account or facts.get("rest_account")
+
+    def checkpoint_facts(self) -> dict[str, str]:
+        return {"rest_account": self._seen_account} if self._seen_account else {}
 
     def parse(self, frame: Frame) -> ParseResult:
         try:
@@ -247,6 +268,7 @@ class AquanowVenue:
         kind = envelope.opt_str("type")
         parser = self._parsers.get(kind or "")
         if parser is not None:
+            self._pushed = True
             record = parser(envelope.child("payload"), frame, text, SOURCE_STREAM)
             return ParseResult(records=[record])
         if kind == "error":

@@ -7,6 +7,7 @@ stamps), so every behaviour is testable from the venues' documented frames alone
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,6 +75,7 @@ class RestCall:
     method: str
     path: str
     params: tuple[tuple[str, str], ...] = ()
+    carry: str = ""  # not sent: what the venue module passes from one page to the next
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,27 @@ class Venue(Protocol):
     ) -> tuple[list[RestCall], list[Record]]:
         """Orders and positions last published as open that the snapshot no longer lists:
         calls that fetch their final state, and/or records stating it."""
+        ...
+
+    def snapshot_ready(self) -> bool:
+        """True when the REST calls can be made as they must be (Aquanow: once the account
+        they are scoped to is known, from the config, a push or a restored checkpoint)."""
+        ...
+
+    def relisting_calls(self) -> list[RestCall]:
+        """The listings to read again before concluding that an order or position missing
+        from the first reading has ended: paged lists shift when items end between two page
+        reads, hiding live ones. Empty when the venue's lists cannot shift (one page)."""
+        ...
+
+    def restore(self, versions: Mapping[str, int], facts: Mapping[str, str]) -> None:
+        """Seed what the venue module keeps across sessions from a restored checkpoint:
+        monotonic counters (`balance:<coin>`, `fill:<pair>`) and `checkpoint_facts`."""
+        ...
+
+    def checkpoint_facts(self) -> dict[str, str]:
+        """What this venue module needs to know again after a restart (kept in the
+        checkpoint's meta entry)."""
         ...
 
 

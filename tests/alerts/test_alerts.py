@@ -97,6 +97,7 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "BridgeBufferNearFull",
         "BridgePublishErrors",
         "BridgeSnapshotFailing",
+        "BridgeReconcileDrift",
     ]
 
 

@@ -12,6 +12,8 @@ tests/bench/results/ with a PNG chart:
 - fan-out: 1,000 streams at 1 push/s each in one process: RSS and CPU.
 - recovery: from the venue accepting connections again to resubscribed with the snapshot
   published, minus the configured backoff delay.
+- restore: a stream's state restored from its checkpoint at start, 1,000 and 100,000 keys:
+  seconds and memory, against scanning the state topics instead (tests/bench/restore.py).
 
 The bridge runs as its own process (`bridge run`); the simulator and measurement run here.
 """
@@ -42,6 +44,7 @@ from bridge.kafka import producer_options
 from bridge.settings import KafkaSettings, TopicNames
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame
+from tests.bench.restore import restore_bench
 from tests.helpers import BridgeProcess, unique_topics, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -510,6 +513,10 @@ async def main(only: list[str], quick: bool, profile: Path | None = None) -> dic
         if "recovery" in only:
             results["recovery"] = await recovery(bootstrap, 3 if quick else 5)
             print(json.dumps(results["recovery"]), flush=True)
+        if "restore" in only:
+            sizes = (1_000,) if quick else (1_000, 100_000)
+            results["restore"] = await restore_bench(bootstrap, sizes)
+            print(json.dumps(results["restore"]), flush=True)
     results["verdicts"] = verdicts(results)
     return results
 
@@ -518,7 +525,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    figures = ["breakdown", "throughput", "latency", "fanout", "recovery"]
+    figures = ["breakdown", "throughput", "latency", "fanout", "recovery", "restore"]
     parser.add_argument("--only", nargs="+", choices=figures, default=figures)
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     parser.add_argument(

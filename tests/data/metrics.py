@@ -28,4 +28,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_producer_buffer_capacity_records": ("gauge", ()),
     "bridge_snapshot_failures_total": ("counter", (*SV, "reason")),
     "bridge_snapshot_last_success_timestamp_seconds": ("gauge", SV),
+    # durable state (issue 13)
+    "bridge_reconcile_drift_total": ("counter", (*SV, "topic")),
+    "bridge_state_restored_keys": ("gauge", SV),
+    "bridge_state_restore_seconds": ("gauge", ()),
 }

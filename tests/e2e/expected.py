@@ -347,3 +347,31 @@ def mismatches(truth: Truth, last: dict[tuple[str, str], dict[str, Any]]) -> lis
         elif {k: got[k] for k in want} != want:
             problems.append(f"{key}: { ({k: got[k] for k in want}) } != {want}")
     return problems
+
+
+# -- drift: which keys a dropped push leaves wrong -----------------------------------------
+def dropped_key(
+    venue: str, sim: Any, kind: str, payload: dict[str, Any], wallet: str
+) -> tuple[str, str]:
+    """The (topic, key) of the state a dropped push (`drop_next`) was about."""
+    if venue == "aquanow":
+        account = sim.account_id
+        if kind == "balance":
+            return "balances", f"aquanow|{account}|{payload['symbol']}"
+        if kind == "order":
+            return "orders", f"aquanow|{account}|{payload['orderId']}"
+        return "credit", f"aquanow|{account}|USD"
+    if kind == "api_account":
+        return "balances", f"satori|{wallet}|{payload['symbol']}"
+    if kind == "api_entrust":
+        return "orders", f"satori|{wallet}|{payload['currentEntrustId']}"
+    return "positions", f"satori|{wallet}|{payload['positionId']}"
+
+
+def satori_open(sim: Any, key: tuple[str, str]) -> bool:
+    """A balance, or an order or position the Satori simulator still lists."""
+    topic, record_key = key
+    item = int(record_key.rsplit("|", 1)[1]) if topic != "balances" else None
+    if topic == "orders":
+        return item in sim._open_orders
+    return topic == "balances" or item in sim._open_positions

@@ -33,7 +33,7 @@ from bridge.dev.tls import CLIENT_KEY_PASSWORD
 from bridge.kafka import KafkaAccess
 from bridge.kafka_check import KafkaWatch
 from bridge.metrics import Metrics
-from bridge.settings import KafkaSettings, load_reader_settings
+from bridge.settings import KafkaSettings, TopicNames, load_reader_settings
 from bridge.sink import Sink
 from bridge.topics import ensure_topics
 from tests.helpers import ROOT, wait_until
@@ -51,8 +51,7 @@ def secured() -> Iterator[SecuredKafka]:
 
 
 def topic_names(prefix: str) -> dict[str, str]:
-    logical = ("balances", "orders", "positions", "trades", "credit", "deadletter")
-    return {t: f"{prefix}.{t}" for t in logical}
+    return {t: f"{prefix}.{t}" for t in TopicNames.model_fields}
 
 
 def mount(broker: SecuredKafka, directory: Path) -> None:
@@ -269,9 +268,12 @@ def test_missing_topics_exit_2_naming_them_then_topics_create_makes_them(
 
     found = asyncio.run(admin_view(secured.bootstrap_servers, list(topics.values())))
     policies = {name: policy for name, (_, policy) in found.items()}
-    assert {name: partitions for name, (partitions, _) in found.items()} == dict.fromkeys(
-        topics.values(), 3
-    )
+    assert {name: partitions for name, (partitions, _) in found.items()} == {
+        **dict.fromkeys(topics.values(), 3),
+        topics[
+            "state"
+        ]: 12,  # the checkpoint: one partition per shard (new_topics.state_partitions)
+    }
     assert policies == {
         topics["balances"]: "compact",
         topics["orders"]: "compact",
@@ -279,6 +281,8 @@ def test_missing_topics_exit_2_naming_them_then_topics_create_makes_them(
         topics["credit"]: "compact",
         topics["trades"]: "delete",
         topics["deadletter"]: "delete",
+        topics["control"]: "delete",
+        topics["state"]: "compact",
     }
 
 
@@ -311,7 +315,7 @@ def test_check_connect_reports_each_check(secured: SecuredKafka, tmp_path: Path)
     result = run_bridge("check", "--config", str(good), "--connect")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✓ kafka" in result.stdout
-    assert "0 of 6 topics (will create" in result.stdout
+    assert "0 of 8 topics (will create" in result.stdout
 
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
@@ -342,8 +346,10 @@ async def test_a_topic_deleted_under_a_running_sink_holds_its_records(
     await admin.start()
     try:
         await admin.delete_topics([topics["balances"]])
-        problem = await watch.check_once()
-        assert problem is not None
+        # The broker's metadata drops the topic a moment after DeleteTopics answers.
+        async with asyncio.timeout(10):
+            while (problem := await watch.check_once()) is None:
+                await asyncio.sleep(0.1)
         assert problem.problem == "topics"
         assert topics["balances"] in str(problem)
         assert metrics.registry.get_sample_value("bridge_kafka_up") == 0

@@ -17,7 +17,7 @@ from bridge.metrics import Metrics
 from bridge.records import DeadLetter, Envelope
 from bridge.sections import ReconnectSettings, StreamBase
 from bridge.settings import validate_settings
-from bridge.snapshot import Snapshotter
+from bridge.snapshot import Reconciliation, Snapshotter
 from bridge.stream import StreamState
 
 pytestmark = pytest.mark.loop
@@ -52,25 +52,37 @@ def stream_settings(**stream: Any) -> StreamBase:
 
 
 class Running:
-    """A stream running in-process; stopped (and its task awaited) when the block ends."""
+    """A stream running in-process; stopped (and its task awaited) when the block ends.
+    `reconciliations` keeps what each completed snapshot run reported."""
 
     def __init__(self, stream: StreamBase, snapshots: bool) -> None:
         self.sink = Recorder()
         self.metrics = Metrics()
         self.metrics.add_stream(stream.name, stream.venue)
         venue = stream.build_venue()
+        self.venue = venue
         self.state = StreamState(stream.name, venue.name, self.sink)
+        self.reconciliations: list[Reconciliation] = []
         self.snapshotter: Snapshotter | None = None
         if snapshots:
             assert stream.rest_url is not None
             self.snapshotter = Snapshotter(
-                venue, stream.rest_url, self.state, self.metrics, stream.snapshot, FAST
+                venue,
+                stream.rest_url,
+                self.state,
+                self.metrics,
+                stream.snapshot,
+                FAST,
+                announce=self._reconciled,
             )
         snapshot = self.snapshotter.run if self.snapshotter else None
         self.connection = StreamConnection(
             stream, venue, self.state, self.metrics, FAST, snapshot=snapshot
         )
         self.labels = (stream.name, venue.name)
+
+    async def _reconciled(self, state: StreamState, result: Reconciliation) -> None:
+        self.reconciliations.append(result)
 
     def reconnects(self, reason: str) -> float:
         return self.metric("bridge_ws_reconnects_total", reason=reason)

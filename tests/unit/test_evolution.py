@@ -35,10 +35,12 @@ STORE = SchemaStore.load()
 RELEASED = {
     "balances/v1.avsc": "f052f050fd38b03bbd5eef15979abe98f7a98f97571f844fcbfb6697eeb24f20",
     "balances/v2.avsc": "543b3c60401862015f5909a69072b3a91bf6463c163e398740d4907d5e6409cb",
+    "control/v1.avsc": "5be695fc0c722026b3fe9a23ac268fc6604716ff141af18f45bbf583996b093e",
     "credit/v1.avsc": "27201b2f5b1ca6b8700369088d79ee24067e1af0fca16772c349197933f119b1",
     "deadletter/v1.avsc": "790ec87a5096e96d5e53697a4891127fbe2da26d4b6dcc8d73893779b11b9d7a",
     "orders/v1.avsc": "7eee46b981b8a97c55a60a79f8d6d86c0407992fa62148c433d81297543d6583",
     "positions/v1.avsc": "d8ef50ef2d9bf0af47356646efd83a6bac1eb303950169bbce1f86745048adc6",
+    "state/v1.avsc": "3817ce5577d3fb840cab33acbc3b92ec64184cffc9634ea8a225973f846e40d9",
     "trades/v1.avsc": "ba093801a9d8d598667f922af92fdbf3742fa245077242abada2d4b0e9f781b1",
 }
 

@@ -61,6 +61,8 @@ _EXTRAS = {
     "bridge_producer_buffer_capacity_records",
     "bridge_snapshot_failures_total",
     "bridge_snapshot_last_success_timestamp_seconds",
+    "bridge_state_restored_keys",
+    "bridge_state_restore_seconds",
 }
 
 

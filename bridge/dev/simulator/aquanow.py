@@ -88,6 +88,9 @@ class AquanowSimulator(VenueSimulator):
         self.credit: dict[str, Any] | None = None
         self.reject_next = 0  # fault injection: refuse this many more subscriptions
         self._last_rest_nonce: dict[str, int] = {}  # per API key, REST requests
+        self.lookups = 0  # order lookups by id (GET /trades/v1/order?orderId=…)
+        self.lookups_refused = 0  # of those, refused (e.g. without the accountId)
+        self.fail_lookups: set[str] = set()  # fault: lookups of these order ids answer 500
 
     # -- requests -----------------------------------------------------------------------
     async def handle_request(self, session: Session, text: str) -> None:
@@ -169,11 +172,15 @@ class AquanowSimulator(VenueSimulator):
         return refusal or _json(list(self.balances.values()))
 
     async def _rest_orders(self, request: web.Request) -> web.Response:
+        query = request.query
+        self.lookups += "orderId" in query
         refusal = self._rest_refusal(request)
         if refusal is not None:
+            self.lookups_refused += "orderId" in query
             return refusal
+        if query.get("orderId") in self.fail_lookups:
+            return web.json_response({"message": "Internal server error"}, status=500)
         orders = list(self.orders.values())
-        query = request.query
         if "orderId" in query:
             orders = [o for o in orders if o["orderId"] == query["orderId"]]
         if query.get("openOrders") == "true":

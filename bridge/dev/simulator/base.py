@@ -101,6 +101,15 @@ class VenueSimulator:
         self._emitter: asyncio.Task[None] | None = None
         self._paused = False
         self._preloaded: deque[Event] = deque()
+        # Fault: events generated (the venue's state changes) but never pushed, on a
+        # connection that stays healthy. See `drop_next`.
+        self.dropped: list[Event] = []
+        self._drop = 0
+        self._drop_kinds: frozenset[str] | None = None
+        self._pause_after_drop = False
+        # Fault: each push leaves this many seconds after the state changed (REST answers
+        # show the change at once): a slow path between the venue's engine and its feed.
+        self.push_delay = 0.0
 
     @property
     def url(self) -> str:
@@ -170,6 +179,31 @@ class VenueSimulator:
     def pause(self, paused: bool = True) -> None:
         """Stop (or resume) generating events; connections stay open."""
         self._paused = paused
+
+    def drop_next(
+        self, count: int, kinds: frozenset[str] | None = None, then_pause: bool = False
+    ) -> None:
+        """Fault: the next `count` events (of `kinds`, default any) change the venue's state
+        but are pushed to nobody, while every connection stays healthy; kept in `dropped`.
+        `then_pause`: stop generating right after the last of them, so that no later push
+        can repair what was dropped."""
+        self._drop, self._drop_kinds, self._pause_after_drop = count, kinds, then_pause
+
+    async def emit(self, event: Event) -> None:
+        """Push one event now to every session subscribed to it (or drop it, see above)."""
+        self.events.append(event)
+        if self._drop > 0 and (self._drop_kinds is None or event.kind in self._drop_kinds):
+            self.dropped.append(event)
+            self._drop -= 1
+            self._paused = self._paused or (self._drop == 0 and self._pause_after_drop)
+            return
+        if self.push_delay:
+            await asyncio.sleep(self.push_delay)
+        for session in list(self.sessions.values()):
+            if session.stalled:
+                continue
+            for key in sorted(session.subscriptions & event.keys):
+                await self._deliver(session, event.kind, event.payload, event.text, key)
 
     async def send_raw(self, text: str | bytes, kind: str = "raw") -> None:
         """Send a frame as is to every subscribed session (e.g. a malformed one)."""
@@ -257,13 +291,7 @@ class VenueSimulator:
                 await self.subscribed.wait() if not self._paused else await asyncio.sleep(0.05)
                 next_at = time.monotonic()
                 continue
-            event = self._preloaded.popleft() if self._preloaded else self.next_event()
-            self.events.append(event)
-            for session in list(self.sessions.values()):
-                if session.stalled:
-                    continue
-                for key in sorted(session.subscriptions & event.keys):
-                    await self._deliver(session, event.kind, event.payload, event.text, key)
+            await self.emit(self._preloaded.popleft() if self._preloaded else self.next_event())
             if interval:
                 next_at += interval
                 delay = next_at - time.monotonic()

@@ -21,28 +21,24 @@ from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 from typing import Any, Final
 
-from aiohttp import web
-
-from bridge.dev.simulator.base import Event, Session, VenueSimulator
+from bridge.dev.simulator.base import Event, Session
+from bridge.dev.simulator.satori_rest import SatoriRest, rest_order, rest_position
 from bridge.dev.simulator.wire import (
-    SATORI_BALANCE,
-    SATORI_CURRENT_ORDERS,
-    SATORI_FILLS,
     SATORI_PERIODS,
-    SATORI_POSITIONS,
-    SATORI_QUERY_ORDER,
     SATORI_SCOPE,
     BadSatoriSignature,
     json_text,
     satori_signer,
 )
 
+__all__ = ["SatoriSimulator", "rest_order", "rest_position"]
+
 PRICES: Final = {"ETH-USD": "2318.83", "BTC-USD": "64000.5", "SOL-USD": "145.2"}
 COIN_IDS: Final = {"USD": 4, "ETH": 2, "BTC": 1, "USDT": 5}
 SIX: Final = Decimal("0.000001")
 
 
-class SatoriSimulator(VenueSimulator):
+class SatoriSimulator(SatoriRest):
     """See the module docstring. `balances`/`orders`/`positions`/`trades` hold current state."""
 
     def __init__(
@@ -86,6 +82,10 @@ class SatoriSimulator(VenueSimulator):
         self._next_match = 19868095
         self.reject_next = 0  # fault injection: refuse this many more subscriptions
         self.fills: list[dict[str, Any]] = []  # the account's own fills, oldest first
+        # Fault: end this many items of the next first page served of each list right after
+        # serving it, so the list's later pages shift (see `shift_next_listing`).
+        self._shift = {"orders": 0, "positions": 0}
+        self.shifted: list[tuple[str, int]] = []  # (list, id) of every item ended that way
 
     # -- requests -----------------------------------------------------------------------
     async def handle_request(self, session: Session, text: str) -> None:
@@ -151,91 +151,9 @@ class SatoriSimulator(VenueSimulator):
             return request, "signature verification failed"
         return request, None
 
-    # -- REST (§2.7): POST, params in the signed query string, {code, data} envelope -----
-    def add_rest_routes(self, app: web.Application) -> None:
-        for path, handler in (
-            (SATORI_BALANCE, self._rest_balance),
-            (SATORI_CURRENT_ORDERS, self._rest_orders),
-            (SATORI_POSITIONS, self._rest_positions),
-            (SATORI_FILLS, self._rest_fills),
-            (SATORI_QUERY_ORDER, self._rest_query_order),
-        ):
-            app.router.add_post(path, handler)
-
-    def rest_rate_limited(self) -> web.Response:
-        return _envelope(None, code=2008, msg="Frequent requests")
-
-    def _rest_refusal(self, request: web.Request) -> web.Response | None:
-        """The signature covers the query string exactly as sent and must recover to the API
-        wallet; the timestamp in it must be fresh (§2.2)."""
-        query = request.rel_url.raw_query_string
-        timestamp = request.query.get("timestamp", "")
-        problem = None
-        if not hmac.compare_digest(request.headers.get("APIKEY", ""), self.api_key):
-            problem = "invalid apiKey"
-        elif request.headers.get("X-SAPI-SIGN-TYPE") != "2":
-            problem = "signType must be 2"
-        elif (
-            not timestamp.isdigit()
-            or abs(int(self._clock() * 1000) - int(timestamp)) > self.timestamp_window_ms
-        ):
-            problem = "timestamp expired"
-        else:
-            try:
-                signer = satori_signer(query, request.headers.get("signature", ""))
-            except BadSatoriSignature:
-                signer = ""
-            if signer.lower() != self.wallet_address.lower():
-                problem = "signature verification failed"
-        if problem is None:
-            return None
-        self.rest_rejected += 1
-        return _envelope(None, code=401, msg=problem, status=401)
-
     def _expired(self, timestamp_ms: int) -> bool:
         """No window is documented (§2.8.3); ours is `timestamp_window_ms` either way."""
         return abs(int(self._clock() * 1000) - timestamp_ms) > self.timestamp_window_ms
-
-    def _page(self, request: web.Request, rows: list[dict[str, Any]]) -> web.Response:
-        pair = request.query.get("pairName")
-        if pair is None:
-            return _envelope(None, code=2002, msg="Required parameter: pairName")
-        rows = [r for r in rows if r["symbol"] == pair]
-        page, size = int(request.query.get("pageNo", "1")), int(request.query.get("pageSize", "10"))
-        return _envelope(rows[(page - 1) * size : page * size])
-
-    async def _rest_balance(self, request: web.Request) -> web.Response:
-        refusal = self._rest_refusal(request)
-        if refusal is not None:
-            return refusal
-        balance = self.balances.get(request.query.get("symbol", ""))
-        if balance is None:
-            return _envelope(None, code=2001, msg="Illegal parameter: symbol")
-        keys = ("coinId", "availableAmount", "frozenAmount", "symbol")
-        return _envelope({"userId": 42471, **{k: balance[k] for k in keys}})
-
-    async def _rest_orders(self, request: web.Request) -> web.Response:
-        refusal = self._rest_refusal(request)
-        current = [rest_order(self.orders[i]) for i in self._open_orders]
-        return refusal or self._page(request, current)
-
-    async def _rest_positions(self, request: web.Request) -> web.Response:
-        refusal = self._rest_refusal(request)
-        held = [rest_position(self.positions[i]) for i in self._open_positions]
-        return refusal or self._page(request, held)
-
-    async def _rest_fills(self, request: web.Request) -> web.Response:
-        refusal = self._rest_refusal(request)
-        return refusal or self._page(request, list(reversed(self.fills)))  # newest first
-
-    async def _rest_query_order(self, request: web.Request) -> web.Response:
-        refusal = self._rest_refusal(request)
-        if refusal is not None:
-            return refusal
-        order = self.orders.get(int(request.query.get("entrustId", "0") or 0))
-        if order is None:
-            return _envelope(None, code=2001, msg="Illegal parameter: entrustId")
-        return _envelope(rest_order(order))
 
     # -- events -------------------------------------------------------------------------
     def next_event(self) -> Event:
@@ -273,9 +191,19 @@ class SatoriSimulator(VenueSimulator):
         self.balances[coin] = data
         return self._push("api_account", dict(data), coin, {"symbol": coin})
 
+    async def open_items(self, orders: int = 0, positions: int = 0) -> None:
+        """Open this many new orders and positions now (pushed to whoever is subscribed)."""
+        for _ in range(orders):
+            await self.emit(self._new_order())
+        for _ in range(positions):
+            await self.emit(self._new_position())
+
     def _order_event(self) -> Event:
         if self._open_orders and self._rng.random() < 0.6:
             return self._advance_order(self._rng.choice(self._open_orders))
+        return self._new_order()
+
+    def _new_order(self) -> Event:
         pair = self._rng.choice(self.pairs)
         self._next_order += self._rng.randint(1, 50)
         price = Decimal(PRICES.get(pair, "100")) * self._amount("0.97", "1.03", Decimal("0.0001"))
@@ -298,6 +226,23 @@ class SatoriSimulator(VenueSimulator):
         self.orders[self._next_order] = data
         self._open_orders.append(self._next_order)
         return self._push("api_entrust", dict(data), pair)
+
+    def _cancel_order(self, order_id: int) -> Event:
+        order = self.orders[order_id]
+        for key in ("nowDealQuantity", "feeCoin", "feeAmt", "isTaker"):
+            order.pop(key, None)
+        order["changeType"] = "CANCELED"
+        self._open_orders.remove(order_id)
+        return self._push("api_entrust", dict(order), order["symbol"])
+
+    def _close_position(self, position_id: int) -> Event:
+        position = self.positions[position_id]
+        current = position["currentQuantity"]
+        position.update(
+            changeType="CLOSE", currentQuantity="0", operateQuantity=current, canClosedQuantity="0"
+        )
+        self._open_positions.remove(position_id)
+        return self._push("api_position", dict(position), position["symbol"])
 
     def _advance_order(self, order_id: int) -> Event:
         order = self.orders[order_id]
@@ -375,6 +320,9 @@ class SatoriSimulator(VenueSimulator):
             if change == "CLOSE" or current == 0:
                 self._open_positions.remove(position["positionId"])
             return self._push("api_position", dict(position), position["symbol"])
+        return self._new_position()
+
+    def _new_position(self) -> Event:
         pair = self._rng.choice(self.pairs)
         self._next_position += self._rng.randint(1, 9)
         quantity = str(self._amount("0.01", "1", Decimal("0.01")))
@@ -422,53 +370,3 @@ class SatoriSimulator(VenueSimulator):
             )
         trades.reverse()  # newest first, as in the docs' example
         return self._push("api_trade", trades, pair, {"pair": pair})
-
-
-def rest_order(order: dict[str, Any]) -> dict[str, Any]:
-    """The REST shape of an order (§2.7 current order list): `id`, `isLong`, no changeType."""
-    keys = (
-        "clientOrderId",
-        "contractPairId",
-        "dealAmount",
-        "dealQuantity",
-        "isClose",
-        "isMarket",
-        "lever",
-        "matchType",
-        "price",
-        "quantity",
-        "symbol",
-    )
-    return {
-        "id": order["currentEntrustId"],
-        "isLong": order["direction"] == "LONG",
-        **{k: order[k] for k in keys},
-    }
-
-
-def rest_position(position: dict[str, Any]) -> dict[str, Any]:
-    """The REST shape of a held position (§2.7 position list)."""
-    return {
-        "id": position["positionId"],
-        "contractPairId": position["contractPairId"],
-        "isLong": position["direction"] == "LONG",
-        "marginAmount": position["marginAmount"],
-        "marginCallAmount": position["marginCallAmount"],
-        "openingPrice": position["openingPrice"],
-        "positionType": position["positionType"],
-        "quantity": position["currentQuantity"],
-        "remainingCloseQuantity": position["canClosedQuantity"],
-        "status": 1,
-        "symbol": position["symbol"],
-    }
-
-
-def _envelope(data: Any, code: int = 200, msg: str = "SUCCESS", status: int = 200) -> web.Response:
-    body = {
-        "error": code != 200,
-        "code": code,
-        "msg": msg,
-        "data": data,
-        "sid": "1809703344791625729",
-    }
-    return web.Response(text=json_text(body), content_type="application/json", status=status)

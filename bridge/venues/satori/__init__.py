@@ -88,3 +88,6 @@ class SatoriStream(StreamBase):
             f"events {', '.join(self.events)}; coins {', '.join(self.coins) or '-'}; "
             f"pairs {', '.join(self.pairs) or '-'}"
         )
+
+    def credential(self) -> str:
+        return self.api_key.get_secret_value()

@@ -1,8 +1,8 @@
 """Satori items → records. One builder per record type, reading push field names (§2.4); REST
 items are renamed to those names first (rest.py), so pushes and snapshots share every builder.
 
-The only state is the highest balance `logId` published per coin, kept for the stream's
-lifetime so that a stale push is recognised across reconnects (§2.5).
+The only state: the highest balance `logId` published per coin, so that a stale push is
+recognised across reconnects and restarts (§2.5), and the newest own fill id per pair.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class SatoriItems:
         self.stream = stream
         self.account = account
         self.max_log_id: dict[str, int] = {}  # highest logId published per coin
+        self.fill_watermark: dict[str, int] = {}  # newest own fill id published per pair
 
     def items(
         self,

@@ -54,6 +54,22 @@ def snapshot_calls(
     return calls
 
 
+def relisting_calls(pairs: tuple[str, ...], events: tuple[SatoriEvent, ...]) -> list[RestCall]:
+    """The paged lists whose pages shift when items end between two page reads."""
+    first_page = (("pageNo", "1"), ("pageSize", str(PAGE_SIZE)))
+    calls = []
+    for pair in pairs:
+        if "api_entrust" in events:
+            calls.append(
+                RestCall("orders", "POST", CURRENT_ORDERS, (*first_page, ("pairName", pair)))
+            )
+        if "api_position" in events:
+            calls.append(
+                RestCall("positions", "POST", POSITIONS, (*first_page, ("pairName", pair)))
+            )
+    return calls
+
+
 def lookup_call(order_id: str) -> RestCall:
     return RestCall("order_lookup", "POST", QUERY_ORDER, (("entrustId", order_id),))
 
@@ -158,10 +174,35 @@ def parse_snapshot(
             path="positions",
         )
         return SnapshotPage(records=records, more=more)
+    return _fills(items, call, listed, at)
+
+
+def _fills(items: SatoriItems, call: RestCall, listed: list[Any], at: Frame) -> SnapshotPage:
+    """Own fills newer than the newest one published (the pair's watermark), newest first.
+    A full page of new fills means the gap may hold more: the next call asks for the fills
+    before the page's oldest (`matchId`, §2.7), until the watermark is reached. The watermark
+    moves only when that walk ends (a failed run starts it again; copies share event ids).
+    Without a watermark (the stream's first snapshot) only the newest page is read."""
+    params = dict(call.params)
+    pair = params.get("pairName", "")
+    mark = items.fill_watermark.get(pair)
+    ids = [i["id"] for i in listed if isinstance(i, dict) and isinstance(i.get("id"), int)]
+    fresh = [i for i in listed if not (isinstance(i, dict) and mark is not None and _le(i, mark))]
     fills = items.items(
-        listed, at, SOURCE_SNAPSHOT, "snapshot fills", items.fill, many=True, path="fills"
+        fresh, at, SOURCE_SNAPSHOT, "snapshot fills", items.fill, many=True, path="fills"
     )
+    top = max([*ids, int(call.carry or 0)], default=0)
+    if mark is not None and len(listed) >= PAGE_SIZE and ids and min(ids) > mark:
+        params.update(matchId=str(min(ids)), pageNo="1")
+        follow = RestCall("fills", call.method, call.path, tuple(sorted(params.items())), str(top))
+        return SnapshotPage(records=fills, more=[follow])
+    if top:
+        items.fill_watermark[pair] = max(mark or 0, top)
     return SnapshotPage(records=fills)
+
+
+def _le(item: dict[str, Any], mark: int) -> bool:
+    return isinstance(item.get("id"), int) and item["id"] <= mark
 
 
 def _orders(items: SatoriItems, listed: list[Any], at: Frame, current: bool) -> list[Record]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bridge.records import Order, Position, Record
 from bridge.venues.base import (
     Frame,
@@ -92,3 +94,21 @@ class SatoriVenue:
         self, orders: list[Order], positions: list[Position], at: Frame
     ) -> tuple[list[RestCall], list[Record]]:
         return rest.reconcile_missing(self._items, orders, positions, at)
+
+    def snapshot_ready(self) -> bool:
+        return True
+
+    def relisting_calls(self) -> list[RestCall]:
+        return rest.relisting_calls(self.pairs, self.events)
+
+    def restore(self, versions: Mapping[str, int], facts: Mapping[str, str]) -> None:
+        for name, value in versions.items():
+            kind, _, scope = name.partition(":")
+            if kind == "balance":
+                self._items.max_log_id[scope] = max(self._items.max_log_id.get(scope, 0), value)
+            elif kind == "fill":
+                mark = self._items.fill_watermark.get(scope, 0)
+                self._items.fill_watermark[scope] = max(mark, value)
+
+    def checkpoint_facts(self) -> dict[str, str]:
+        return {}

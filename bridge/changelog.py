@@ -1,0 +1,144 @@
+"""The checkpoint's I/O: written behind the broker's acknowledgements, read back at start.
+
+What the entries mean is bridge/checkpoint.py. Here: the checkpoint topic's partition count is
+the shard count (the topic is compacted and created like the bridge's other topics,
+bridge/topics.py); each stream's shard's partition is read from its beginning to its end offset
+at start (`restore`), and while the bridge runs the entries describing acknowledged records are
+written every `state.flush_interval` seconds (`Changelog`), each to its stream's shard
+partition, through the same sink as every record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bridge.checkpoint import META, Checkpoint, CheckpointReader, Tracker
+from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
+from bridge.errors import KafkaAccessError, SinkError
+from bridge.kafka import KafkaAccess
+from bridge.logs import get_logger
+from bridge.records import Envelope, StateEntry
+from bridge.sections import StateSettings
+from bridge.shards import shard_of
+from bridge.sink import Sink
+from bridge.stream import StreamState
+from bridge.venues.base import Venue
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+async def state_partitions(access: KafkaAccess, topic: str) -> int:
+    """The checkpoint topic's partition count: the shard count. The topic exists by now: it is
+    one of the bridge's topics, checked (and, with `kafka.create_topics`, created with
+    `kafka.new_topics.state_partitions` partitions) at start (bridge/topics.py)."""
+    (found,) = await access.topics([topic])
+    if not found.exists or not found.partitions:
+        raise KafkaAccessError("topics", f"kafka: the state topic {topic} does not exist")
+    return found.partitions
+
+
+async def restore(
+    options: dict[str, Any], topic: str, shards: Mapping[str, int], store: SchemaStore
+) -> dict[str, Checkpoint]:
+    """Each stream's checkpoint (`shards`: stream → its partition), reading only those
+    partitions, each from its beginning up to the end offset it had when reading began."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
+    readers = {stream: CheckpointReader(stream) for stream in shards}
+    partitions = sorted({TopicPartition(topic, p) for p in shards.values()})
+    try:
+        await consumer.start()
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        left = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            for messages in batches.values():
+                for message in messages:
+                    _apply(readers, message.key, message.value, message.timestamp, store)
+            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+    except KafkaError as exc:
+        raise SinkError(f"cannot read the state topic {topic}: {exc!r}") from exc
+    finally:
+        await consumer.stop()
+    return {s: r.result(lambda data: decode_record(store, data)) for s, r in readers.items()}
+
+
+def _apply(
+    readers: dict[str, CheckpointReader],
+    key: bytes | None,
+    value: bytes | None,
+    timestamp_ms: int,
+    store: SchemaStore,
+) -> None:
+    stream, _, rest = (key or b"").decode("utf-8", "replace").partition("|")
+    reader = readers.get(stream)
+    if reader is None:
+        return  # another stream of the same shard
+    topic, _, record_key = rest.partition("|")
+    if value is None:
+        reader.apply(topic, record_key, None)
+        return
+    entry = decode_single_object(store, value)
+    entry["received_at"] = timestamp_ms * 1000
+    if topic == META and isinstance(entry["last_order_time"], dt.datetime):
+        entry["last_order_time"] = (entry["last_order_time"] - _EPOCH) // dt.timedelta(
+            milliseconds=1
+        )
+    reader.apply(topic, record_key, entry)
+
+
+class Changelog:
+    """Writes the checkpoint behind the acknowledgements the sink reports (`acked`)."""
+
+    def __init__(
+        self, settings: StateSettings, sink: Sink, store: SchemaStore, partitions: int
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._codec = Codec(store)  # single-object framing for the records entries carry
+        self._partitions = partitions
+        self._shards: dict[str, int] = {}
+        self._venues: dict[str, Venue] = {}
+        self.tracker = Tracker()
+        self._log = get_logger(component="state")
+
+    def add(self, shard_key: str, venue: Venue, state: StreamState, cp: Checkpoint) -> None:
+        """A stream whose checkpoint this writes (seeded with what it restored)."""
+        self._shards[state.name] = shard_of(shard_key, self._partitions)
+        self._venues[state.name] = venue
+        self.tracker.seed(venue.name, cp)
+
+    def partition_of(self, record: Envelope) -> int | None:
+        """The sink's partitioner: checkpoint entries go to their stream's shard."""
+        if isinstance(record, StateEntry):
+            return self._shards.get(record.stream)
+        return None
+
+    def acked(self, record: Envelope) -> None:
+        if not isinstance(record, StateEntry):
+            self.tracker.acked(record)
+
+    async def run(self) -> None:
+        """Forever: flush every `flush_interval` seconds."""
+        while True:
+            await asyncio.sleep(self._settings.flush_interval)
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write what was acknowledged since the last flush; the number of entries."""
+        entries = self.tracker.drain(
+            time.time_ns() // 1000,
+            lambda record: self._codec.encode(record).value,
+            lambda stream: self._venues[stream].checkpoint_facts(),
+        )
+        for entry in entries:
+            await self._sink.publish(entry)
+        return len(entries)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import fastavro
@@ -207,8 +207,14 @@ class BridgeProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BridgeProcess:
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        # The child gets its own copy of the file descriptor: ours is closed at once, so no
+        # ending (stop(), a test's SIGTERM or SIGKILL) leaves it open (a ResourceWarning).
+        with self.log_path.open("wb") as log:
+            self.process = self._spawn(log)
+        return self
+
+    def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 *self._python_args,
@@ -218,12 +224,11 @@ class BridgeProcess:
                 "--config",
                 str(self.config_path),
             ],
-            stdout=self._log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=self._env,
             cwd=ROOT,
         )
-        return self
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -306,7 +311,6 @@ class BridgeProcess:
         finally:
             if self.process.poll() is None:
                 self.process.kill()
-            self._log.close()
 
     def __enter__(self) -> BridgeProcess:
         return self.start()
@@ -314,5 +318,3 @@ class BridgeProcess:
     def __exit__(self, *_: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.stop()
-        elif self.process is not None:
-            self._log.close()  # the process ended without stop() (a test signalled it)

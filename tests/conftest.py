@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bridge.dev.kafka import KafkaEndpoint, kafka_bootstrap
 from bridge.dev.registry import RegistryEndpoint, registry_endpoint
@@ -45,6 +46,29 @@ def registry(request: pytest.FixtureRequest) -> Iterator[RegistryEndpoint]:
             request.config.stash[_REGISTRY_LOG_TAIL] = (
                 f"{endpoint.kind} registry at {endpoint.url}\n{endpoint.log_tail(_TAIL_LINES)}"
             )
+
+
+# Every test says which layer it belongs to, so that `-m <layer>` selects everything it should.
+LAYERS = ("unit", "loop", "integration", "e2e", "tools", "image")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that carries no layer marker, or more than one."""
+    wrong = [
+        f"{item.nodeid} ({', '.join(layers) or 'no layer marker'})"
+        for item in items
+        if len(layers := [m for m in LAYERS if item.get_closest_marker(m)]) != 1
+    ]
+    if wrong:
+        raise pytest.UsageError(f"each test needs exactly one of {LAYERS}: " + "; ".join(wrong))
+
+
+@pytest.fixture
+def confluent_registry(registry: RegistryEndpoint) -> Iterator[SchemaRegistryClient]:
+    """Confluent's own registry client (another implementation than the bridge's) on the
+    session's registry; closed after the test, so its HTTP connections do not leak."""
+    with SchemaRegistryClient({"url": registry.url}) as client:
+        yield client
 
 
 def pytest_terminal_summary(

@@ -7,6 +7,7 @@ the end-to-end tests check what a real downstream consumer would see.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import json
 import os
@@ -17,10 +18,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import fastavro
@@ -145,10 +146,36 @@ async def collect(
     return messages
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
+T = TypeVar("T")
+
+
+async def wait_until(
+    condition: Callable[[], T | Awaitable[T]],
+    what: str,
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    ignore: tuple[type[BaseException], ...] = (),
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """The tests' one way to wait: call `condition()` (sync or async) until it returns a true
+    value, and return that value. An exception of an `ignore` type counts as "not yet" (say,
+    a server not listening yet); any other propagates. At the deadline the test fails naming
+    `what` was awaited, followed by `detail()` if given (the last value seen, a log tail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+        except ignore:
+            pass
+        if time.monotonic() >= deadline:
+            extra = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"not within {timeout:g} s: {what}{extra}")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:
@@ -180,8 +207,14 @@ class BridgeProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BridgeProcess:
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        # The child gets its own copy of the file descriptor: ours is closed at once, so no
+        # ending (stop(), a test's SIGTERM or SIGKILL) leaves it open (a ResourceWarning).
+        with self.log_path.open("wb") as log:
+            self.process = self._spawn(log)
+        return self
+
+    def _spawn(self, log: BinaryIO) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 *self._python_args,
@@ -191,12 +224,11 @@ class BridgeProcess:
                 "--config",
                 str(self.config_path),
             ],
-            stdout=self._log,
+            stdout=log,
             stderr=subprocess.STDOUT,
             env=self._env,
             cwd=ROOT,
         )
-        return self
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -232,38 +264,42 @@ class BridgeProcess:
         self, name: str, at_least: float, timeout: float = 30.0, **labels: str
     ) -> float:
         """Poll /metrics until `name` (summed over matching labels) reaches `at_least`."""
-        value = 0.0
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    try:
-                        value = await self.metric(name, **labels)
-                    except aiohttp.ClientError:
-                        value = 0.0  # the server is not up yet
-                    if value >= at_least:
-                        return value
-                    await asyncio.sleep(0.1)
-        except TimeoutError:
-            raise AssertionError(
-                f"{name}{labels} = {value} < {at_least} after {timeout} s"
-            ) from None
+        last = [0.0]
+
+        async def reached() -> bool:
+            last[0] = await self.metric(name, **labels)
+            return last[0] >= at_least
+
+        await wait_until(
+            reached,
+            f"{name}{labels} >= {at_least}",
+            timeout,
+            interval=0.1,
+            ignore=(aiohttp.ClientError,),  # the server is not up yet
+            detail=lambda: f"last value: {last[0]}",
+        )
+        return last[0]
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll /readyz until 200; fail at once if the process exits."""
+
+        async def ready() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"bridge exited with {self.process.returncode}:\n{self.log_text()}"
                 )
-            try:
-                status, _ = await self.get("/readyz")
-                if status == 200:
-                    return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"bridge not ready within {timeout} s:\n{self.log_text()[-4000:]}")
+            status, _ = await self.get("/readyz")
+            return status == 200
+
+        await wait_until(
+            ready,
+            "the bridge ready (/readyz 200)",
+            timeout,
+            interval=0.1,
+            ignore=(aiohttp.ClientError,),
+            detail=lambda: self.log_text()[-4000:],
+        )
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -275,7 +311,6 @@ class BridgeProcess:
         finally:
             if self.process.poll() is None:
                 self.process.kill()
-            self._log.close()
 
     def __enter__(self) -> BridgeProcess:
         return self.start()

@@ -47,6 +47,7 @@ class PrivateCA:
             self._builder(_name("bridge test CA"), self._ca_key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_usage(cert_sign=True), critical=True)
+            .add_extension(_subject_key_id(self._ca_key.public_key()), critical=False)
             .sign(self._ca_key, hashes.SHA256())
         )
         self._ca = ca
@@ -83,6 +84,13 @@ class PrivateCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_usage(cert_sign=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            # RFC 5280 4.2.1.1-2; Python 3.13's default context verifies with
+            # VERIFY_X509_STRICT, which refuses a certificate without the authority key id.
+            .add_extension(_subject_key_id(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
+                critical=False,
+            )
         )
         if usage == ExtendedKeyUsageOID.SERVER_AUTH:
             builder = builder.add_extension(
@@ -121,3 +129,7 @@ def _usage(*, cert_sign: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _subject_key_id(public_key: ec.EllipticCurvePublicKey) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(public_key)

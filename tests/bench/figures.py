@@ -380,7 +380,9 @@ async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[st
                     refused = sim.refused
                     sim.refusing = True
                     await sim.drop_connections()
-                    await wait_until(lambda r=refused: sim.refused >= r + 2, timeout=30)
+                    await wait_until(
+                        lambda r=refused: sim.refused >= r + 2, "2 more refusals", timeout=30
+                    )
                     accepting_at = time.time()
                     sim.refusing = False
                     done_at = await bridge.wait_metric(

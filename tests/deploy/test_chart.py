@@ -765,6 +765,7 @@ def test_helm_test_script_fails_unless_ready(tmp_path: Path) -> None:
         assert "503 not subscribed: aquanow-main" in bad.stderr
     finally:
         server.shutdown()
+        server.server_close()  # else its socket leaks (a ResourceWarning, an error here)
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from bridge.codec import Codec, SchemaStore
+from tests.records import SAMPLE_BALANCE as BALANCE
 from tests.tools import ROOT
-from tests.unit.test_tools import BALANCE
 
 pytestmark = pytest.mark.unit
 

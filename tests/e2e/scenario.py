@@ -113,7 +113,9 @@ async def run_both_venues(
         config = bridge_config(kafka, topics, serialization, aquanow.url, satori.url)
         with BridgeProcess(tmp_path, config) as bridge:
             await bridge.wait_ready()
-            await wait_until(lambda: len(aquanow.sent) >= count // 3)
+            await wait_until(
+                lambda: len(aquanow.sent) >= count // 3, "a third of the Aquanow pushes sent"
+            )
             await aquanow.send_raw(DEPOSIT_FRAME, kind="balance")
             await aquanow.finished.wait()
             await satori.finished.wait()

@@ -73,7 +73,7 @@ async def test_every_push_reaches_kafka_exactly(
         cfg = config(kafka, sim, topics, account=account)
         with BridgeProcess(tmp_path, cfg, env={"E2E_KEY": KEY, "E2E_SECRET": SECRET}) as bridge:
             await bridge.wait_ready()
-            await wait_until(lambda: len(sim.sent) >= 40)
+            await wait_until(lambda: len(sim.sent) >= 40, "40 pushes sent")
             for bad in (TRUNCATED, NO_ORDER_ID, UNKNOWN_TYPE):
                 await sim.send_raw(bad)
             await sim.send_raw(b"\x00\xffnot-utf8", kind="raw-binary")

@@ -93,7 +93,11 @@ async def test_dropped_pushes_are_drift_and_the_control_topic_tells_consumers(
                 )
             for name, sim in sims.items():
                 sim.drop_next(5, kinds=STATE_KINDS[name], then_pause=True)
-            await wait_until(lambda: all(len(s.dropped) == 5 for s in sims.values()), 30)
+            await wait_until(
+                lambda: all(len(s.dropped) == 5 for s in sims.values()),
+                "5 pushes dropped by each simulator",
+                30,
+            )
             expected = drift_expected(sims)
             for name in sims:  # a scheduled run that began after the drops has completed
                 await bridge.wait_metric(
@@ -110,7 +114,8 @@ async def test_dropped_pushes_are_drift_and_the_control_topic_tells_consumers(
                 for topic in ("balances", "orders", "positions", "credit")
             }
             await wait_until(
-                lambda: any(e.get("event") == "listening for signals" for e in bridge.log_events())
+                lambda: any(e.get("event") == "listening for signals" for e in bridge.log_events()),
+                "'listening for signals' in the bridge's log",
             )
             answer = await resync(bridge.config_path)
             # Quiet now (the venues paused after dropping): heartbeats.

@@ -63,7 +63,8 @@ def consume_all(
     )
     consumer.subscribe([run.topics[t] for t in run.counts])  # no dead letters: no such topic
     logical = {name: topic for topic, name in run.topics.items()}
-    decode = registry_decoder(registry_url) if registry_url else single_object_decoder()
+    client = SchemaRegistryClient({"url": registry_url}) if registry_url else None
+    decode = registry_decoder(client) if client else single_object_decoder()
     got: dict[str, list[tuple[dict[str, Any], dict[str, Any] | None]]] = defaultdict(list)
     deadline = time.monotonic() + timeout
     try:
@@ -80,11 +81,12 @@ def consume_all(
             got[topic].append(decode(message.topic(), topic, message.value()))
     finally:
         consumer.close()
+        if client is not None:
+            client.close()  # its HTTP connections, else a ResourceWarning
     return got
 
 
-def registry_decoder(url: str) -> Any:
-    client = SchemaRegistryClient({"url": url})
+def registry_decoder(client: SchemaRegistryClient) -> Any:
     deserializer = AvroDeserializer(client)
     v1_reader = AvroDeserializer(
         client, json.dumps(json.loads((SCHEMAS / "balances/v1.avsc").read_text()))

@@ -152,7 +152,9 @@ async def test_broker_killed_mid_stream_loses_nothing(kafka: KafkaEndpoint, tmp_
         with BridgeProcess(tmp_path, cfg) as bridge:
             await bridge.wait_ready()
             await wait_until(
-                lambda: all(len(s.sent) >= 150 for s in simulators.values()), timeout=60
+                lambda: all(len(s.sent) >= 150 for s in simulators.values()),
+                "150 pushes sent by each simulator",
+                timeout=60,
             )
             assert bridge.process is not None
             outage["rss_before"] = rss_mb(bridge.process.pid)
@@ -171,6 +173,7 @@ async def test_broker_killed_mid_stream_loses_nothing(kafka: KafkaEndpoint, tmp_
             outage["seconds"] = time.monotonic() - killed_at
             await wait_until(
                 lambda: all(len(s.sent) >= sent_during[n] + 150 for n, s in simulators.items()),
+                "150 more pushes by each simulator after the broker's restart",
                 timeout=90,
             )
             for sim in simulators.values():
@@ -211,7 +214,9 @@ async def test_sigterm_under_load_flushes_everything_received(
         with BridgeProcess(tmp_path, config(kafka.bootstrap_servers, topics, simulators)) as bridge:
             await bridge.wait_ready()
             await wait_until(
-                lambda: all(len(s.sent) >= 400 for s in simulators.values()), timeout=60
+                lambda: all(len(s.sent) >= 400 for s in simulators.values()),
+                "400 pushes sent by each simulator",
+                timeout=60,
             )
             assert bridge.process is not None
             signalled = time.monotonic()

@@ -7,11 +7,8 @@ a `***` in the log would mean the first one failed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +17,7 @@ from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.base import Session
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.logs import HEX_MASK, MASK
-from tests.helpers import BridgeProcess, unique_topics
+from tests.helpers import BridgeProcess, unique_topics, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -56,15 +53,6 @@ def signatures(requests: list[str], field: str) -> set[str]:
         if isinstance(value, str) and len(value) >= 16:
             found |= {value, value.removeprefix("0x")}
     return found
-
-
-async def poll(condition: Any, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await condition():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 async def test_a_full_session_logs_no_secret(kafka: KafkaEndpoint, tmp_path: Path) -> None:
@@ -138,7 +126,7 @@ async def test_a_full_session_logs_no_secret(kafka: KafkaEndpoint, tmp_path: Pat
             async def backpressure_seen() -> bool:
                 return '"event": "backpressure off"' in bridge.log_text()
 
-            await poll(backpressure_seen, "backpressure on and off in the log")
+            await wait_until(backpressure_seen, "backpressure on and off in the log", 60)
             assert bridge.stop() == 0, bridge.log_text()[-3000:]
 
     text = bridge.log_text()

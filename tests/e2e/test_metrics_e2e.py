@@ -5,7 +5,6 @@ refused subscriptions, a malformed frame)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from bridge.dev.kafka import KafkaEndpoint
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS
-from tests.helpers import BridgeProcess, unique_topics
+from tests.helpers import BridgeProcess, unique_topics, wait_until
 from tests.promql import alert_rules, dashboard_queries, metric_names
 from tests.tools import ALERTS, DASHBOARD
 
@@ -69,19 +68,20 @@ async def scrape(bridge: BridgeProcess) -> Scrape:
 async def wait_for(
     bridge: BridgeProcess, what: str, condition: Callable[[Scrape], bool], timeout: float = 60
 ) -> Scrape:
-    """Poll /metrics until `condition` holds (deadline, no sleeping for luck)."""
-    deadline = time.monotonic() + timeout
-    last: Scrape | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = await scrape(bridge)
-            if condition(last):
-                return last
-        except (aiohttp.ClientError, KeyError):
-            pass
-        await asyncio.sleep(0.1)
-    tail = "" if last is None else "\n".join(ln for ln in last.text.splitlines() if "bridge_" in ln)
-    raise AssertionError(f"not within {timeout} s: {what}\n{tail[-3000:]}")
+    """Scrape /metrics until `condition` holds; fail with the last scrape's bridge_ lines."""
+    last: list[Scrape] = []
+
+    async def probe() -> Scrape | None:
+        last[:] = [await scrape(bridge)]
+        return last[0] if condition(last[0]) else None
+
+    def tail() -> str:
+        lines = last[0].text.splitlines() if last else []
+        return "\n".join(ln for ln in lines if "bridge_" in ln)[-3000:]
+
+    return await wait_until(
+        probe, what, timeout, interval=0.1, ignore=(aiohttp.ClientError, KeyError), detail=tail
+    )
 
 
 def referenced_metrics() -> set[str]:

@@ -47,7 +47,10 @@ def registry_mode(registry: RegistryEndpoint, **extra: Any) -> dict[str, Any]:
 
 
 async def test_registry_mode_end_to_end(
-    kafka: KafkaEndpoint, registry: RegistryEndpoint, tmp_path: Path
+    kafka: KafkaEndpoint,
+    registry: RegistryEndpoint,
+    confluent_registry: SchemaRegistryClient,
+    tmp_path: Path,
 ) -> None:
     run = await run_both_venues(kafka, tmp_path, registry_mode(registry))
     want = run.counts
@@ -64,7 +67,7 @@ async def test_registry_mode_end_to_end(
 
     # The registry holds every version of every subject, FULL compatibility set, and each
     # value names the newest version's id.
-    confluent = SchemaRegistryClient({"url": registry.url})
+    confluent = confluent_registry
     for topic in REGISTERED_TOPICS:
         subject = f"{run.topics[topic]}-value"
         versions = sorted(int(p.stem[1:]) for p in (SCHEMAS / topic).glob("v*.avsc"))
@@ -154,7 +157,7 @@ async def test_unreachable_registry_is_retried_and_the_bridge_is_not_ready(
                 1 for e in events if e.get("event") == "schema registry unavailable; retrying"
             )
 
-        await wait_until(lambda: retries() >= 3, timeout=60)
+        await wait_until(lambda: retries() >= 3, "3 registry retries", timeout=60)
         assert (await bridge.get("/healthz"))[0] == 200
         assert (await bridge.get("/readyz"))[0] == 503
         assert bridge.stop() == 0  # SIGTERM during the retries is a clean stop
@@ -165,11 +168,14 @@ async def test_unreachable_registry_is_retried_and_the_bridge_is_not_ready(
 
 
 async def test_an_incompatible_schema_stops_the_bridge_with_exit_2(
-    kafka: KafkaEndpoint, registry: RegistryEndpoint, tmp_path: Path
+    kafka: KafkaEndpoint,
+    registry: RegistryEndpoint,
+    confluent_registry: SchemaRegistryClient,
+    tmp_path: Path,
 ) -> None:
     config = _quiet_config(kafka, registry_mode(registry))
     subject = f"{config['kafka']['topics']['balances']}-value"
-    confluent = SchemaRegistryClient({"url": registry.url})
+    confluent = confluent_registry
     confluent.set_compatibility(subject, "FULL")
     other = {
         "type": "record",
@@ -205,7 +211,10 @@ async def test_sigterm_is_not_held_by_a_registry_that_never_answers(
 
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.set()
-        await reader.read()  # until the client goes away
+        try:
+            await reader.read()  # until the client goes away
+        finally:
+            writer.close()  # else the transport outlives the test's loop (a ResourceWarning)
 
     server = await asyncio.start_server(hang, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

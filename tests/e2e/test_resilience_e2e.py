@@ -117,7 +117,7 @@ async def test_venue_faults_converge_to_the_venues_truth(
                 sim.refusing = True  # refuse reconnects for a while
                 await sim.drop_connections()
                 faults[(name, "network")] += 1
-                await wait_until(lambda s=sim: s.refused >= 3, timeout=30)
+                await wait_until(lambda s=sim: s.refused >= 3, "3 handshakes refused", timeout=30)
                 sim.refusing = False
                 await recovered(name, "network")
 
@@ -195,7 +195,7 @@ async def test_venue_faults_converge_to_the_venues_truth(
 
 async def _after_random_pushes(sim: VenueSimulator, rng: random.Random) -> None:
     target = len(sim.sent) + rng.randint(1, 15)
-    await wait_until(lambda: len(sim.sent) >= target, timeout=30)
+    await wait_until(lambda: len(sim.sent) >= target, f"{target} pushes sent", timeout=30)
 
 
 def _last_records(messages: list[Message]) -> dict[tuple[str, str], dict[str, Any]]:

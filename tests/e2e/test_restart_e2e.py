@@ -88,7 +88,11 @@ async def start(tmp_path: Path, name: str, cfg: dict[str, Any]) -> BridgeProcess
 async def activity(sims: dict[str, VenueSimulator], events: int) -> None:
     """Wait until each venue changed its state `events` more times."""
     targets = {n: len(s.events) + events for n, s in sims.items()}
-    await wait_until(lambda: all(len(s.events) >= targets[n] for n, s in sims.items()), 60)
+    await wait_until(
+        lambda: all(len(s.events) >= targets[n] for n, s in sims.items()),
+        "each simulator's target number of events",
+        60,
+    )
 
 
 def crash(bridge: BridgeProcess) -> float:
@@ -131,7 +135,9 @@ async def test_restarts_converge_to_the_venues_truth_and_a_quiet_restart_publish
         await activity(sims, 40)
         killed = crash(bridge)
         # Downtime B: longer than `lookback` (and the venues keep changing throughout).
-        await wait_until(lambda: time.time() > killed + LOOKBACK + 2, 30)
+        await wait_until(
+            lambda: time.time() > killed + LOOKBACK + 2, "the lookback window to pass", 30
+        )
         boundaries.append(time.time())
         bridge = await start(tmp_path, "run3", cfg)
         for sim in sims.values():

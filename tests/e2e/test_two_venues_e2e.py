@@ -80,7 +80,10 @@ async def test_aquanow_and_satori_in_one_process(kafka: KafkaEndpoint, tmp_path:
         with BridgeProcess(tmp_path, config) as bridge:
             await bridge.wait_ready()
             assert satori.subscriptions_accepted == 8  # 2 coins + 3 events x 2 pairs
-            await wait_until(lambda: len(satori.sent) >= 30 and "USD" in satori.balances)
+            await wait_until(
+                lambda: len(satori.sent) >= 30 and "USD" in satori.balances,
+                "30 Satori pushes and a USD balance",
+            )
             satori.pause()
             stale = dict(satori.balances["USD"], logId=satori.balances["USD"]["logId"] - 1)
             stale_text = dumps_exact(

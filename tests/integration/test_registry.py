@@ -80,7 +80,9 @@ async def test_full_compatibility_refuses_a_breaking_version(registry: RegistryE
         assert await client.versions(subject) == [1, 2]
 
 
-async def test_start_up_registers_every_version_in_order(registry: RegistryEndpoint) -> None:
+async def test_start_up_registers_every_version_in_order(
+    registry: RegistryEndpoint, confluent_registry: SchemaRegistryClient
+) -> None:
     """The registry's history of each subject matches schemas/: v1, v2, … with FULL set."""
     store = SchemaStore.load()
     topics = _topics()
@@ -93,7 +95,7 @@ async def test_start_up_registers_every_version_in_order(registry: RegistryEndpo
         )
     assert again.ids == registration.ids  # a restart finds the same ids
     # Confluent's own client (a different implementation) sees the same history.
-    confluent = SchemaRegistryClient({"url": registry.url})
+    confluent = confluent_registry
     for topic in store.topics():
         if topic in PRIVATE_TOPICS:  # the bridge's checkpoint: never registered
             assert topic not in registration.subjects

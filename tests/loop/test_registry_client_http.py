@@ -13,7 +13,7 @@ from aiohttp import web
 from bridge.errors import IncompatibleSchema, RegistryError
 from bridge.registry import CONTENT_TYPE, RegistryClient
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.loop
 
 Handler = Callable[[web.Request], Any]
 

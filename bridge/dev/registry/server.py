@@ -73,13 +73,43 @@ def ensure_registry(*, timeout: float = 900.0) -> Path:
             raise DevRegistryError(f"mvn ran but fetched no {bundle.name}")
         unpacked = tmp / "app"
         with tarfile.open(bundle) as tar:
-            tar.extractall(unpacked, filter="data")
+            extract_data(tar, unpacked)
         if not (unpacked / _RUNNER).is_file():
             raise DevRegistryError(f"{bundle.name} has no {_RUNNER}")
         return unpacked
 
     base = cache_root() / f"apicurio-{APICURIO_VERSION}"
     return cached(base, "app", ARTIFACT, fetch, valid=lambda app: (app / _RUNNER).is_file())
+
+
+def extract_data(tar: tarfile.TarFile, dest: Path, *, stdlib_filter: bool | None = None) -> None:
+    """Extract `tar` into `dest` refusing what tarfile's "data" filter refuses: absolute names,
+    names or links that leave `dest`, device files. Python 3.11.4+ has the filter
+    (`extractall(filter="data")`); 3.11.0-3.11.3, e.g. Debian 12's python3, do not, so there
+    the members are checked here first. `stdlib_filter` forces one path (for tests)."""
+    if stdlib_filter is None:
+        stdlib_filter = hasattr(tarfile, "data_filter")
+    if stdlib_filter:
+        tar.extractall(dest, filter="data")
+        return
+    root = dest.resolve()
+    members = tar.getmembers()
+    for member in members:
+        target = (root / member.name).resolve()
+        if os.path.isabs(member.name) or not target.is_relative_to(root):
+            raise DevRegistryError(f"refusing to extract {member.name!r}: outside {dest}")
+        if member.issym() or member.islnk():
+            base = target.parent if member.issym() else root
+            if os.path.isabs(member.linkname) or not (
+                (base / member.linkname).resolve().is_relative_to(root)
+            ):
+                raise DevRegistryError(f"refusing link {member.name!r} -> {member.linkname!r}")
+        elif not (member.isfile() or member.isdir()):
+            raise DevRegistryError(f"refusing to extract {member.name!r}: not a file or directory")
+    if hasattr(tarfile, "fully_trusted_filter"):  # a forced fallback: the default warns on 3.12+
+        tar.extractall(dest, members=members, filter="fully_trusted")  # noqa: S202 - checked
+    else:
+        tar.extractall(dest, members=members)  # noqa: S202 - every member checked above
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -106,7 +107,12 @@ def config_block(sim: VenueSimulator, stream: dict[str, Any], note: str | None =
 
 
 async def _serve(sim: VenueSimulator, stream: dict[str, Any], note: str | None) -> None:
+    """Serve until SIGINT or SIGTERM, then return (so the secret file is removed)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with sim:
         sys.stdout.write(config_block(sim, stream, note))
         sys.stdout.flush()
-        await asyncio.Event().wait()
+        await stop.wait()

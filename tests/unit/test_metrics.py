@@ -201,6 +201,7 @@ async def test_frame_data_never_becomes_a_label() -> None:
     await sink.start()
     record = balance("ZZTOP", "1.5", raw='{"symbol":"ZZTOP"}')
     await sink.publish(record, received_mono=time.monotonic())
+    await asyncio.wait_for(producer.sent.get(), 5)  # the batch went out after the linger
     producer.futures[0].set_result(None)
     await asyncio.sleep(0)  # the ack callback runs on the next loop iteration
     assert await sink.stop(1)

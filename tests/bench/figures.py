@@ -102,7 +102,7 @@ async def venue_records(bridge: BridgeProcess) -> float:
     return total
 
 
-async def wait_published(bridge: BridgeProcess, guard: Guard, count: int, timeout: float) -> None:
+async def wait_published(bridge: BridgeProcess, guard: Guard, count: float, timeout: float) -> None:
     """Until `count` records are acknowledged; fails on a deadline, a death or a reconnect."""
     deadline = time.monotonic() + timeout
     while True:
@@ -393,9 +393,8 @@ async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[st
                     refused = sim.refused
                     sim.refusing = True
                     await sim.drop_connections()
-                    await wait_until(
-                        lambda r=refused: sim.refused >= r + 2, "2 more refusals", timeout=30
-                    )
+                    more = lambda: sim.refused >= refused + 2  # noqa: B023, E731 (awaited here)
+                    await wait_until(more, "2 more refusals", timeout=30)
                     accepting_at = time.time()
                     sim.refusing = False
                     done_at = await bridge.wait_metric(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
 from bridge.disklog import Ticket
@@ -41,8 +41,15 @@ StateKey = tuple[str, str]  # (logical topic, record key)
 
 
 class Publisher(Protocol):
-    """Where a stream's records go (the sink; a recorder in tests). `ticket` is passed only
-    with the disk buffer on: a recorder without it serves every other test."""
+    """Where a stream's records go (the sink; a recorder in tests)."""
+
+    async def publish(self, record: Envelope, received_mono: float | None = None) -> None: ...
+
+
+class TicketPublisher(Protocol):
+    """A publisher that also takes the disk buffer's ticket (bridge.sink.Sink). Tickets exist
+    only with the disk buffer on, which the app wires to the sink alone: a recorder without
+    the argument serves every other test."""
 
     async def publish(
         self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
@@ -114,7 +121,7 @@ class StreamState:
         if ticket is None:
             await self.sink.publish(record, received_mono)
         else:
-            await self.sink.publish(record, received_mono, ticket)
+            await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
         return True
 
     async def announce(self, record: ControlRecord) -> None:

@@ -814,7 +814,8 @@ def test_disk_buffer_gets_its_volume_at_the_configured_path(tmp_path: Path) -> N
 
     def disk_volume(pod: dict[str, Any], path: str) -> dict[str, Any]:
         (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == path]
-        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        volumes: list[dict[str, Any]] = pod["volumes"]
+        (volume,) = [v for v in volumes if v["name"] == mount["name"]]
         return volume
 
     # full: a claim the chart creates, mounted at the default path

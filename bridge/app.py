@@ -28,6 +28,8 @@ from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection, limit_tls_read_buffers
 from bridge.control import Control
+from bridge.diskbuffer import DiskBuffer, check_streams
+from bridge.disklog import Entry
 from bridge.errors import ConfigError, ExitCode, KafkaAccessError, RegistryError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.kafka_check import KafkaWatch, prepare
@@ -60,6 +62,8 @@ class App:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _disk: DiskBuffer | None = None
+    _owed: list[Entry] = field(default_factory=list)  # what the disk buffer replays first
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -69,6 +73,7 @@ class App:
         limit_tls_read_buffers()
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
+        self._open_disk()
         self._http = await self._serve_metrics()
         log.info("metrics server listening", port=bound_port(self._http))
         loop = asyncio.get_running_loop()
@@ -95,6 +100,22 @@ class App:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
+            if self._disk is not None:
+                self._disk.close()
+
+    def _open_disk(self) -> None:
+        """The disk buffer, locked and read back (`ConfigError` naming the key: exit 2)."""
+        settings = self.settings.disk_buffer
+        if not settings.enabled:
+            return
+        disk = DiskBuffer(settings, self.metrics)
+        owed = disk.open()
+        try:
+            check_streams(owed, {s.name for s in self.settings.streams}, settings.path)
+        except ConfigError:
+            disk.close()
+            raise
+        self._disk, self._owed = disk, owed
 
     async def _serve_metrics(self) -> web.AppRunner:
         """The HTTP server; a port it cannot have is a config error naming the key (exit 2)."""
@@ -122,12 +143,16 @@ class App:
         self.health.producer_started = True
         control = Control(self.settings.control, [s.state for s in streams])
         connections = [self._connection(s, control) for s in streams]
+        helpers = self._helpers(access, changelog, control)
+        if not await self._replay(connections):
+            await self._shutdown([], [], helpers, sink, changelog)
+            return ExitCode.OK
         tasks = [
             asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
         ]
-        helpers = self._helpers(access, changelog, control)
         stop_waiter = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
+        watched = {stop_waiter, *tasks, *(h for h in helpers if h.get_name() == "disk-buffer")}
+        done, _ = await asyncio.wait(watched, return_when="FIRST_COMPLETED")
         failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
         code = await self._shutdown(connections, tasks, helpers, sink, changelog)
         for exc in failed:  # a stream loop only ends on its own by raising
@@ -138,6 +163,25 @@ class App:
             if exc is not None:
                 raise exc
         return code
+
+    async def _replay(self, connections: list[StreamConnection]) -> bool:
+        """What the disk buffer still owes, published before any stream connects (its
+        records are queued ahead of every new one). False when a stop came first."""
+        if self._disk is None or not self._owed:
+            return True
+        owed, self._owed = self._owed, []
+        replaying = asyncio.create_task(
+            self._disk.replay(owed, {c.settings.name: c for c in connections})
+        )
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({replaying, stop_waiter}, return_when="FIRST_COMPLETED")
+        loser = stop_waiter if replaying in done else replaying
+        loser.cancel()
+        await asyncio.gather(loser, return_exceptions=True)
+        if replaying in done:
+            replaying.result()  # a delivery that failed for good stops the process
+            return True
+        return False
 
     def _stream(self, stream: StreamSettings, sink: Sink) -> _Stream:
         venue = stream.build_venue()
@@ -221,6 +265,7 @@ class App:
             self.settings.reconnect,
             snapshot=snapshot,
             on_subscribed=control.subscribed if enabled else None,
+            disk=self._disk,
         )
 
     def _bucket(self, stream: StreamSettings) -> TokenBucket:
@@ -242,7 +287,10 @@ class App:
         if c.enabled and c.signals:
             topic = self.settings.kafka.topics.name("control")
             work.append(control.signals(access, topic))
-        return [asyncio.create_task(w) for w in work]
+        tasks = [asyncio.create_task(w) for w in work]
+        if self._disk is not None:  # watched: a failed fsync stops the process
+            tasks.append(asyncio.create_task(self._disk.run(), name="disk-buffer"))
+        return tasks
 
     def _on_signal(self, sig: signal.Signals) -> None:
         get_logger(component="app").info("shutdown requested", signal=sig.name)
@@ -333,9 +381,10 @@ class App:
         self.health.stopping = True
         log.info("shutting down", grace_seconds=grace)
         await asyncio.gather(*(c.stop() for c in connections), return_exceptions=True)
-        _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
-        for task in pending:
-            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
+            for task in pending:
+                task.cancel()
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)

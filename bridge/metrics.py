@@ -209,6 +209,34 @@ class Metrics:
             "Kafka sign-ins refused: SASL authentication failed, or the identity provider "
             "refused the bridge's client",
         )
+        # The disk buffer (disk_buffer; bridge/diskbuffer.py): one log per process.
+        self.disk_buffer_bytes = self._gauge(
+            "bridge_disk_buffer_bytes",
+            "Bytes of the disk buffer's files: frames not yet released, and released ones "
+            "sharing a file with them",
+        )
+        self.disk_buffer_capacity = self._gauge(
+            "bridge_disk_buffer_capacity_bytes",
+            "The disk buffer's size limit (disk_buffer.max_bytes; 0 when it is off): reading "
+            "pauses when its files reach it",
+        )
+        self.disk_buffer_frames = self._gauge(
+            "bridge_disk_buffer_frames",
+            "Frames in the disk buffer whose records are not all acknowledged yet",
+        )
+        self.disk_buffer_replayed = self._counter(
+            "bridge_disk_buffer_replayed_frames_total",
+            "Frames a previous run left in the disk buffer, published again at start",
+        )
+        self.disk_buffer_torn = self._counter(
+            "bridge_disk_buffer_torn_entries_total",
+            "Disk buffer files whose last entry was incomplete or damaged at start (skipped)",
+        )
+        self.disk_buffer_write_errors = self._counter(
+            "bridge_disk_buffer_write_errors_total",
+            "Failed writes and fsyncs of the disk buffer (a write is retried while reading "
+            "waits; a failed fsync stops the process)",
+        )
         self.build_info = self._gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",

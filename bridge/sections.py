@@ -340,6 +340,32 @@ class StateSettings(Section):
     restore_timeout: float = Field(120.0, gt=0)  # per attempt to read the checkpoint
 
 
+class DiskBufferSettings(Section):
+    """Frames appended to a local log before they are parsed and released once every record
+    made from them is acknowledged by Kafka; what a crash left unreleased is published first at
+    the next start (bridge/diskbuffer.py). One log per process: size it for all its streams."""
+
+    enabled: bool = False
+    path: Path = Path("/var/lib/bridge/buffer")  # a directory only this process uses
+    # Frames owed to Kafka that may wait on disk; when full, reading from the venues pauses
+    # (backpressure), never a silent drop. Keep it below the volume's size.
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    # The log's files: a file is deleted once every frame in it is released.
+    segment_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    # always: each frame reaches the disk before it is parsed (survives a power loss too);
+    # interval: every sync_interval; never: the OS decides. All three survive a process crash.
+    fsync: Literal["always", "interval", "never"] = "interval"
+    # How often the data is fsynced (fsync: interval) and the release file written (what a
+    # restart need not publish again).
+    sync_interval: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> DiskBufferSettings:
+        if self.segment_bytes * 4 > self.max_bytes:
+            raise ValueError("segment_bytes: must be at most a quarter of max_bytes")
+        return self
+
+
 class ControlSettings(Section):
     """The control topic (`kafka.topics.control`): gap markers, heartbeats, operator signals."""
 

@@ -26,6 +26,7 @@ from bridge.errors import ConfigError
 from bridge.sections import (
     Compatibility,
     ControlSettings,
+    DiskBufferSettings,
     KafkaSettings,
     LogSettings,
     MetricsSettings,
@@ -42,6 +43,7 @@ from bridge.venues import STREAM_TYPES, VENUES
 __all__ = [
     "Compatibility",
     "ControlSettings",
+    "DiskBufferSettings",
     "KafkaSettings",
     "LogSettings",
     "MetricsSettings",
@@ -101,6 +103,7 @@ class Settings(_EnvOverFile):
     shutdown: ShutdownSettings = ShutdownSettings()
     state: StateSettings = StateSettings()
     control: ControlSettings = ControlSettings()
+    disk_buffer: DiskBufferSettings = DiskBufferSettings()
     streams: tuple[StreamSettings, ...] = Field(min_length=1)
 
     @field_validator("streams")

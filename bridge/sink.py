@@ -42,6 +42,7 @@ from bridge.backoff import Backoff, retry_until
 from bridge.batches import MAX_REQUEST_BYTES, Batch, Batcher, Partitioner, record_size
 from bridge.codec import Codec, Encoded
 from bridge.delivery import Ledger, Pending
+from bridge.disklog import Ticket
 from bridge.errors import DeadLetterReason, EncodeError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
@@ -123,9 +124,12 @@ class Sink:
                 self._log.info("kafka stall ended", seconds=round(now - since, 1))
                 since = None
 
-    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
+    async def publish(
+        self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
+    ) -> None:
         """Hand `record` to the producer, waiting for buffer room (backpressure) and for any
-        recovery in progress. Raises `SinkError` once delivery has failed for good."""
+        recovery in progress. Raises `SinkError` once delivery has failed for good. `ticket`:
+        the disk buffer's frame the record was made from, settled on the record's ack."""
         self._raise_if_fatal()
         try:
             encoded = self._codec.encode(record)
@@ -143,6 +147,9 @@ class Sink:
                 await self._until(lambda: self._fatal is not None or ledger.accepting)
                 self._raise_if_fatal()
                 pending = ledger.admit(record, encoded, received_mono, time.monotonic())
+        if ticket is not None:
+            pending.ticket = ticket
+            ticket.hold()
         try:
             await self._enqueue(pending)
         except BaseException:
@@ -302,6 +309,8 @@ class Sink:
 
     def _acked(self, pending: Pending) -> None:
         self.ledger.acked(pending)
+        if pending.ticket is not None:
+            pending.settle_ticket()
         self._reports.acked(pending)
         if self.on_acked is not None:
             self.on_acked(pending.record)

@@ -100,6 +100,8 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "BridgePublishErrors",
         "BridgeSnapshotFailing",
         "BridgeReconcileDrift",
+        "BridgeDiskBufferFull",
+        "BridgeDiskBufferWriteErrors",
     ]
 
 

@@ -148,7 +148,12 @@ async def throughput(bootstrap: str, records: int, repeats: int) -> dict[str, An
     }
 
 
-async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
+async def bridge_round(
+    bootstrap: str, records: int, disk_buffer: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One stream at maximum rate: CPU µs per record of `bridge run`, and the wall seconds
+    from the first push to the last ack. `disk_buffer`: that section, its path in the run's
+    directory (tests/bench/diskbuffer.py)."""
     topics = unique_topics()
     await create_topics(bootstrap, topics)
     sim = AquanowSimulator(KEY, SECRET, rate=0, count=records, seed=1, slow_consumer_timeout=20)
@@ -157,6 +162,8 @@ async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
     async with sim:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = bridge_config(bootstrap, topics, [aquanow_stream("tp", sim)])
+            if disk_buffer is not None:
+                cfg["disk_buffer"] = {**disk_buffer, "path": str(Path(tmp) / "buffer")}
             with BridgeProcess(Path(tmp), cfg) as bridge:
                 assert bridge.process is not None
                 await bridge.wait_ready()
@@ -164,13 +171,19 @@ async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
                 await guard.start()
                 cpu = cpu_seconds(bridge.process.pid)
                 with HealthProbe(bridge.metrics_port) as probe:
+                    started = time.monotonic()
                     sim.pause(False)
                     await wait_published(bridge, guard, records, timeout=600)
+                    wall = time.monotonic() - started
                 cpu = cpu_seconds(bridge.process.pid) - cpu
                 await guard.check("after the run")
                 if bridge.stop() != 0:
                     raise BenchFailed(f"bridge exit code {bridge.process.returncode}")
-    return {"cpu_us_per_record": cpu / records * 1e6, "healthz": probe.summary()}
+    return {
+        "cpu_us_per_record": cpu / records * 1e6,
+        "wall_s": wall,
+        "healthz": probe.summary(),
+    }
 
 
 async def ceiling_round(bootstrap: str, texts: list[str], mode: str) -> float:

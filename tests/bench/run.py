@@ -18,6 +18,9 @@ raises `BenchFailed`: the command exits non-zero and writes no results (measure.
   published, minus the configured backoff delay.
 - restore: a stream's state restored from its checkpoint at start, 1,000 and 100,000 keys:
   seconds and memory, against scanning the state topics instead (tests/bench/restore.py).
+- diskbuffer: the throughput round without the disk buffer and with it (fsync never,
+  interval, always): CPU µs per record and records/s, as ratios to the run without it
+  (tests/bench/diskbuffer.py).
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from typing import Any
 
 from bridge.dev.kafka import kafka_bootstrap
 from tests.bench import figures
+from tests.bench.diskbuffer import disk_buffer_bench
 from tests.bench.figures import KAFKA_OVERRIDES, TARGETS
 from tests.bench.restore import restore_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ["breakdown", "throughput", "latency", "fanout", "recovery", "restore"]
+FIGURES = ["breakdown", "throughput", "latency", "fanout", "recovery", "restore", "diskbuffer"]
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -129,6 +133,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             sizes = (1_000,) if quick else (1_000, 100_000)
             results["restore"] = await restore_bench(bootstrap, sizes)
             print(json.dumps(results["restore"]), flush=True)
+        if "diskbuffer" in args.only:
+            records = args.records or (5_000 if quick else 20_000)
+            results["diskbuffer"] = await disk_buffer_bench(bootstrap, records, args.repeats)
+            print(json.dumps(results["diskbuffer"]), flush=True)
     results["verdicts"] = verdicts(results)
     return results
 

@@ -101,6 +101,7 @@ def test_manifests_pass_kubernetes_strict_schemas(case: str) -> None:
             jsonschema.validate(doc, schema)
     kinds = sorted(d["kind"] for d in docs)
     opt_in = ["NetworkPolicy", "PodDisruptionBudget"] if case == "operators" else []
+    opt_in += ["PersistentVolumeClaim"] if case == "full" else []  # the disk buffer's
     assert kinds == sorted(
         [
             "ConfigMap",
@@ -196,8 +197,8 @@ def secret_files(node: Any) -> list[str]:
         found = [
             v
             for k, v in node.items()
-            if (k.endswith("_file") or k in path_keys()) and isinstance(v, str)
-        ]
+            if (k.endswith("_file") or k in path_keys() - {"path"}) and isinstance(v, str)
+        ]  # disk_buffer.path: a directory, the volume the chart mounts (test_disk_buffer_…)
         return found + [f for v in node.values() for f in secret_files(v)]
     if isinstance(node, list):
         return [f for v in node for f in secret_files(v)]
@@ -783,8 +784,19 @@ def test_helm_test_script_fails_unless_ready(tmp_path: Path) -> None:
             "/networkPolicy/metricsNamespace",
         ),
         ({"podDisruptionBudget": {"enabled": True, "minAvailabe": 1}}, "'minAvailabe' not allowed"),
+        ({"diskBuffer": {"volume": "hostPath"}}, "/diskBuffer/volume"),
+        ({"diskBuffer": {"size": "1 GB"}}, "/diskBuffer/size"),
     ],
-    ids=["part-of", "digest", "mount-in-config-dir", "source-kind", "namespace", "pdb-typo"],
+    ids=[
+        "part-of",
+        "digest",
+        "mount-in-config-dir",
+        "source-kind",
+        "namespace",
+        "pdb-typo",
+        "disk-volume-kind",
+        "disk-size",
+    ],
 )
 def test_new_options_are_checked(values: dict[str, Any], message: str, tmp_path: Path) -> None:
     path = tmp_path / "values.yaml"
@@ -792,3 +804,53 @@ def test_new_options_are_checked(values: dict[str, Any], message: str, tmp_path:
     code, out = helm(*template_args(path))
     assert code != 0, out
     assert message in out, out
+
+
+def test_disk_buffer_gets_its_volume_at_the_configured_path(tmp_path: Path) -> None:
+    def pod_and_claims(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        claims = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        return pod, claims
+
+    def disk_volume(pod: dict[str, Any], path: str) -> dict[str, Any]:
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == path]
+        volumes: list[dict[str, Any]] = pod["volumes"]
+        (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+        return volume
+
+    # full: a claim the chart creates, mounted at the default path
+    pod, claims = pod_and_claims(documents(rendered("full")))
+    assert disk_volume(pod, "/var/lib/bridge/buffer") == {
+        "name": "disk-buffer",
+        "persistentVolumeClaim": {"claimName": "treasury-bridge-disk-buffer"},
+    }
+    assert claims == ["treasury-bridge-disk-buffer"]
+    # operators: an emptyDir with a size limit, at the path the config names
+    pod, claims = pod_and_claims(documents(rendered("operators")))
+    assert disk_volume(pod, "/var/lib/bridge/frames")["emptyDir"] == {"sizeLimit": "512Mi"}
+    assert claims == []
+    # an existing claim: used, none created
+    path = tmp_path / "values.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"config": {"disk_buffer": {"enabled": True}}, "diskBuffer": {"existingClaim": "mine"}}
+        )
+    )
+    code, out = helm(*template_args(path))
+    assert code == 0, out
+    pod, claims = pod_and_claims(documents(out))
+    assert disk_volume(pod, "/var/lib/bridge/buffer")["persistentVolumeClaim"] == {
+        "claimName": "mine"
+    }
+    assert claims == []
+    # off (the default, or false): no volume, no claim
+    for values in (None, {"config": {"disk_buffer": {"enabled": False}}}):
+        if values is None:
+            out = rendered("default")
+        else:
+            path.write_text(yaml.safe_dump(values))
+            code, out = helm(*template_args(path))
+            assert code == 0, out
+        pod, claims = pod_and_claims(documents(out))
+        assert [v["name"] for v in pod["volumes"]] == ["config", "tmp"]
+        assert claims == []

@@ -1,0 +1,67 @@
+"""Fleet mode (issue 14) with processes on this machine playing the pods: three members and 30
+streams over both simulated venues; every stream owned by exactly one member, shards spread
+evenly; `kill -9` of a member moves its streams to the others within the session timeout + 10 s;
+the last record of every key a read_committed consumer sees equals the venues' truth."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bridge.dev.kafka import KafkaEndpoint
+from tests.e2e.fleet_harness import Downtime, Fleet, build_accounts, metric_sum
+
+pytestmark = pytest.mark.e2e
+
+SESSION = 3.0  # seconds: the fleet's session timeout in these tests
+
+
+async def test_three_members_own_every_stream_once_and_a_killed_members_streams_move(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    accounts = build_accounts(aquanow=15, satori=15, rate=2.0)
+    async with Fleet(kafka, tmp_path, accounts, shards=12, session_timeout=SESSION) as fleet:
+        for name in ("m1", "m2", "m3"):
+            fleet.start(name)
+        for member in fleet.members.values():
+            await member.wait_ready(90)
+        owners = await fleet.wait_owned_once(60)
+        shards = {
+            name: await m.metric("bridge_fleet_shards_assigned") for name, m in fleet.live().items()
+        }
+        assert sum(shards.values()) == 12, shards
+        assert max(shards.values()) <= 12 / 3 + 1, shards
+        per_member = Counter(o[0] for o in owners.values())
+        print(f"FIGURES streams_per_member={dict(per_member)} shards_per_member={shards}")
+
+        downtime = Downtime(accounts).start()
+        victim = "m2"
+        moved = {s for s, o in owners.items() if o == [victim]}
+        assert moved, owners
+        survivors = {n: m for n, m in fleet.live().items() if n != victim}
+        starts_before = await metric_sum(survivors, "bridge_fleet_stream_starts_total")
+        killed = fleet.members[victim]
+        assert killed.process is not None
+        killed.process.send_signal(signal.SIGKILL)
+        killed.process.wait(10)
+        t_kill = time.monotonic()
+        after = await fleet.wait_owned_once(SESSION + 10, survivors)
+        failover = time.monotonic() - t_kill
+        assert all(after[s][0] != victim for s in moved)
+        starts = await metric_sum(survivors, "bridge_fleet_stream_starts_total") - starts_before
+        worst = downtime.worst()
+        await downtime.stop()
+        print(
+            f"FIGURES failover_s={failover:.1f} moved_streams={len(moved)} "
+            f"streams_started={starts:.0f} worst_downtime={worst[0]}:{worst[1]:.1f}s"
+        )
+        assert starts == len(moved)  # only the killed member's streams started anywhere
+
+        fleet.pause()
+        problems, keys = await fleet.converge(60)
+        print(f"FIGURES keys={keys} stale_keys={len(problems)}")
+        assert problems == [], problems[:10]

@@ -40,6 +40,7 @@ from bridge.batches import MAX_REQUEST_BYTES, Batch
 from bridge.codec import Encoded
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
+from bridge.records import Envelope
 from bridge.sections import ReconnectSettings
 
 # Delays between attempts to resend a record or to start a replacement producer.
@@ -104,7 +105,11 @@ class Producer:
         return future
 
     async def send(
-        self, topic: str, encoded: Encoded, partition: int | None = None
+        self,
+        topic: str,
+        encoded: Encoded,
+        partition: int | None = None,
+        record: Envelope | None = None,
     ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = await self.current.send(
             topic, encoded.value, key=encoded.key, headers=encoded.headers, partition=partition
@@ -162,6 +167,10 @@ class TxnProducer(Producer):
         self._may_start = may_start
         self._may_write = may_write
         self._open: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
+        self._records: list[Envelope] = []  # what the open transaction carries, in order
+        # Records → the checkpoint entries (topic, partition, bytes) that describe them: written
+        # into the same transaction, so the checkpoint never lags or leads what is visible.
+        self.entries_for: Callable[[list[Envelope]], list[tuple[str, int, Encoded]]] | None = None
         self._in_transaction = False
         self._beginning = asyncio.Lock()
         self._committing = asyncio.Event()
@@ -190,13 +199,22 @@ class TxnProducer(Producer):
 
     async def send_batch(self, batch: Batch) -> asyncio.Future[Any]:
         async with self._sending():
-            return self._defer(await super().send_batch(batch))
+            future = self._defer(await super().send_batch(batch))
+            self._records.extend(p.record for p in batch.pendings)
+            return future
 
     async def send(
-        self, topic: str, encoded: Encoded, partition: int | None = None
+        self,
+        topic: str,
+        encoded: Encoded,
+        partition: int | None = None,
+        record: Envelope | None = None,
     ) -> asyncio.Future[Any]:
         async with self._sending():
-            return self._defer(await super().send(topic, encoded, partition))
+            future = self._defer(await super().send(topic, encoded, partition))
+            if record is not None:
+                self._records.append(record)
+            return future
 
     def _fatal(self) -> bool:
         """aiokafka's transaction manager is fatal: fenced (its batches failed with
@@ -260,8 +278,9 @@ class TxnProducer(Producer):
             self._committed.set()
             raise
         batches, self._open = self._open, []
+        records, self._records = self._records, []
         try:
-            failure = await self._end_transaction([sent for sent, _ in batches])
+            failure = await self._end_transaction([sent for sent, _ in batches], records)
         finally:
             self._in_transaction = False
             self._committed.set()
@@ -273,7 +292,9 @@ class TxnProducer(Producer):
             else:
                 outcome.set_exception(failure)
 
-    async def _end_transaction(self, sent: list[asyncio.Future[Any]]) -> BaseException | None:
+    async def _end_transaction(
+        self, sent: list[asyncio.Future[Any]], records: list[Envelope]
+    ) -> BaseException | None:
         """Commit (None) or abort (the reason). A fenced producer is left as it is."""
         results = await asyncio.gather(*sent, return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -284,6 +305,7 @@ class TxnProducer(Producer):
         producer = self.current
         try:
             if failure is None:
+                await self._write_entries(records)
                 await producer.commit_transaction()
                 self.commits += 1
                 return None
@@ -296,6 +318,18 @@ class TxnProducer(Producer):
             await producer.abort_transaction()
         aborted: BaseException = failure
         return aborted
+
+    async def _write_entries(self, records: list[Envelope]) -> None:
+        """The checkpoint entries describing `records`, into the open transaction."""
+        if self.entries_for is None or not records:
+            return
+        sends = [
+            await self.current.send(
+                topic, e.value, key=e.key, headers=e.headers, partition=partition
+            )
+            for topic, partition, e in self.entries_for(records)
+        ]
+        await asyncio.gather(*sends)
 
     def _end(self, reason: BaseException) -> BaseException:
         if self._ended is None:

@@ -8,8 +8,12 @@ an aborted transaction wrote is not restored); (3) each stream connects after th
 connect budget gives it. Whatever the previous owner did after (1) never becomes visible, so
 the new owner's snapshot is the last word on every key.
 
+Checkpoint entries are written inside the transaction of the records they describe (not every
+`state.flush_interval` after the acks, as without fleet mode): a fenced or killed owner can
+leave neither a record without its entry nor an entry without its record.
+
 Stop order: as the app's shutdown, for this shard only: the streams stop reading, the sink
-flushes (the last transaction commits), the checkpoint catches up, the producer closes.
+flushes (the last transaction commits, with its entries), the producer closes.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from bridge.changelog import Changelog, restore
-from bridge.codec import Codec
+from bridge.codec import Codec, Encoded
 from bridge.connection import StreamConnection
 from bridge.control import Control
 from bridge.errors import SinkError
@@ -29,6 +33,7 @@ from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.ownership import ConnectBudget, transactional_id
 from bridge.producer import TxnProducer
+from bridge.records import Envelope
 from bridge.settings import StreamSettings
 from bridge.sink import Sink
 
@@ -75,8 +80,6 @@ class Shard:
         self.streams: list[Stream] = []
         self._connections: list[StreamConnection] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._changelog: Changelog | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.ended = asyncio.Event()  # set when a stream of the shard ended on its own
         self.failure: BaseException | None = None
@@ -105,9 +108,8 @@ class Shard:
             self.app.seed(stream, checkpoints[stream_settings.name], changelog)
             self._control.add(stream.state)
             self.streams.append(stream)
-        self.sink.on_acked, self.sink.partition_of = changelog.acked, changelog.partition_of
-        self._changelog = changelog
-        self._writer = asyncio.create_task(changelog.run(), name=f"checkpoint:{self.shard}")
+        self.sink.partition_of = changelog.partition_of
+        self.producer.entries_for = lambda records: self._entries(changelog, topic, records)
         now = time.monotonic()
         for stream in self.streams:
             connection = self.app.build_connection(stream, self._control)
@@ -123,6 +125,17 @@ class Shard:
             fence_seconds=round(fenced - started, 3),
             restore_seconds=round(time.monotonic() - fenced, 3),
         )
+
+    def _entries(
+        self, changelog: Changelog, topic: str, records: list[Envelope]
+    ) -> list[tuple[str, int, Encoded]]:
+        """The checkpoint entries for the records of a transaction about to commit: written
+        in it (bridge/producer.py), so that after any failover the restored checkpoint says
+        exactly what the visible records say (one written every `state.flush_interval`
+        after the acks, as without fleet mode, would lag behind a fenced handover)."""
+        for record in records:
+            changelog.acked(record)
+        return [(topic, self.shard, self._codec.encode(e)) for e in changelog.entries()]
 
     async def _run(self, connection: StreamConnection, delay: float) -> None:
         """Connect after `delay` (the connect budget), unless stopped first; a stream that
@@ -153,13 +166,6 @@ class Shard:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-        flushed = await self.sink.flush(max(deadline - time.monotonic(), 0.1))
-        if flushed and self._changelog is not None:
-            with contextlib.suppress(SinkError):
-                await self._changelog.flush()
         flushed = await self.sink.stop(max(deadline - time.monotonic(), 0.1))
         for stream in self.streams:
             self._control.remove(stream.state)

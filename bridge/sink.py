@@ -211,7 +211,7 @@ class Sink:
             topic = self._settings.topics.name(encoded.topic)
             try:
                 partition = self.partition_of(pending.record) if self.partition_of else None
-                return await self._producer.send(topic, encoded, partition)
+                return await self._producer.send(topic, encoded, partition, pending.record)
             except KafkaTimeoutError:
                 # The partition's batch could not drain (broker unreachable): keep this record
                 # and its place, try again. The caller (the websocket read) waits meanwhile.

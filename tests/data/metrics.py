@@ -33,4 +33,12 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_reconcile_drift_total": ("counter", (*SV, "topic")),
     "bridge_state_restored_keys": ("gauge", SV),
     "bridge_state_restore_seconds": ("gauge", ()),
+    # fleet mode (issue 14)
+    "bridge_stream_owned": ("gauge", SV),
+    "bridge_fleet_members": ("gauge", ()),
+    "bridge_fleet_shards_assigned": ("gauge", ()),
+    "bridge_fleet_rebalances_total": ("counter", ()),
+    "bridge_fleet_stream_starts_total": ("counter", ()),
+    "bridge_fleet_stream_stops_total": ("counter", ("reason",)),
+    "bridge_fleet_lease_expirations_total": ("counter", ()),
 }

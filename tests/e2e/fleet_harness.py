@@ -119,7 +119,9 @@ class Fleet:
             await a.sim.stop()
 
     def config(self, **fleet: Any) -> dict[str, Any]:
-        streams = [{**a.config, "url": a.sim.url, "rest_url": a.sim.rest_url} for a in self.accounts]
+        streams = [
+            {**a.config, "url": a.sim.url, "rest_url": a.sim.rest_url} for a in self.accounts
+        ]
         return {
             "kafka": {
                 "bootstrap_servers": self.kafka.bootstrap_servers,
@@ -170,7 +172,9 @@ class Fleet:
                     owners[stream].append(name)
         return owners
 
-    async def wait_owned_once(self, timeout: float, members: dict[str, BridgeProcess] | None = None) -> dict[str, list[str]]:
+    async def wait_owned_once(
+        self, timeout: float, members: dict[str, BridgeProcess] | None = None
+    ) -> dict[str, list[str]]:
         """Wait until every stream is owned by exactly one of `members` (default: the live
         ones) and subscribed there; returns the ownership."""
         last: list[dict[str, list[str]]] = [{}]

@@ -125,6 +125,8 @@ class App:
             return ExitCode.OK
         self.health.producer_started = True
         control = Control(self.settings.control, [s.state for s in streams])
+        for s in streams:  # without fleet mode this process owns every stream it runs
+            self.metrics.stream_owned.labels(s.settings.name, s.venue.name).set(1)
         connections = [self.build_connection(s, control) for s in streams]
         tasks = [
             asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections

@@ -212,8 +212,8 @@ class Metrics:
         )
         self.stream_owned = self._gauge(
             "bridge_stream_owned",
-            "Fleet mode: 1 while this member owns the stream's shard and runs the stream, 0 "
-            "otherwise (summed over members: exactly 1 per stream)",
+            "1 while this process runs the stream (fleet mode: while this member owns the "
+            "stream's shard), 0 otherwise; summed over a fleet's members exactly 1 per stream",
             sv,
         )
         self.fleet_members = self._gauge(

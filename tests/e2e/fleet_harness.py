@@ -7,6 +7,7 @@ a read_committed consumer sees equals the venues' truth."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import signal
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from eth_account import Account
 
 from bridge.dev.kafka import KafkaEndpoint
@@ -230,6 +231,51 @@ class Fleet:
         finally:
             await consumer.stop()
 
+    async def committed(self, timeout: float = 30) -> list[Written]:
+        """Every record of the data topics a read_committed consumer sees (up to their end
+        offsets now), with the member that wrote it."""
+        reader = AvroReader()
+        logical = {self.topics[t]: t for t in (*STATE, "trades")}
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        out: list[Written] = []
+        try:
+            await consumer.topics()  # the metadata partitions_for_topic reads
+            partitions = [
+                TopicPartition(name, p)
+                for name in logical
+                for p in (consumer.partitions_for_topic(name) or {0})
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)  # the last stable offsets
+            deadline = time.monotonic() + timeout
+            left = {tp for tp in partitions if end[tp] > 0}
+            while left and time.monotonic() < deadline:
+                for batch in (await consumer.getmany(*left, timeout_ms=500)).values():
+                    for m in batch:
+                        _, _, record = reader.decode(m.value)
+                        headers = dict(m.headers)
+                        out.append(
+                            Written(
+                                logical[m.topic],
+                                m.partition,
+                                m.offset,
+                                headers.get("member", b"").decode(),
+                                record["stream"],
+                                _micros(record["received_at"]),
+                            )
+                        )
+                left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+            assert not left, f"could not read {sorted(map(str, left))} in {timeout} s"
+        finally:
+            await consumer.stop()
+        return out
+
     def truth(self, published: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         truth: dict[tuple[str, str], dict[str, Any]] = {}
         for a in self.accounts:
@@ -239,6 +285,47 @@ class Fleet:
                 assert a.wallet is not None
                 truth |= satori_truth(a.sim, a.wallet, published)
         return truth
+
+
+@dataclass(frozen=True)
+class Written:
+    """A record as a read_committed consumer sees it, and who wrote it."""
+
+    topic: str
+    partition: int
+    offset: int
+    member: str
+    stream: str
+    received_at: int  # epoch microseconds
+
+
+def _micros(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    return int(value)
+
+
+def zombie_writes(
+    records: list[Written], zombie: str, streams: set[str], stopped_at: float
+) -> list[Written]:
+    """Records of `zombie` for `streams` that became visible after another member's record of
+    the same stream in the same partition, though received before `stopped_at` (epoch
+    seconds, when the zombie was paused): written by the old owner after the handover. (A
+    record the zombie received after resuming — a legitimate owner again — is not one.)"""
+    first_other: dict[tuple[str, int, str], int] = {}
+    for r in records:
+        if r.stream in streams and r.member != zombie:
+            where = (r.topic, r.partition, r.stream)
+            first_other[where] = min(first_other.get(where, r.offset), r.offset)
+    limit = int(stopped_at * 1_000_000)
+    return [
+        r
+        for r in records
+        if r.member == zombie
+        and r.stream in streams
+        and r.offset > first_other.get((r.topic, r.partition, r.stream), r.offset)
+        and r.received_at < limit
+    ]
 
 
 class Downtime:

@@ -1,7 +1,9 @@
 """Fleet mode (issue 14) with processes on this machine playing the pods: three members and 30
 streams over both simulated venues; every stream owned by exactly one member, shards spread
 evenly; `kill -9` of a member moves its streams to the others within the session timeout + 10 s;
-the last record of every key a read_committed consumer sees equals the venues' truth."""
+the last record of every key a read_committed consumer sees equals the venues' truth. The
+zombie: a member paused (SIGSTOP) past the session timeout while its venues keep pushing, its
+shards moved, then resumed — nothing it wrote after the handover becomes visible."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bridge.dev.kafka import KafkaEndpoint
-from tests.e2e.fleet_harness import Downtime, Fleet, build_accounts, metric_sum
+from tests.e2e.fleet_harness import Downtime, Fleet, build_accounts, metric_sum, zombie_writes
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -64,4 +67,43 @@ async def test_three_members_own_every_stream_once_and_a_killed_members_streams_
         fleet.pause()
         problems, keys = await fleet.converge(60)
         print(f"FIGURES keys={keys} stale_keys={len(problems)}")
+        assert problems == [], problems[:10]
+
+
+async def test_a_paused_member_past_the_session_timeout_is_fenced(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    accounts = build_accounts(aquanow=4, satori=4, rate=20.0)  # busy: transactions always open
+    async with Fleet(kafka, tmp_path, accounts, shards=6, session_timeout=SESSION) as fleet:
+        for name in ("m1", "m2"):
+            fleet.start(name)
+        owners = await fleet.wait_owned_once(90)
+        zombie, other = fleet.members["m2"], fleet.members["m1"]
+        moved = {s for s, o in owners.items() if o == ["m2"]}
+        assert moved, owners
+        assert zombie.process is not None
+        zombie.process.send_signal(signal.SIGSTOP)
+        stopped_at = time.time()
+        # The venues keep pushing; the group gives m2's shards to m1, whose producers fence
+        # m2's (same transactional ids).
+        await fleet.wait_owned_once(SESSION + 20, {"m1": other})
+        handover = time.time() - stopped_at
+        zombie.process.send_signal(signal.SIGCONT)
+
+        async def lease_noticed() -> bool:
+            return await zombie.metric("bridge_fleet_lease_expirations_total") >= 1
+
+        await wait_until(lease_noticed, "the resumed member saw its lease expired", 30)
+        await fleet.wait_owned_once(60)  # m2 counted in again: shards rebalanced back
+        fleet.pause()
+        problems, keys = await fleet.converge(60)
+        written = await fleet.committed()
+        late = zombie_writes(written, "m2", moved, stopped_at)
+        print(
+            f"FIGURES zombie handover_s={handover:.1f} moved_streams={len(moved)} "
+            f"records={len(written)} zombie_writes_visible={len(late)} keys={keys} "
+            f"stale_keys={len(problems)}"
+        )
+        assert any(r.member == "m2" and r.stream in moved for r in written)  # it did write
+        assert late == [], late[:5]
         assert problems == [], problems[:10]

@@ -125,3 +125,10 @@ informative and left out: the digest decides). */}}
 {{- toYaml (dict "groups" $groups) }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" in fleet mode (config.fleet.enabled: a StatefulSet of members, README "Scaling"), else "".
+*/}}
+{{- define "bridge.fleet" -}}
+{{- if dig "fleet" "enabled" false .Values.config }}true{{ end }}
+{{- end }}

@@ -155,6 +155,13 @@ class Fleet:
         self.members[member] = process
         return process
 
+    def stop(self, member: str) -> int:
+        """SIGTERM `member` and wait for it to exit: its exit code."""
+        process = self.members[member].process
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        return process.wait(60)
+
     def live(self) -> dict[str, BridgeProcess]:
         return {
             name: p
@@ -176,12 +183,21 @@ class Fleet:
     async def wait_owned_once(
         self, timeout: float, members: dict[str, BridgeProcess] | None = None
     ) -> dict[str, list[str]]:
-        """Wait until every stream is owned by exactly one of `members` (default: the live
-        ones) and subscribed there; returns the ownership."""
+        """Wait until the group settled over `members` (default: the live ones): every shard
+        assigned to one of them, each of them ready (it runs all it owns), every stream owned
+        by exactly one and subscribed at its venue; returns the ownership. (Owned once alone
+        is also true just before a rebalance: new members own nothing yet.)"""
         last: list[dict[str, list[str]]] = [{}]
 
         async def settled() -> bool:
-            last[0] = owners = await self.owned(members)
+            chosen = members or self.live()
+            for member in chosen.values():
+                status, _ = await member.get("/readyz")
+                if status != 200:
+                    return False
+            if await metric_sum(chosen, "bridge_fleet_shards_assigned") != self.shards:
+                return False
+            last[0] = owners = await self.owned(chosen)
             if not all(len(o) == 1 for o in owners.values()):
                 return False
             return all(self.subscribed(a.sim) for a in self.accounts)

@@ -23,7 +23,7 @@ from typing import Any
 
 from bridge.dev.kafka import KafkaEndpoint
 from bridge.metrics import LATENCY_BUCKETS
-from tests.e2e.fleet_harness import Fleet, build_accounts
+from tests.e2e.fleet_harness import Fleet, build_accounts, started_between
 from tests.helpers import BridgeProcess
 
 SESSION = 3.0
@@ -44,27 +44,20 @@ async def membership(kafka: KafkaEndpoint, workdir: Path) -> dict[str, Any]:
         await fleet.members["m1"].wait_ready(120)
         owners = await fleet.wait_owned_once(120)
 
-        async def starts() -> dict[int, float]:
-            """Stream starts per member process (a restarted member is a new process)."""
-            return {
-                id(m): await m.metric("bridge_fleet_stream_starts_total")
-                for m in fleet.live().values()
-            }
-
         async def change(name: str, act: Any) -> None:
             nonlocal owners
-            before, counted = owners, await starts()
+            before, counted = owners, await fleet.stream_starts()
             t0 = time.monotonic()
             await act()
             owners = await fleet.wait_owned_once(SESSION + 60)
             seconds = time.monotonic() - t0
-            now = await starts()
+            now = await fleet.stream_starts()
             changes.append(
                 {
                     "change": name,
                     "seconds_until_every_stream_runs_once": round(seconds, 1),
                     "streams_moved": sum(1 for s, o in owners.items() if o != before.get(s)),
-                    "streams_started": int(sum(v - counted.get(k, 0) for k, v in now.items())),
+                    "streams_started": started_between(counted, now),
                 }
             )
             print(f"fleet {changes[-1]}", flush=True)

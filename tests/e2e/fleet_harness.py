@@ -162,6 +162,13 @@ class Fleet:
         process.send_signal(signal.SIGTERM)
         return process.wait(60)
 
+    async def stream_starts(self) -> dict[int, float]:
+        """Streams started so far per live member process (a restarted member is a new
+        process): subtract two of these for the starts in between."""
+        return {
+            id(m): await m.metric("bridge_fleet_stream_starts_total") for m in self.live().values()
+        }
+
     def live(self) -> dict[str, BridgeProcess]:
         return {
             name: p
@@ -321,26 +328,39 @@ def _micros(value: Any) -> int:
     return int(value)
 
 
+def restarts(member: BridgeProcess, after: float) -> dict[str, float]:
+    """stream → when (epoch seconds) `member` started it again after `after`, from its log."""
+    out: dict[str, float] = {}
+    for event in member.log_events():
+        if event.get("event") != "shard started":
+            continue
+        at = dt.datetime.fromisoformat(event["timestamp"]).timestamp()
+        if at > after:
+            for stream in event["streams"]:
+                out.setdefault(stream, at)
+    return out
+
+
 def zombie_writes(
-    records: list[Written], zombie: str, streams: set[str], stopped_at: float
+    records: list[Written], zombie: str, streams: set[str], restarted: dict[str, float]
 ) -> list[Written]:
     """Records of `zombie` for `streams` that became visible after another member's record of
-    the same stream in the same partition, though received before `stopped_at` (epoch
-    seconds, when the zombie was paused): written by the old owner after the handover. (A
-    record the zombie received after resuming — a legitimate owner again — is not one.)"""
+    the same stream in the same partition (the handover), though received before the zombie
+    legitimately started that stream again (`restarted`, epoch seconds; never: no bound) —
+    written by the old owner after the handover: what it had in flight when paused, and what
+    its old sessions read once resumed."""
     first_other: dict[tuple[str, int, str], int] = {}
     for r in records:
         if r.stream in streams and r.member != zombie:
             where = (r.topic, r.partition, r.stream)
             first_other[where] = min(first_other.get(where, r.offset), r.offset)
-    limit = int(stopped_at * 1_000_000)
     return [
         r
         for r in records
         if r.member == zombie
         and r.stream in streams
         and r.offset > first_other.get((r.topic, r.partition, r.stream), r.offset)
-        and r.received_at < limit
+        and r.received_at < restarted.get(r.stream, float("inf")) * 1_000_000
     ]
 
 
@@ -387,6 +407,10 @@ class Downtime:
         merged = {s: max(v, current.get(s, 0.0)) for s, v in self.longest.items()}
         stream = max(merged, key=lambda s: merged[s])
         return stream, merged[stream]
+
+
+def started_between(before: dict[int, float], after: dict[int, float]) -> int:
+    return int(sum(v - before.get(k, 0) for k, v in after.items()))
 
 
 async def metric_sum(members: dict[str, BridgeProcess], name: str, **labels: str) -> float:

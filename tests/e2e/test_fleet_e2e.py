@@ -187,16 +187,20 @@ async def test_scale_one_to_three_to_one_and_a_rolling_restart(
             )
             downtime.reset()
 
+        # One membership change at a time: two joins (or leaves) landing in two rebalances
+        # may move a stream twice, which the minimal-starts check would count against them.
         fleet.start("m2")
+        await step("1->2")
         fleet.start("m3")
-        await step("1->3")
+        await step("2->3")
         for name in ("m1", "m2", "m3"):  # rolling restart, one member at a time
             assert fleet.stop(name) == 0
             fleet.start(name)
             await step(f"restart {name}", minimal=False)  # see the README: out, then back
-        for name in ("m2", "m3"):
-            assert fleet.stop(name) == 0
-        await step("3->1")
+        assert fleet.stop("m3") == 0
+        await step("3->2")
+        assert fleet.stop("m2") == 0
+        await step("2->1")
         await downtime.stop()
         fleet.pause()
         problems, keys = await fleet.converge(60)

@@ -45,7 +45,7 @@ from bridge.venues.base import Venue
 
 
 @dataclass
-class _Stream:
+class Stream:
     settings: StreamSettings
     venue: Venue
     state: StreamState
@@ -132,17 +132,23 @@ class App:
         codec = await self.build_codec()
         if codec is None:
             return ExitCode.OK
+        if self.settings.fleet.enabled:
+            from bridge.fleet import Fleet  # only a fleet member needs it
+
+            return await Fleet(self, access, codec).run(self._stop)
         sink = Sink(self.settings.kafka, codec, self.metrics, access=access)
         if not await self._start_sink(sink):
             return ExitCode.OK
-        streams = [self._stream(s, sink) for s in self.settings.streams]
+        streams = [self.build_stream(s, sink) for s in self.settings.streams]
         changelog = await self._restore(access, sink, codec.store, streams)
         if self._stop.is_set():
             await sink.stop(self.settings.shutdown.grace_seconds)
             return ExitCode.OK
         self.health.producer_started = True
         control = Control(self.settings.control, [s.state for s in streams])
-        connections = [self._connection(s, control) for s in streams]
+        for s in streams:  # without fleet mode this process owns every stream it runs
+            self.metrics.stream_owned.labels(s.settings.name, s.venue.name).set(1)
+        connections = [self.build_connection(s, control) for s in streams]
         helpers = self._helpers(access, changelog, control)
         if not await self._replay(connections):
             await self._shutdown([], [], helpers, sink, changelog)
@@ -183,14 +189,14 @@ class App:
             return True
         return False
 
-    def _stream(self, stream: StreamSettings, sink: Sink) -> _Stream:
+    def build_stream(self, stream: StreamSettings, sink: Sink) -> Stream:
         venue = stream.build_venue()
         state = StreamState(stream.name, venue.name, sink)
         self.health.streams.append(state)
-        return _Stream(stream, venue, state)
+        return Stream(stream, venue, state)
 
     async def _restore(
-        self, access: KafkaAccess, sink: Sink, store: SchemaStore, streams: list[_Stream]
+        self, access: KafkaAccess, sink: Sink, store: SchemaStore, streams: list[Stream]
     ) -> Changelog | None:
         """Seed every stream from its checkpoint and start writing it (None when
         `state.enabled` is off). Retried while Kafka cannot be read; None on a stop."""
@@ -224,13 +230,13 @@ class App:
         partitions, checkpoints = found
         changelog = Changelog(settings, sink, store, partitions)
         for s in streams:
-            self._seed(s, checkpoints[s.settings.name], changelog)
+            self.seed(s, checkpoints[s.settings.name], changelog)
         sink.on_acked, sink.partition_of = changelog.acked, changelog.partition_of
         self.metrics.restore_seconds.set(time.monotonic() - started)
         log.info("state restored", seconds=round(time.monotonic() - started, 3), topic=topic)
         return changelog
 
-    def _seed(self, stream: _Stream, cp: Checkpoint, changelog: Changelog) -> None:
+    def seed(self, stream: Stream, cp: Checkpoint, changelog: Changelog) -> None:
         stream.state.restore(cp)
         stream.venue.restore(cp.versions, cp.facts)
         changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
@@ -243,7 +249,7 @@ class App:
             entries=cp.entries,
         )
 
-    def _connection(self, stream: _Stream, control: Control) -> StreamConnection:
+    def build_connection(self, stream: Stream, control: Control) -> StreamConnection:
         s, enabled = stream.settings, self.settings.control.enabled
         snapshot = None
         if s.rest_url and s.snapshot.enabled:
@@ -301,12 +307,14 @@ class App:
         version is registered (or found). None when a stop was requested first."""
         store = SchemaStore.load()
         encoder = self.settings.serialization.encoder
+        fleet = self.settings.fleet
+        member = fleet.member_id if fleet.enabled else None  # the `member` header
         if self.settings.serialization.mode != "registry":
-            return Codec(store, encoder=encoder)
+            return Codec(store, encoder=encoder, member=member)
         registration = await self._register_schemas(store)
         if registration is None:
             return None
-        return Codec(store, prefix_for=registration.prefix_for, encoder=encoder)
+        return Codec(store, prefix_for=registration.prefix_for, encoder=encoder, member=member)
 
     async def _register_schemas(self, store: SchemaStore) -> Registration | None:
         """Register the schemas, retrying with backoff while the registry is unreachable or

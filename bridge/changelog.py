@@ -134,11 +134,15 @@ class Changelog:
 
     async def flush(self) -> int:
         """Write what was acknowledged since the last flush; the number of entries."""
-        entries = self.tracker.drain(
+        entries = self.entries()
+        for entry in entries:
+            await self._sink.publish(entry)
+        return len(entries)
+
+    def entries(self) -> list[StateEntry]:
+        """The entries for what was acknowledged since the last call."""
+        return self.tracker.drain(
             time.time_ns() // 1000,
             lambda record: self._codec.encode(record).value,
             lambda stream: self._venues[stream].checkpoint_facts(),
         )
-        for entry in entries:
-            await self._sink.publish(entry)
-        return len(entries)

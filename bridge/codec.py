@@ -140,6 +140,7 @@ class Codec:
     registry mode passes the Confluent prefix for the id the registry assigned. `encoder`
     picks who writes the Avro body: an encoder generated once per schema (`bridge/avro.py`,
     byte-identical, the default) or fastavro itself (`serialization.encoder: fastavro`).
+    `member` (fleet mode) adds a `member` header naming the fleet member that wrote the record.
     """
 
     def __init__(
@@ -147,6 +148,7 @@ class Codec:
         store: SchemaStore,
         prefix_for: Callable[[SchemaVersion], bytes] = single_object_prefix,
         encoder: Encoder = "generated",
+        member: str | None = None,
     ) -> None:
         self.store = store
         self.encoder = encoder
@@ -160,7 +162,12 @@ class Codec:
             body = compile_writer(json.loads(sv.text)) if encoder == "generated" else None
             if body is None:
                 body = _fastavro_body(sv, names)
-            headers = (("schema", sv.full_name.encode()), ("schema_version", b"%d" % sv.version))
+            headers: tuple[tuple[str, bytes], ...] = (
+                ("schema", sv.full_name.encode()),
+                ("schema_version", b"%d" % sv.version),
+            )
+            if member is not None:  # fleet mode: which member wrote it (bridge/fleet.py)
+                headers += (("member", member.encode()),)
             self._writers[record_type] = _Writer(sv, prefix, body, headers)
 
     def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:

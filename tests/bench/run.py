@@ -16,6 +16,9 @@ raises `BenchFailed`: the command exits non-zero and writes no results (measure.
   published, no reconnect, and the time a /metrics scrape takes.
 - recovery: from the venue accepting connections again to resubscribed with the snapshot
   published, minus the configured backoff delay.
+- fleet: fleet mode's failover time, streams restarted per membership change, and the latency
+  cost of its transactions (fencing) against a plain bridge in the same run
+  (tests/bench/fleet.py).
 - restore: a stream's state restored from its checkpoint at start, 1,000 and 100,000 keys:
   seconds and memory, against scanning the state topics instead (tests/bench/restore.py).
 - diskbuffer: the throughput round without the disk buffer and with it (fsync never,
@@ -32,6 +35,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +43,20 @@ from bridge.dev.kafka import kafka_bootstrap
 from tests.bench import figures
 from tests.bench.diskbuffer import disk_buffer_bench
 from tests.bench.figures import KAFKA_OVERRIDES, TARGETS
+from tests.bench.fleet import fleet_bench
 from tests.bench.restore import restore_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ["breakdown", "throughput", "latency", "fanout", "recovery", "restore", "diskbuffer"]
+FIGURES = [
+    "breakdown",
+    "throughput",
+    "latency",
+    "fanout",
+    "recovery",
+    "restore",
+    "diskbuffer",
+    "fleet",
+]
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -137,6 +151,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             records = args.records or (5_000 if quick else 20_000)
             results["diskbuffer"] = await disk_buffer_bench(bootstrap, records, args.repeats)
             print(json.dumps(results["diskbuffer"]), flush=True)
+        if "fleet" in args.only:
+            with tempfile.TemporaryDirectory(prefix="bench-fleet-") as workdir:
+                results["fleet"] = await fleet_bench(kafka, Path(workdir), quick)
+            print(json.dumps(results["fleet"]), flush=True)
     results["verdicts"] = verdicts(results)
     return results
 

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.tools
 
 FULL = ROOT / "helm" / "examples" / "values-full.yaml"
 OPERATORS = ROOT / "helm" / "examples" / "values-operators.yaml"
-VALUES = {"default": None, "full": FULL, "operators": OPERATORS}
+FLEET = ROOT / "helm" / "examples" / "values-fleet.yaml"
+VALUES = {"default": None, "full": FULL, "operators": OPERATORS, "fleet": FLEET}
 KUBE_RENDER = "1.34.0"
 KUBE_VALIDATE = ("1.25", "1.34")  # the chart's oldest supported version and a current one
 CRD_SCHEMAS = {
@@ -64,6 +65,12 @@ def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[st
     found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
     assert len(found) == 1, (kind, [d["metadata"]["name"] for d in found])
     return found[0]
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment (one process) or, in fleet mode, the StatefulSet of members."""
+    (found,) = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    return found
 
 
 def config_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,19 +107,22 @@ def test_manifests_pass_kubernetes_strict_schemas(case: str) -> None:
             schema = json.loads(CRD_SCHEMAS[doc["kind"]].read_text())
             jsonschema.validate(doc, schema)
     kinds = sorted(d["kind"] for d in docs)
-    opt_in = ["NetworkPolicy", "PodDisruptionBudget"] if case == "operators" else []
-    opt_in += ["PersistentVolumeClaim"] if case == "full" else []  # the disk buffer's
+    opt_in = {
+        "operators": ["NetworkPolicy", "PodDisruptionBudget"],
+        "fleet": ["PodDisruptionBudget"],
+        "full": ["PersistentVolumeClaim"],  # the disk buffer's
+    }
     assert kinds == sorted(
         [
             "ConfigMap",
             "ConfigMap",
-            "Deployment",
+            "StatefulSet" if case == "fleet" else "Deployment",
             "Pod",  # the `helm test` hook
             "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
-            *opt_in,
+            *opt_in.get(case, []),
         ]
     )
 
@@ -166,7 +176,7 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert f"config OK: {len(config['streams'])} stream(s)" in done.stdout
-    deployment = one(docs, "Deployment")
+    deployment = workload(docs)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["run", "--config", "/etc/bridge/bridge.yaml"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
@@ -174,9 +184,9 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
 
 
 def pod_mounts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    mounts: list[dict[str, Any]] = one(docs, "Deployment")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["volumeMounts"]
+    mounts: list[dict[str, Any]] = workload(docs)["spec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"
+    ]
     return mounts
 
 
@@ -312,10 +322,13 @@ def test_the_canonical_files_are_single_copies() -> None:
 @pytest.mark.parametrize("case", VALUES)
 def test_deployment_runs_one_non_root_read_only_process(case: str) -> None:
     docs = documents(rendered(case))
-    deployment = one(docs, "Deployment")
+    deployment = workload(docs)
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    if case == "fleet":  # many members, one stream each at a time (test_fleet_* below)
+        assert spec["replicas"] == 3
+    else:
+        assert spec["replicas"] == 1
+        assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -854,3 +867,28 @@ def test_disk_buffer_gets_its_volume_at_the_configured_path(tmp_path: Path) -> N
         pod, claims = pod_and_claims(documents(out))
         assert [v["name"] for v in pod["volumes"]] == ["config", "tmp"]
         assert claims == []
+
+
+def test_a_fleet_is_a_statefulset_of_named_members_spread_and_budgeted() -> None:
+    docs = documents(rendered("fleet"))
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    members = one(docs, "StatefulSet")["spec"]
+    assert members["updateStrategy"] == {"type": "RollingUpdate"}  # one pod at a time
+    assert members["podManagementPolicy"] == "Parallel"
+    assert members["serviceName"] == one(docs, "Service")["metadata"]["name"]
+    pod = members["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["BRIDGE_FLEET__MEMBER_ID"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    spread = pod["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
+    assert all(
+        c["labelSelector"]["matchLabels"] == members["selector"]["matchLabels"] for c in spread
+    )
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    config = yaml.safe_load(config_map(docs)["data"]["bridge.yaml"])
+    assert config["fleet"]["enabled"] is True

@@ -64,6 +64,13 @@ _EXTRAS = {
     "bridge_snapshot_last_success_timestamp_seconds",
     "bridge_state_restored_keys",
     "bridge_state_restore_seconds",
+    "bridge_stream_owned",
+    "bridge_fleet_members",
+    "bridge_fleet_shards_assigned",
+    "bridge_fleet_rebalances_total",
+    "bridge_fleet_stream_starts_total",
+    "bridge_fleet_stream_stops_total",
+    "bridge_fleet_lease_expirations_total",
 }
 
 

@@ -139,3 +139,10 @@ informative and left out: the digest decides). */}}
 {{- define "bridge.diskBufferClaim" -}}
 {{- default (printf "%s-disk-buffer" (include "bridge.fullname" .)) .Values.diskBuffer.existingClaim }}
 {{- end }}
+
+{{/*
+"true" in fleet mode (config.fleet.enabled: a StatefulSet of members, README "Scaling"), else "".
+*/}}
+{{- define "bridge.fleet" -}}
+{{- if dig "fleet" "enabled" false .Values.config }}true{{ end }}
+{{- end }}

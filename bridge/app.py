@@ -23,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.backoff import Backoff, TokenBucket, retry_until
-from bridge.changelog import Changelog, restore, state_partitions
+from bridge.changelog import Changelog, catch_up, restore, state_partitions
 from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection, limit_tls_read_buffers
@@ -140,7 +140,7 @@ class App:
         if not await self._start_sink(sink):
             return ExitCode.OK
         streams = [self.build_stream(s, sink) for s in self.settings.streams]
-        changelog = await self._restore(access, sink, codec.store, streams)
+        changelog = await self._restore(access, sink, codec, streams)
         if self._stop.is_set():
             await sink.stop(self.settings.shutdown.grace_seconds)
             return ExitCode.OK
@@ -196,15 +196,16 @@ class App:
         return Stream(stream, venue, state)
 
     async def _restore(
-        self, access: KafkaAccess, sink: Sink, store: SchemaStore, streams: list[Stream]
+        self, access: KafkaAccess, sink: Sink, codec: Codec, streams: list[Stream]
     ) -> Changelog | None:
-        """Seed every stream from its checkpoint and start writing it (None when
-        `state.enabled` is off). Retried while Kafka cannot be read; None on a stop."""
+        """Seed every stream from its checkpoint, caught up with the orders and positions
+        published after it (`catch_up`), and start writing it (None when `state.enabled` is
+        off). Retried while Kafka cannot be read; None on a stop."""
         settings, log = self.settings.state, get_logger(component="state")
         if not settings.enabled:
             return None
-        options = access.consumer_options()
-        topic = self.settings.kafka.topics.name("state")
+        options, names = access.consumer_options(), self.settings.kafka.topics
+        topic, store = names.name("state"), codec.store
 
         async def attempt() -> tuple[int, dict[str, Checkpoint]]:
             partitions = await state_partitions(access, topic)
@@ -212,7 +213,12 @@ class App:
                 s.settings.name: shard_of(s.settings.shard_key(), partitions) for s in streams
             }
             async with asyncio.timeout(settings.restore_timeout):
-                return partitions, await restore(options, topic, shards, store)
+                checkpoints = await restore(options, topic, shards, store)
+                data = await access.topics([names.name("orders"), names.name("positions")])
+                counts = {t.name: t.partitions for t in data if t.exists}
+                caught = await catch_up(options, counts, checkpoints, codec.decode)
+            log.info("checkpoint caught up with the data topics", records=caught)
+            return partitions, checkpoints
 
         def unreadable(exc: Exception, delay: float) -> None:
             log.warning("cannot restore state; retrying", error=str(exc), retry_in=round(delay, 2))

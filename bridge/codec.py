@@ -152,6 +152,8 @@ class Codec:
     ) -> None:
         self.store = store
         self.encoder = encoder
+        self._prefix_for = prefix_for
+        self._by_prefix: dict[bytes, SchemaVersion] | None = None
         self._writers: dict[type[Envelope], _Writer] = {}
         for record_type in RECORD_TYPES:
             sv = store.latest(record_type.TOPIC)
@@ -172,6 +174,20 @@ class Codec:
 
     def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:
         return self._writers[record_type].schema
+
+    def decode(self, value: bytes) -> Envelope:
+        """A value written in this codec's framing (any version of the bridge's schemas) back
+        as its dataclass; `ValueError` for anything else."""
+        if value[:2] == SINGLE_OBJECT_MAGIC:
+            return decode_record(self.store, value)
+        if self._by_prefix is None:
+            self._by_prefix = {
+                self._prefix_for(sv): sv for sv in self.store if sv.topic not in PRIVATE_TOPICS
+            }
+        sv = self._by_prefix.get(value[:5])
+        if sv is None:
+            raise ValueError(f"not written by this bridge: prefix {value[:5].hex()}")
+        return decode_record(self.store, single_object_prefix(sv) + value[5:])
 
     def encode(self, record: Envelope) -> Encoded:
         writer = self._writers[type(record)]

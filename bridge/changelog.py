@@ -86,24 +86,23 @@ async def catch_up(
     every `state.flush_interval`, so a crash loses the entries of the last records Kafka
     acknowledged. An order published as open in that window and ended while the bridge was
     down would stay open on Kafka forever (Satori's REST lists open orders only): the stream
-    must know it to look it up. So the orders and positions topics (`partitions`: topic →
-    partition count) are read from `CATCH_UP_MARGIN_MS` before each checkpoint's newest entry
-    to their end, and the last record per key of each restored stream replaces what its
-    checkpoint says of that key (digest, open or not). Returns the records applied."""
-    starts = {
-        stream: cp.written_at // 1000 - CATCH_UP_MARGIN_MS
-        for stream, cp in checkpoints.items()
-        if cp.written_at is not None
-    }
-    if not starts:
+    must know it to look it up. Those records were acknowledged after the process's last
+    flush, so after the newest entry of any of its streams: the orders and positions topics
+    (`partitions`: topic → partition count) are read from `CATCH_UP_MARGIN_MS` before that
+    entry to their end (a cost in records published since, not in the downtime), and the last
+    record per key of each restored stream replaces what its checkpoint says of that key
+    (digest, open or not). Returns the records applied."""
+    written = [cp.written_at for cp in checkpoints.values() if cp.written_at is not None]
+    if not written:
         return 0  # nothing was ever checkpointed: a first start
+    since = max(written) // 1000 - CATCH_UP_MARGIN_MS
     tps = [TopicPartition(t, p) for t, count in partitions.items() for p in range(count)]
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
     applied = 0
     try:
         await consumer.start()
         consumer.assign(tps)
-        found = await consumer.offsets_for_times({tp: min(starts.values()) for tp in tps})
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
         end = await consumer.end_offsets(tps)
         left = set()
         for tp in tps:
@@ -116,7 +115,7 @@ async def catch_up(
             for tp, messages in batches.items():
                 for m in messages:
                     if m.offset < end[tp] and m.value is not None:
-                        applied += _catch_up_one(checkpoints, starts, decode, m.value, m.timestamp)
+                        applied += _catch_up_one(checkpoints, decode, m.value)
             left = {tp for tp in left if await consumer.position(tp) < end[tp]}
     except KafkaError as exc:
         raise SinkError(f"cannot read {sorted(partitions)} to catch up: {exc!r}") from exc
@@ -126,19 +125,15 @@ async def catch_up(
 
 
 def _catch_up_one(
-    checkpoints: Mapping[str, Checkpoint],
-    starts: Mapping[str, int],
-    decode: Callable[[bytes], Envelope],
-    value: bytes,
-    timestamp_ms: int,
+    checkpoints: Mapping[str, Checkpoint], decode: Callable[[bytes], Envelope], value: bytes
 ) -> int:
     try:
         record = decode(value)
     except ValueError:
         return 0  # not written by this bridge
     cp = checkpoints.get(getattr(record, "stream", ""))
-    if cp is None or timestamp_ms < starts.get(cp.stream, timestamp_ms + 1):
-        return 0
+    if cp is None:
+        return 0  # another process's stream
     if isinstance(record, Order):
         opened: dict[str, Any] = cp.open_orders
         ident = record.order_id

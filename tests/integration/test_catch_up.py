@@ -61,11 +61,12 @@ async def test_orders_published_after_the_checkpoint_are_known_after_a_restart(
     # What the checkpoint said: "ended" open (its last entry before the crash), nothing else.
     cp = Checkpoint("s1", written_at=written_ms * 1000)
     cp.open_orders["ended"] = make.order(stream="s1", order_id="ended")
+    quiet = Checkpoint("s3", written_at=(written_ms - 3_600_000) * 1000)  # quiet for an hour
 
     applied = await catch_up(
         {"bootstrap_servers": kafka.bootstrap_servers},
         {orders: 1, positions: 1},
-        {"s1": cp},
+        {"s1": cp, "s3": quiet},
         CODEC.decode,
     )
 

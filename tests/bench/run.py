@@ -179,8 +179,12 @@ if __name__ == "__main__":
     report = asyncio.run(main(args))  # BenchFailed: exits non-zero, nothing written
     RESULTS.mkdir(exist_ok=True)
     stamp = report["when"].replace(":", "").replace("-", "")
-    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    chart(report, RESULTS / "latest.png")
+    written = RESULTS / f"bench-{stamp}.json"
+    written.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["verdicts"], indent=2))
-    print(f"results: {RESULTS / 'latest.json'} and latest.png")
+    if sorted(args.only) != sorted(FIGURES):  # latest.json and its chart: full runs only
+        print(f"results: {written} (a partial run: latest.json keeps the last full one)")
+    else:
+        (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+        chart(report, RESULTS / "latest.png")
+        print(f"results: {written}, latest.json and latest.png")

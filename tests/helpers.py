@@ -308,7 +308,7 @@ class BridgeProcess:
             f"{name}{labels} >= {at_least}",
             timeout,
             interval=0.1,
-            ignore=(aiohttp.ClientError,),  # the server is not up yet
+            ignore=(aiohttp.ClientError, TimeoutError),  # not up yet, or busy starting
             detail=lambda: f"last value: {last[0]}",
         )
         return last[0]
@@ -330,7 +330,7 @@ class BridgeProcess:
             "the bridge ready (/readyz 200)",
             timeout,
             interval=0.1,
-            ignore=(aiohttp.ClientError,),
+            ignore=(aiohttp.ClientError, TimeoutError),  # a 5 s answer while starting: not yet
             detail=lambda: self.log_text()[-4000:],
         )
 

@@ -342,16 +342,21 @@ def restarts(member: BridgeProcess, after: float) -> dict[str, float]:
 
 
 def zombie_writes(
-    records: list[Written], zombie: str, streams: set[str], restarted: dict[str, float]
+    records: list[Written],
+    zombie: str,
+    streams: set[str],
+    paused_at: float,
+    restarted: dict[str, float],
 ) -> list[Written]:
     """Records of `zombie` for `streams` that became visible after another member's record of
-    the same stream in the same partition (the handover), though received before the zombie
-    legitimately started that stream again (`restarted`, epoch seconds; never: no bound) —
-    written by the old owner after the handover: what it had in flight when paused, and what
-    its old sessions read once resumed."""
+    the same stream in the same partition received after the zombie was paused (`paused_at`,
+    epoch seconds: the handover; another member may have run the stream before, while the
+    group formed), though received before the zombie legitimately started that stream again
+    (`restarted`, epoch seconds; never: no bound) — written by the old owner after the
+    handover: what it had in flight when paused, and what its old sessions read once resumed."""
     first_other: dict[tuple[str, int, str], int] = {}
     for r in records:
-        if r.stream in streams and r.member != zombie:
+        if r.stream in streams and r.member != zombie and r.received_at >= paused_at * 1e6:
             where = (r.topic, r.partition, r.stream)
             first_other[where] = min(first_other.get(where, r.offset), r.offset)
     return [

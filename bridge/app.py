@@ -140,7 +140,7 @@ class App:
         return code
 
     def _stream(self, stream: StreamSettings, sink: Sink) -> _Stream:
-        venue = stream.build_venue()
+        venue = stream.build_venue(self.settings.serialization.decoder)
         state = StreamState(stream.name, venue.name, sink)
         self.health.streams.append(state)
         return _Stream(stream, venue, state)

@@ -69,10 +69,11 @@ helm-check: install tools
 	$(BIN)/pytest tests/deploy $(ARGS)
 
 ## fuzz: hostile frames against both venues, FUZZ_EXAMPLES per property (`make test` runs
-##       1,000); prints the counts (frames, records, dead letters by reason, crashes)
+##       1,000, drawn the same every run; this draws new ones); prints the counts (frames,
+##       records, dead letters by reason, crashes)
 FUZZ_EXAMPLES ?= 20000
 fuzz: install
-	BRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit/test_fuzz_frames.py -s -q $(ARGS)
+	BRIDGE_FUZZ_RANDOM=1 BRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/unit/test_fuzz_frames.py -s -q $(ARGS)
 
 test-unit: install
 	$(BIN)/pytest -m unit $(ARGS)

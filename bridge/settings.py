@@ -118,20 +118,7 @@ def secret_keys() -> frozenset[str]:
     """Every key whose value is a secret: a `SecretStr` field anywhere in the config model. Such
     a key may also be given as `<key>_file`, and its values are masked in logs (`secrets_of`).
     Derived, so a venue's new secret cannot be forgotten."""
-    keys: set[str] = set()
-    seen: set[type[BaseModel]] = set()
-
-    def visit(model: type[BaseModel]) -> None:
-        seen.add(model)
-        for name, field in model.model_fields.items():
-            for kind in _types_in(field.annotation):
-                if kind is SecretStr:
-                    keys.add(name)
-                elif isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
-                    visit(kind)
-
-    visit(Settings)
-    return frozenset(keys)
+    return _keys_of(SecretStr)
 
 
 @cache
@@ -139,6 +126,12 @@ def path_keys() -> frozenset[str]:
     """Every key whose value is a file path (a CA, a certificate, a key): relative paths are
     resolved against the config file's directory, like `<key>_file` secrets. Derived from the
     model, so a new path key cannot be forgotten."""
+    return _keys_of(Path)
+
+
+def _keys_of(wanted: type) -> frozenset[str]:
+    """The names of every field of the config model (sections and venues' stream sections
+    included) whose annotation contains `wanted`."""
     keys: set[str] = set()
     seen: set[type[BaseModel]] = set()
 
@@ -146,7 +139,7 @@ def path_keys() -> frozenset[str]:
         seen.add(model)
         for name, field in model.model_fields.items():
             for kind in _types_in(field.annotation):
-                if kind is Path:
+                if kind is wanted:
                     keys.add(name)
                 elif isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
                     visit(kind)

@@ -10,14 +10,22 @@ green without having talked to them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 import structlog
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from hypothesis import settings
 
 from bridge.dev.kafka import KafkaEndpoint, kafka_bootstrap
 from bridge.dev.registry import RegistryEndpoint, registry_endpoint
+
+# `make test` draws the same property examples every run, so CI cannot fail on a draw it never
+# saw before; `make fuzz` (BRIDGE_FUZZ_RANDOM=1) explores new ones and prints how to replay them.
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile("explore" if os.environ.get("BRIDGE_FUZZ_RANDOM") else "suite")
 
 _BROKER_LOG_TAIL = pytest.StashKey[str]()
 _REGISTRY_LOG_TAIL = pytest.StashKey[str]()

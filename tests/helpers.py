@@ -162,6 +162,8 @@ async def wait_until(
     value, and return that value. An exception of an `ignore` type counts as "not yet" (say,
     a server not listening yet); any other propagates. At the deadline the test fails naming
     `what` was awaited, followed by `detail()` if given (the last value seen, a log tail)."""
+    if not isinstance(what, str):  # a timeout passed where the description goes
+        raise TypeError(f"wait_until: `what` must say what is awaited, got {what!r}")
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -50,7 +50,7 @@ _NOT_BRACKETS: Final = bytes(set(range(256)) - set(b"[{]}"))
 _DEEP_RUN: Final = b"\x01" * (MAX_DEPTH + 1)
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_DECIMAL_TEXT: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+DECIMAL_TEXT: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INT_TEXT: Final = re.compile(r"-?[0-9]{1,19}")
 
 
@@ -306,7 +306,7 @@ class Fields:
             return to_amount(value, path)
         if isinstance(value, str):
             text = value.strip()
-            if not _DECIMAL_TEXT.fullmatch(text):
+            if not DECIMAL_TEXT.fullmatch(text):
                 raise self._bad(name, "a decimal string")
             if not bounded(text):
                 raise ParseError("invalid_field", f"{path}: a number out of range ({text[:40]})")

@@ -141,7 +141,11 @@ async def test_a_lost_leader_and_75_s_below_min_isr_lose_nothing_and_keep_the_ve
             await sim.start()
         with BridgeProcess(tmp_path, bridge_config(cluster, topics, simulators)) as bridge:
             await bridge.wait_ready(timeout=90)
-            await wait_until(lambda: all(len(s.sent) >= 100 for s in simulators.values()), 60)
+            await wait_until(
+                lambda: all(len(s.sent) >= 100 for s in simulators.values()),
+                "100 pushes sent by each simulator",
+                timeout=60,
+            )
             sampler = Sampler(bridge)
 
             cluster.pause([2])  # the trades topic's leader
@@ -156,6 +160,7 @@ async def test_a_lost_leader_and_75_s_below_min_isr_lose_nothing_and_keep_the_ve
             await sampler.recovered(timeout=120)
             await wait_until(
                 lambda: all(len(s.sent) >= sent_during[n] + 100 for n, s in simulators.items()),
+                "100 more pushes by each simulator after the outage",
                 timeout=90,
             )
             for sim in simulators.values():

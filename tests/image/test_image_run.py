@@ -20,6 +20,7 @@ from bridge import __version__
 from bridge.dev.kafka import KafkaEndpoint
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
+from bridge.dev.tls import PrivateCA
 from tests.deploy.test_chart import (
     VALUES,
     config_map,
@@ -97,18 +98,25 @@ def test_bridge_check_accepts_the_charts_config(case: str, tmp_path: Path) -> No
     # Files named by absolute path live on another volume (extraVolumeMounts, e.g. a CSI
     # secret store): bound at the same path in the container.
     volumes: dict[Path, str] = {}
+    tls = PrivateCA(tmp_path / "tls")
     for name in secret_files(yaml.safe_load(text)):
-        placeholder = ("0x" + "11" * 32) if "private" in name else "placeholder"
-        if name.startswith("/"):
-            mount = next(
-                m["mountPath"] for m in pod_mounts(docs) if name.startswith(m["mountPath"] + "/")
+        if name.startswith(MOUNT_POINT + "/"):  # the projected volume itself: the config's dir
+            path = config_dir / name.removeprefix(MOUNT_POINT + "/")
+        elif name.startswith("/"):
+            mount = max(
+                (m["mountPath"] for m in pod_mounts(docs) if name.startswith(m["mountPath"] + "/")),
+                key=len,
             )
             host = tmp_path / mount.strip("/").replace("/", "-")
             host.mkdir(exist_ok=True)
             volumes[host] = mount
-            (host / name.removeprefix(mount + "/")).write_text(placeholder)
+            path = host / name.removeprefix(mount + "/")
         else:
-            (config_dir / name).write_text(placeholder)
+            path = config_dir / name
+        path.write_text(("0x" + "11" * 32) if "private" in name else "placeholder")
+        if name.endswith((".crt", ".pem", ".key")):  # bridge check loads TLS files: real PEM
+            pem = {".key": "server.key", ".crt": "ca.pem", ".pem": "ca.pem"}[Path(name).suffix]
+            path.write_bytes(tls.path(pem).read_bytes())
     with Container(config_dir, volumes=volumes) as c:
         done = c.run(
             "bridge",

@@ -19,6 +19,7 @@ from bridge.sections import ReconnectSettings, StreamBase
 from bridge.settings import validate_settings
 from bridge.snapshot import Reconciliation, Snapshotter
 from bridge.stream import StreamState
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.loop
 
@@ -105,15 +106,10 @@ async def running(stream: StreamBase, *, snapshots: bool = False) -> AsyncIterat
         await asyncio.wait_for(task, 5)
 
 
-async def eventually(
-    condition: Callable[[], bool], what: str, timeout: float = 5.0, step: float = 0.005
-) -> None:
-    """Wait until `condition()` holds; fail naming `what` after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(step)
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """The tests' one polling helper (tests/helpers.wait_until), at the pace of in-process
+    servers: checked every 5 ms, failing after `timeout` seconds naming `what`."""
+    await wait_until(condition, what, timeout, interval=0.005)
 
 
 class GatedProxy:

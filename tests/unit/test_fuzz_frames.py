@@ -37,6 +37,7 @@ from bridge.records import DeadLetter, Record, build_dead_letter
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, frame_bytes
 from bridge.venues.fields import (
+    DECIMAL_TEXT,
     MAX_DEPTH,
     MAX_NUMBER_CHARS,
     PLACEHOLDERS,
@@ -397,7 +398,8 @@ NOT_A_STRING = st.one_of(NUMBERS, st.sampled_from(["true", "false", "[]", '{"a":
 NOT_A_NUMBER = st.one_of(
     st.sampled_from(["true", "false", "[]", "{}", "[1]", '"1_0"', '"0x10"', '"\u0661"', '"lots"']),
     st.text(min_size=1, max_size=5)
-    .filter(lambda t: not t.strip().isdigit() and t not in PLACEHOLDERS)  # "-" means null
+    # a decimal string ("0.", " 7") is a number to the reader; "-" means null
+    .filter(lambda t: not DECIMAL_TEXT.fullmatch(t.strip()) and t not in PLACEHOLDERS)
     .map(json.dumps),
 )
 

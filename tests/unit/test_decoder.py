@@ -73,6 +73,7 @@ def test_read_json_gives_exactly_what_loads_exact_gives(data: str | bytes) -> No
         '{"a":0.' + "0" * 70 + "1e70}",  # a long number that looks short once converted
         b'\xef\xbb\xbf{"a":1}',  # UTF-8 with a BOM: the reference detects it
         '{"a":"\\u0041:","b":1}',
+        '{"a":1,"a":2,"b":"\\u003a"}',  # an escaped colon would make up for the lost pair
     ],
 )
 def test_frames_msgspec_cannot_vouch_for_read_as_the_reference_reads_them(text: str) -> None:

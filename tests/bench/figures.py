@@ -63,7 +63,8 @@ SERIALIZATION: dict[str, Any] = {}  # --decoder stdlib: the reference reader (be
 
 
 def command(name: str) -> str:
-    return f'make bench ARGS="--only {name}"'
+    decoder = f" --decoder {SERIALIZATION['decoder']}" if SERIALIZATION else ""
+    return f'make bench ARGS="--only {name}{decoder}"'
 
 
 async def create_topics(bootstrap: str, topics: dict[str, str]) -> None:

@@ -23,11 +23,13 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.backoff import Backoff, TokenBucket, retry_until
-from bridge.changelog import Changelog, restore, state_partitions
+from bridge.changelog import Changelog, catch_up, restore, state_partitions
 from bridge.checkpoint import Checkpoint
 from bridge.codec import Codec, SchemaStore
 from bridge.connection import StreamConnection, limit_tls_read_buffers
 from bridge.control import Control
+from bridge.diskbuffer import DiskBuffer, check_streams
+from bridge.disklog import Entry
 from bridge.errors import ConfigError, ExitCode, KafkaAccessError, RegistryError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.kafka_check import KafkaWatch, prepare
@@ -43,7 +45,7 @@ from bridge.venues.base import Venue
 
 
 @dataclass
-class _Stream:
+class Stream:
     settings: StreamSettings
     venue: Venue
     state: StreamState
@@ -60,6 +62,8 @@ class App:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _disk: DiskBuffer | None = None
+    _owed: list[Entry] = field(default_factory=list)  # what the disk buffer replays first
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -69,6 +73,7 @@ class App:
         limit_tls_read_buffers()
         for stream in self.settings.streams:
             self.metrics.add_stream(stream.name, stream.venue)
+        self._open_disk()
         self._http = await self._serve_metrics()
         log.info("metrics server listening", port=bound_port(self._http))
         loop = asyncio.get_running_loop()
@@ -95,6 +100,22 @@ class App:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
             await self._http.cleanup()
+            if self._disk is not None:
+                self._disk.close()
+
+    def _open_disk(self) -> None:
+        """The disk buffer, locked and read back (`ConfigError` naming the key: exit 2)."""
+        settings = self.settings.disk_buffer
+        if not settings.enabled:
+            return
+        disk = DiskBuffer(settings, self.metrics)
+        owed = disk.open()
+        try:
+            check_streams(owed, {s.name for s in self.settings.streams}, settings.path)
+        except ConfigError:
+            disk.close()
+            raise
+        self._disk, self._owed = disk, owed
 
     async def _serve_metrics(self) -> web.AppRunner:
         """The HTTP server; a port it cannot have is a config error naming the key (exit 2)."""
@@ -111,23 +132,33 @@ class App:
         codec = await self.build_codec()
         if codec is None:
             return ExitCode.OK
+        if self.settings.fleet.enabled:
+            from bridge.fleet import Fleet  # only a fleet member needs it
+
+            return await Fleet(self, access, codec).run(self._stop)
         sink = Sink(self.settings.kafka, codec, self.metrics, access=access)
         if not await self._start_sink(sink):
             return ExitCode.OK
-        streams = [self._stream(s, sink) for s in self.settings.streams]
-        changelog = await self._restore(access, sink, codec.store, streams)
+        streams = [self.build_stream(s, sink) for s in self.settings.streams]
+        changelog = await self._restore(access, sink, codec, streams)
         if self._stop.is_set():
             await sink.stop(self.settings.shutdown.grace_seconds)
             return ExitCode.OK
         self.health.producer_started = True
         control = Control(self.settings.control, [s.state for s in streams])
-        connections = [self._connection(s, control) for s in streams]
+        for s in streams:  # without fleet mode this process owns every stream it runs
+            self.metrics.stream_owned.labels(s.settings.name, s.venue.name).set(1)
+        connections = [self.build_connection(s, control) for s in streams]
+        helpers = self._helpers(access, changelog, control)
+        if not await self._replay(connections):
+            await self._shutdown([], [], helpers, sink, changelog)
+            return ExitCode.OK
         tasks = [
             asyncio.create_task(c.run(), name=f"stream:{c.settings.name}") for c in connections
         ]
-        helpers = self._helpers(access, changelog, control)
         stop_waiter = asyncio.create_task(self._stop.wait())
-        done, _ = await asyncio.wait({stop_waiter, *tasks}, return_when="FIRST_COMPLETED")
+        watched = {stop_waiter, *tasks, *(h for h in helpers if h.get_name() == "disk-buffer")}
+        done, _ = await asyncio.wait(watched, return_when="FIRST_COMPLETED")
         failed = [t.exception() for t in done - {stop_waiter} if not t.cancelled()]
         code = await self._shutdown(connections, tasks, helpers, sink, changelog)
         for exc in failed:  # a stream loop only ends on its own by raising
@@ -139,22 +170,42 @@ class App:
                 raise exc
         return code
 
-    def _stream(self, stream: StreamSettings, sink: Sink) -> _Stream:
+    async def _replay(self, connections: list[StreamConnection]) -> bool:
+        """What the disk buffer still owes, published before any stream connects (its
+        records are queued ahead of every new one). False when a stop came first."""
+        if self._disk is None or not self._owed:
+            return True
+        owed, self._owed = self._owed, []
+        replaying = asyncio.create_task(
+            self._disk.replay(owed, {c.settings.name: c for c in connections})
+        )
+        stop_waiter = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({replaying, stop_waiter}, return_when="FIRST_COMPLETED")
+        loser = stop_waiter if replaying in done else replaying
+        loser.cancel()
+        await asyncio.gather(loser, return_exceptions=True)
+        if replaying in done:
+            replaying.result()  # a delivery that failed for good stops the process
+            return True
+        return False
+
+    def build_stream(self, stream: StreamSettings, sink: Sink) -> Stream:
         venue = stream.build_venue(self.settings.serialization.decoder)
         state = StreamState(stream.name, venue.name, sink)
         self.health.streams.append(state)
-        return _Stream(stream, venue, state)
+        return Stream(stream, venue, state)
 
     async def _restore(
-        self, access: KafkaAccess, sink: Sink, store: SchemaStore, streams: list[_Stream]
+        self, access: KafkaAccess, sink: Sink, codec: Codec, streams: list[Stream]
     ) -> Changelog | None:
-        """Seed every stream from its checkpoint and start writing it (None when
-        `state.enabled` is off). Retried while Kafka cannot be read; None on a stop."""
+        """Seed every stream from its checkpoint, caught up with the orders and positions
+        published after it (`catch_up`), and start writing it (None when `state.enabled` is
+        off). Retried while Kafka cannot be read; None on a stop."""
         settings, log = self.settings.state, get_logger(component="state")
         if not settings.enabled:
             return None
-        options = access.consumer_options()
-        topic = self.settings.kafka.topics.name("state")
+        options, names = access.consumer_options(), self.settings.kafka.topics
+        topic, store = names.name("state"), codec.store
 
         async def attempt() -> tuple[int, dict[str, Checkpoint]]:
             partitions = await state_partitions(access, topic)
@@ -162,7 +213,12 @@ class App:
                 s.settings.name: shard_of(s.settings.shard_key(), partitions) for s in streams
             }
             async with asyncio.timeout(settings.restore_timeout):
-                return partitions, await restore(options, topic, shards, store)
+                checkpoints = await restore(options, topic, shards, store)
+                data = await access.topics([names.name("orders"), names.name("positions")])
+                counts = {t.name: t.partitions for t in data if t.exists}
+                caught = await catch_up(options, counts, checkpoints, codec.decode)
+            log.info("checkpoint caught up with the data topics", records=caught)
+            return partitions, checkpoints
 
         def unreadable(exc: Exception, delay: float) -> None:
             log.warning("cannot restore state; retrying", error=str(exc), retry_in=round(delay, 2))
@@ -180,13 +236,13 @@ class App:
         partitions, checkpoints = found
         changelog = Changelog(settings, sink, store, partitions)
         for s in streams:
-            self._seed(s, checkpoints[s.settings.name], changelog)
+            self.seed(s, checkpoints[s.settings.name], changelog)
         sink.on_acked, sink.partition_of = changelog.acked, changelog.partition_of
         self.metrics.restore_seconds.set(time.monotonic() - started)
         log.info("state restored", seconds=round(time.monotonic() - started, 3), topic=topic)
         return changelog
 
-    def _seed(self, stream: _Stream, cp: Checkpoint, changelog: Changelog) -> None:
+    def seed(self, stream: Stream, cp: Checkpoint, changelog: Changelog) -> None:
         stream.state.restore(cp)
         stream.venue.restore(cp.versions, cp.facts)
         changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
@@ -199,7 +255,7 @@ class App:
             entries=cp.entries,
         )
 
-    def _connection(self, stream: _Stream, control: Control) -> StreamConnection:
+    def build_connection(self, stream: Stream, control: Control) -> StreamConnection:
         s, enabled = stream.settings, self.settings.control.enabled
         snapshot = None
         if s.rest_url and s.snapshot.enabled:
@@ -221,6 +277,7 @@ class App:
             self.settings.reconnect,
             snapshot=snapshot,
             on_subscribed=control.subscribed if enabled else None,
+            disk=self._disk,
         )
 
     def _bucket(self, stream: StreamSettings) -> TokenBucket:
@@ -242,7 +299,10 @@ class App:
         if c.enabled and c.signals:
             topic = self.settings.kafka.topics.name("control")
             work.append(control.signals(access, topic))
-        return [asyncio.create_task(w) for w in work]
+        tasks = [asyncio.create_task(w) for w in work]
+        if self._disk is not None:  # watched: a failed fsync stops the process
+            tasks.append(asyncio.create_task(self._disk.run(), name="disk-buffer"))
+        return tasks
 
     def _on_signal(self, sig: signal.Signals) -> None:
         get_logger(component="app").info("shutdown requested", signal=sig.name)
@@ -253,12 +313,14 @@ class App:
         version is registered (or found). None when a stop was requested first."""
         store = SchemaStore.load()
         encoder = self.settings.serialization.encoder
+        fleet = self.settings.fleet
+        member = fleet.member_id if fleet.enabled else None  # the `member` header
         if self.settings.serialization.mode != "registry":
-            return Codec(store, encoder=encoder)
+            return Codec(store, encoder=encoder, member=member)
         registration = await self._register_schemas(store)
         if registration is None:
             return None
-        return Codec(store, prefix_for=registration.prefix_for, encoder=encoder)
+        return Codec(store, prefix_for=registration.prefix_for, encoder=encoder, member=member)
 
     async def _register_schemas(self, store: SchemaStore) -> Registration | None:
         """Register the schemas, retrying with backoff while the registry is unreachable or
@@ -333,9 +395,10 @@ class App:
         self.health.stopping = True
         log.info("shutting down", grace_seconds=grace)
         await asyncio.gather(*(c.stop() for c in connections), return_exceptions=True)
-        _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
-        for task in pending:
-            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
+            for task in pending:
+                task.cancel()
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)

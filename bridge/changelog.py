@@ -13,18 +13,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bridge.checkpoint import META, Checkpoint, CheckpointReader, Tracker
+from bridge.checkpoint import META, Checkpoint, CheckpointReader, Tracker, is_open, state_digest
 from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
 from bridge.errors import KafkaAccessError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
-from bridge.records import Envelope, StateEntry
+from bridge.records import Envelope, Order, Position, StateEntry
 from bridge.sections import StateSettings
 from bridge.shards import shard_of
 from bridge.sink import Sink
@@ -32,6 +32,11 @@ from bridge.stream import StreamState
 from bridge.venues.base import Venue
 
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# How long before its newest checkpoint entry a record may have been created (its Kafka
+# timestamp, set when the producer took it) and still be acknowledged after that entry was
+# written: a record in flight while the broker answers slowly (aiokafka's request timeout is
+# 40 s; a resend takes a new timestamp).
+CATCH_UP_MARGIN_MS: Final = 60_000
 
 
 async def state_partitions(access: KafkaAccess, topic: str) -> int:
@@ -69,6 +74,79 @@ async def restore(
     finally:
         await consumer.stop()
     return {s: r.result(lambda data: decode_record(store, data)) for s, r in readers.items()}
+
+
+async def catch_up(
+    options: dict[str, Any],
+    partitions: Mapping[str, int],
+    checkpoints: Mapping[str, Checkpoint],
+    decode: Callable[[bytes], Envelope],
+) -> int:
+    """Bring each checkpoint up to the data topics: the checkpoint is written behind the acks,
+    every `state.flush_interval`, so a crash loses the entries of the last records Kafka
+    acknowledged. An order published as open in that window and ended while the bridge was
+    down would stay open on Kafka forever (Satori's REST lists open orders only): the stream
+    must know it to look it up. Those records were acknowledged after the process's last
+    flush, so after the newest entry of any of its streams: the orders and positions topics
+    (`partitions`: topic → partition count) are read from `CATCH_UP_MARGIN_MS` before that
+    entry to their end (a cost in records published since, not in the downtime), and the last
+    record per key of each restored stream replaces what its checkpoint says of that key
+    (digest, open or not). Returns the records applied."""
+    written = [cp.written_at for cp in checkpoints.values() if cp.written_at is not None]
+    if not written:
+        return 0  # nothing was ever checkpointed: a first start
+    since = max(written) // 1000 - CATCH_UP_MARGIN_MS
+    tps = [TopicPartition(t, p) for t, count in partitions.items() for p in range(count)]
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **options)
+    applied = 0
+    try:
+        await consumer.start()
+        consumer.assign(tps)
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        end = await consumer.end_offsets(tps)
+        left = set()
+        for tp in tps:
+            at = found.get(tp)
+            if at is not None and at.offset < end[tp]:
+                consumer.seek(tp, at.offset)
+                left.add(tp)
+        while left:
+            batches = await consumer.getmany(*left, timeout_ms=1000)
+            for tp, messages in batches.items():
+                for m in messages:
+                    if m.offset < end[tp] and m.value is not None:
+                        applied += _catch_up_one(checkpoints, decode, m.value)
+            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+    except KafkaError as exc:
+        raise SinkError(f"cannot read {sorted(partitions)} to catch up: {exc!r}") from exc
+    finally:
+        await consumer.stop()
+    return applied
+
+
+def _catch_up_one(
+    checkpoints: Mapping[str, Checkpoint], decode: Callable[[bytes], Envelope], value: bytes
+) -> int:
+    try:
+        record = decode(value)
+    except ValueError:
+        return 0  # not written by this bridge
+    cp = checkpoints.get(getattr(record, "stream", ""))
+    if cp is None:
+        return 0  # another process's stream
+    if isinstance(record, Order):
+        opened: dict[str, Any] = cp.open_orders
+        ident = record.order_id
+    elif isinstance(record, Position):
+        opened, ident = cp.open_positions, record.position_id
+    else:
+        return 0
+    cp.digests.setdefault(record.TOPIC, {})[record.key()] = state_digest(record)
+    if is_open(record):
+        opened[ident] = record
+    else:
+        opened.pop(ident, None)
+    return 1
 
 
 def _apply(
@@ -134,11 +212,15 @@ class Changelog:
 
     async def flush(self) -> int:
         """Write what was acknowledged since the last flush; the number of entries."""
-        entries = self.tracker.drain(
+        entries = self.entries()
+        for entry in entries:
+            await self._sink.publish(entry)
+        return len(entries)
+
+    def entries(self) -> list[StateEntry]:
+        """The entries for what was acknowledged since the last call."""
+        return self.tracker.drain(
             time.time_ns() // 1000,
             lambda record: self._codec.encode(record).value,
             lambda stream: self._venues[stream].checkpoint_facts(),
         )
-        for entry in entries:
-            await self._sink.publish(entry)
-        return len(entries)

@@ -12,8 +12,11 @@ the venue module asks to keep). All of it goes to the stream's shard's partition
 
 Entries are written only after the broker acknowledged the record they describe (`Tracker`
 is fed by the sink's acknowledgements), coalesced per key: the checkpoint may lag the data
-topics by one flush, never lead them. A lagging checkpoint only costs a duplicate or an extra
-lookup after a crash; a leading one would hide a lost record behind an equal digest.
+topics by one flush, never lead them (a leading one would hide a lost record behind an equal
+digest). The lag is made up at start: the orders and positions published since shortly before
+the newest entry are read back (bridge/changelog.py `catch_up`), else an order published open
+in the last flush interval before a crash, and ended while the bridge was down, would stay
+open on Kafka: the restarted stream would not know to look it up.
 """
 
 from __future__ import annotations

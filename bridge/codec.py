@@ -140,6 +140,7 @@ class Codec:
     registry mode passes the Confluent prefix for the id the registry assigned. `encoder`
     picks who writes the Avro body: an encoder generated once per schema (`bridge/avro.py`,
     byte-identical, the default) or fastavro itself (`serialization.encoder: fastavro`).
+    `member` (fleet mode) adds a `member` header naming the fleet member that wrote the record.
     """
 
     def __init__(
@@ -147,9 +148,12 @@ class Codec:
         store: SchemaStore,
         prefix_for: Callable[[SchemaVersion], bytes] = single_object_prefix,
         encoder: Encoder = "generated",
+        member: str | None = None,
     ) -> None:
         self.store = store
         self.encoder = encoder
+        self._prefix_for = prefix_for
+        self._by_prefix: dict[bytes, SchemaVersion] | None = None
         self._writers: dict[type[Envelope], _Writer] = {}
         for record_type in RECORD_TYPES:
             sv = store.latest(record_type.TOPIC)
@@ -160,11 +164,30 @@ class Codec:
             body = compile_writer(json.loads(sv.text)) if encoder == "generated" else None
             if body is None:
                 body = _fastavro_body(sv, names)
-            headers = (("schema", sv.full_name.encode()), ("schema_version", b"%d" % sv.version))
+            headers: tuple[tuple[str, bytes], ...] = (
+                ("schema", sv.full_name.encode()),
+                ("schema_version", b"%d" % sv.version),
+            )
+            if member is not None:  # fleet mode: which member wrote it (bridge/fleet.py)
+                headers += (("member", member.encode()),)
             self._writers[record_type] = _Writer(sv, prefix, body, headers)
 
     def schema_for(self, record_type: type[Envelope]) -> SchemaVersion:
         return self._writers[record_type].schema
+
+    def decode(self, value: bytes) -> Envelope:
+        """A value written in this codec's framing (any version of the bridge's schemas) back
+        as its dataclass; `ValueError` for anything else."""
+        if value[:2] == SINGLE_OBJECT_MAGIC:
+            return decode_record(self.store, value)
+        if self._by_prefix is None:
+            self._by_prefix = {
+                self._prefix_for(sv): sv for sv in self.store if sv.topic not in PRIVATE_TOPICS
+            }
+        sv = self._by_prefix.get(value[:5])
+        if sv is None:
+            raise ValueError(f"not written by this bridge: prefix {value[:5].hex()}")
+        return decode_record(self.store, single_object_prefix(sv) + value[5:])
 
     def encode(self, record: Envelope) -> Encoded:
         writer = self._writers[type(record)]

@@ -23,6 +23,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bridge.backoff import Backoff
+from bridge.diskbuffer import DiskBuffer
+from bridge.disklog import Entry, Ticket
 from bridge.errors import AuthRejected, ConnectionLost, ReconnectReason, SinkError
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
@@ -87,8 +89,10 @@ class StreamConnection:
         snapshot: StartSnapshot | None = None,
         rng: random.Random | None = None,
         on_subscribed: OnSubscribed | None = None,
+        disk: DiskBuffer | None = None,
     ) -> None:
         self.settings = settings
+        self._disk = disk  # each frame is appended before it is parsed (bridge/diskbuffer.py)
         self.venue = venue
         self.state = state
         self._snapshot = snapshot
@@ -191,9 +195,10 @@ class StreamConnection:
             ping_interval=s.ping_interval,
             ping_timeout=s.ping_timeout,
         )
-        state = self.state
+        state, disk, name = self.state, self._disk, self.settings.name
         while (data := await self._next_frame(ws, tracker)) is not None:
             frame = Frame(data, time.time_ns() // 1000, time.monotonic())
+            ticket = None if disk is None else await disk.append(name, frame)
             self._last_frame_at = frame.received_at
             state.frames_received += 1
             self._m_messages.inc()
@@ -207,9 +212,19 @@ class StreamConnection:
                     self._log.debug("control frame", detail=event.detail)
             completed = tracker.on_frame(result)
             for record in result.records:
-                await state.publish(record, frame.received_mono)
+                await state.publish(record, frame.received_mono, ticket)
+            if ticket is not None:
+                ticket.seal()
             if completed:
                 await self._subscribed()
+
+    async def replay(self, entry: Entry, ticket: Ticket) -> None:
+        """Publish a frame a previous run left in the disk buffer, as it was parsed then
+        (the same bytes and receive time make the same records). Before the stream connects."""
+        result = self._parse(entry.frame(time.monotonic()))
+        for record in result.records:
+            await self.state.publish(record, None, ticket)
+        ticket.seal()
 
     async def _next_frame(
         self, ws: ClientConnection, tracker: SubscriptionTracker

@@ -123,6 +123,14 @@ class Control:
         self._states = {s.name: s for s in states}
         self._log = get_logger(component="control")
 
+    def add(self, state: StreamState) -> None:
+        """A stream this process runs from now on (fleet mode: its shard was assigned)."""
+        self._states[state.name] = state
+
+    def remove(self, state: StreamState) -> None:
+        if self._states.get(state.name) is state:
+            del self._states[state.name]
+
     async def subscribed(self, state: StreamState) -> None:
         await state.announce(build_subscribed(state))
 
@@ -139,7 +147,7 @@ class Control:
         while True:
             await asyncio.sleep(interval / 4)
             now = time.monotonic()
-            for state in self._states.values():
+            for state in list(self._states.values()):
                 since = max(
                     state.last_record_mono or 0.0, state.subscribed_mono, last.get(state.name, 0.0)
                 )

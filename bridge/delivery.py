@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.codec import Encoded
+from bridge.disklog import Ticket
 from bridge.records import Envelope
 
 Key = tuple[str, bytes]  # (logical topic, record key): one partition, one order
@@ -49,6 +50,14 @@ class Pending:
     admitted: float = 0.0  # monotonic seconds, when `admit` gave it a slot
     slot: bool = True
     resend: bool = False
+    ticket: Ticket | None = None  # the disk buffer's frame this record was made from
+
+    def settle_ticket(self) -> None:
+        """Acknowledged: tell the frame's ticket, once (a republished duplicate is acked
+        again)."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            ticket.done()
 
     @property
     def key(self) -> Key:

@@ -8,6 +8,8 @@
     │   └── AuthRejected        yes        connection: reconnect on the slower auth series
     ├── SnapshotFailed          by kind    snapshot: retry a call while retriable, then the run
     ├── SinkError               by case    app: start retried while retriable; else exit 1
+    │   └── DiskBufferError     no         app: exit 1 (an fsync failed: the disk buffer's
+    │                                      data can no longer be trusted; a restart replays it)
     ├── RegistryError           by status  app: start retried while retriable; cli: exit 2
     │   └── IncompatibleSchema  no
     └── KafkaAccessError        by reason  kafka edge: unreachable is retried; auth, TLS,
@@ -136,6 +138,13 @@ class SinkError(BridgeError):
     """Kafka refused or lost a record beyond the producer's own retries."""
 
     retriable = True
+
+
+class DiskBufferError(SinkError):
+    """The disk buffer cannot keep its promise (an fsync failed: the kernel may have dropped
+    the written pages). The process stops; the next start replays what the log holds."""
+
+    retriable = False
 
 
 class RegistryError(BridgeError):

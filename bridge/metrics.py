@@ -52,6 +52,7 @@ TOPICS: Final = (
     "state",
 )
 STATE_TOPICS: Final = ("balances", "orders", "positions", "credit")
+FLEET_STOP_REASONS: Final = ("moved", "lease_expired", "lost", "shutdown")
 
 # Seconds. Fine-grained below 100 ms (the pipeline's normal range), coarse above (outages).
 LATENCY_BUCKETS = (
@@ -209,12 +210,74 @@ class Metrics:
             "Kafka sign-ins refused: SASL authentication failed, or the identity provider "
             "refused the bridge's client",
         )
+        # The disk buffer (disk_buffer; bridge/diskbuffer.py): one log per process.
+        self.disk_buffer_bytes = self._gauge(
+            "bridge_disk_buffer_bytes",
+            "Bytes of the disk buffer's files: frames not yet released, and released ones "
+            "sharing a file with them",
+        )
+        self.disk_buffer_capacity = self._gauge(
+            "bridge_disk_buffer_capacity_bytes",
+            "The disk buffer's size limit (disk_buffer.max_bytes; 0 when it is off): reading "
+            "pauses when its files reach it",
+        )
+        self.disk_buffer_frames = self._gauge(
+            "bridge_disk_buffer_frames",
+            "Frames in the disk buffer whose records are not all acknowledged yet",
+        )
+        self.disk_buffer_replayed = self._counter(
+            "bridge_disk_buffer_replayed_frames_total",
+            "Frames a previous run left in the disk buffer, published again at start",
+        )
+        self.disk_buffer_torn = self._counter(
+            "bridge_disk_buffer_torn_entries_total",
+            "Disk buffer files whose last entry was incomplete or damaged at start (skipped)",
+        )
+        self.disk_buffer_write_errors = self._counter(
+            "bridge_disk_buffer_write_errors_total",
+            "Failed writes and fsyncs of the disk buffer (a write is retried while reading "
+            "waits; a failed fsync stops the process)",
+        )
+        self.stream_owned = self._gauge(
+            "bridge_stream_owned",
+            "1 while this process runs the stream (fleet mode: while this member owns the "
+            "stream's shard), 0 otherwise; summed over a fleet's members exactly 1 per stream",
+            sv,
+        )
+        self.fleet_members = self._gauge(
+            "bridge_fleet_members", "Fleet mode: members of the group, as its coordinator says"
+        )
+        self.fleet_shards = self._gauge(
+            "bridge_fleet_shards_assigned", "Fleet mode: shards the group assigned this member"
+        )
+        self.fleet_rebalances = self._counter(
+            "bridge_fleet_rebalances_total",
+            "Fleet mode: rebalances this member completed (each ends with a new assignment)",
+        )
+        self.fleet_stream_starts = self._counter(
+            "bridge_fleet_stream_starts_total",
+            "Fleet mode: streams this member started because it got their shard",
+        )
+        self.fleet_stream_stops = self._counter(
+            "bridge_fleet_stream_stops_total",
+            "Fleet mode: streams this member stopped, by reason: moved (the shard went to "
+            "another member), lease_expired (no heartbeat for the session timeout), lost "
+            "(fenced, or its producer failed; started again while the shard is ours), shutdown",
+            ("reason",),
+        )
+        self.fleet_lease_expirations = self._counter(
+            "bridge_fleet_lease_expirations_total",
+            "Fleet mode: times this member's lease expired (it lost contact with the group for "
+            "the session timeout) and it stopped its streams",
+        )
         self.build_info = self._gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",
             ("version",),
         )
         self.build_info.labels(__version__).set(1)
+        for reason in FLEET_STOP_REASONS:
+            self.fleet_stream_stops.labels(reason)
         # process_start_time_seconds, memory, CPU, open fds (Linux; a no-op elsewhere). The
         # feed-silent alert uses the start time: a fresh process has seen no frame yet.
         process = ProcessCollector(registry=self._process)
@@ -295,12 +358,15 @@ class Health:
     producer_started: bool = False
     stopping: bool = False
     streams: list[Readiness] = field(default_factory=list)
+    pending: str | None = None  # fleet mode: why the member does not run all it owns yet
 
     def ready(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "shutting down"
         if not self.producer_started:
             return False, "producer not started"
+        if self.pending:
+            return False, self.pending
         waiting = sorted(s.name for s in self.streams if not s.subscribed)
         if waiting:
             return False, "not subscribed: " + ", ".join(waiting)

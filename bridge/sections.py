@@ -6,6 +6,7 @@ assembles the whole config from these and from the venues' sections.
 
 from __future__ import annotations
 
+import socket
 from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final, Literal
@@ -346,6 +347,32 @@ class StateSettings(Section):
     restore_timeout: float = Field(120.0, gt=0)  # per attempt to read the checkpoint
 
 
+class DiskBufferSettings(Section):
+    """Frames appended to a local log before they are parsed and released once every record
+    made from them is acknowledged by Kafka; what a crash left unreleased is published first at
+    the next start (bridge/diskbuffer.py). One log per process: size it for all its streams."""
+
+    enabled: bool = False
+    path: Path = Path("/var/lib/bridge/buffer")  # a directory only this process uses
+    # Frames owed to Kafka that may wait on disk; when full, reading from the venues pauses
+    # (backpressure), never a silent drop. Keep it below the volume's size.
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    # The log's files: a file is deleted once every frame in it is released.
+    segment_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    # always: each frame reaches the disk before it is parsed (survives a power loss too);
+    # interval: every sync_interval; never: the OS decides. All three survive a process crash.
+    fsync: Literal["always", "interval", "never"] = "interval"
+    # How often the data is fsynced (fsync: interval) and the release file written (what a
+    # restart need not publish again).
+    sync_interval: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> DiskBufferSettings:
+        if self.segment_bytes * 4 > self.max_bytes:
+            raise ValueError("segment_bytes: must be at most a quarter of max_bytes")
+        return self
+
+
 class ControlSettings(Section):
     """The control topic (`kafka.topics.control`): gap markers, heartbeats, operator signals."""
 
@@ -357,6 +384,38 @@ class ControlSettings(Section):
 
 class ShutdownSettings(Section):
     grace_seconds: float = Field(20.0, gt=0)
+
+
+class FleetSettings(Section):
+    """Fleet mode (README "Scaling"): many replicas, each stream run by exactly one. Every
+    member joins the consumer group `group` on the checkpoint topic (`kafka.topics.state`),
+    whose partitions are the shards; a member runs the streams of the shards it is assigned,
+    each shard through its own transactional producer (`transactional.id` = group + shard), so
+    a new owner fences the old one (bridge/fleet.py)."""
+
+    enabled: bool = False
+    group: str = Field("bridge-fleet", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    # The group's static member id (group.instance.id): stable across restarts, so a member
+    # that comes back within `session_timeout` gets its shards back without moving them. On
+    # Kubernetes the pod name (the chart sets BRIDGE_FLEET__MEMBER_ID).
+    member_id: str = Field(
+        default_factory=socket.gethostname, min_length=1, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    # The shard count: the checkpoint topic's partition count (created with this many; an
+    # existing topic must have this many). null: whatever the topic has.
+    shards: int | None = Field(None, ge=1, le=10_000)
+    # Seconds without a heartbeat after which the group gives a member's shards to others,
+    # and the member stops its streams itself (its lease). Within the broker's
+    # group.min/max.session.timeout.ms (6 s to 30 min by default).
+    session_timeout: float = Field(10.0, ge=1, le=1800)
+    # Seconds between transaction commits per shard: how long a record may wait to become
+    # visible to read_committed consumers, besides the commit itself.
+    commit_interval: float = Field(0.1, gt=0, le=10)
+    # Stream starts after a rebalance: at most `connect_rate` per second per venue (bursts of
+    # `connect_burst`), each delayed by up to `connect_jitter` seconds more.
+    connect_rate: float = Field(5.0, gt=0)
+    connect_burst: int = Field(10, ge=1)
+    connect_jitter: float = Field(1.0, ge=0)
 
 
 class StreamBase(Section):

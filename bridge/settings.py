@@ -19,13 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
 from bridge.sections import (
     Compatibility,
     ControlSettings,
+    DiskBufferSettings,
+    FleetSettings,
     KafkaSettings,
     LogSettings,
     MetricsSettings,
@@ -42,6 +51,8 @@ from bridge.venues import STREAM_TYPES, VENUES
 __all__ = [
     "Compatibility",
     "ControlSettings",
+    "DiskBufferSettings",
+    "FleetSettings",
     "KafkaSettings",
     "LogSettings",
     "MetricsSettings",
@@ -101,7 +112,46 @@ class Settings(_EnvOverFile):
     shutdown: ShutdownSettings = ShutdownSettings()
     state: StateSettings = StateSettings()
     control: ControlSettings = ControlSettings()
+    disk_buffer: DiskBufferSettings = DiskBufferSettings()
+    # A factory, not an instance: the default member id is the host name where it runs, so it
+    # must not be frozen into the generated chart schema.
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     streams: tuple[StreamSettings, ...] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shard_count(cls, data: Any) -> Any:
+        """`fleet.shards` is the checkpoint topic's partition count: it creates the topic with
+        that many (`kafka.new_topics.state_partitions`), one number in two places never."""
+        fleet = data.get("fleet") if isinstance(data, dict) else None
+        shards = fleet.get("shards") if isinstance(fleet, dict) else None
+        if shards is None:
+            return data
+        kafka = dict(data.get("kafka") or {})
+        new_topics = dict(kafka.get("new_topics") or {})
+        given = new_topics.get("state_partitions")
+        if given is not None and str(given) != str(shards):
+            raise ValueError(
+                f"fleet.shards: {shards} differs from kafka.new_topics.state_partitions "
+                f"{given} (the same number: give one of them)"
+            )
+        new_topics["state_partitions"] = shards
+        kafka["new_topics"] = new_topics
+        return {**data, "kafka": kafka}
+
+    @model_validator(mode="after")
+    def _fleet_needs_state(self) -> Settings:
+        if self.fleet.enabled and not self.state.enabled:
+            raise ValueError(
+                "fleet: fleet mode needs state.enabled (a shard's streams restore from Kafka "
+                "wherever they start)"
+            )
+        if self.fleet.enabled and self.disk_buffer.enabled:
+            raise ValueError(
+                "disk_buffer: not available in fleet mode yet (what a member's log owes may "
+                "belong to shards another member owns by its restart); turn one of them off"
+            )
+        return self
 
     @field_validator("streams")
     @classmethod
@@ -273,14 +323,15 @@ def _validate(model: type[_S], data: dict[str, Any]) -> _S:
         raise ConfigError("\n".join(lines)) from None
 
 
-_FIELD_MESSAGE: Final = re.compile(r"^([a-z_]+): (.*)$", re.DOTALL)
+_FIELD_MESSAGE: Final = re.compile(r"^([a-z_][a-z_.]*): (.*)$", re.DOTALL)
 
 
 def _line(error: Any) -> str:
     path, message = format_loc(error["loc"]), _message(error)
     match = _FIELD_MESSAGE.match(message)
     if match:  # a model validator naming the field it is about
-        path, message = f"{path}.{match[1]}", match[2]
+        path = match[1] if not error["loc"] else f"{path}.{match[1]}"
+        message = match[2]
     return f"{path}: {message}"
 
 

@@ -40,20 +40,22 @@ from aiokafka.errors import (
 
 from bridge.backoff import Backoff, retry_until
 from bridge.batches import MAX_REQUEST_BYTES, Batch, Batcher, Partitioner, record_size
-from bridge.codec import Codec, Encoded
+from bridge.codec import Codec
 from bridge.delivery import Ledger, Pending
+from bridge.disklog import Ticket
 from bridge.errors import DeadLetterReason, EncodeError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
 from bridge.metrics import Metrics
+from bridge.producer import FENCED_ERRORS, RECOVERY_DELAYS, Producer
 from bridge.records import DeadLetter, Envelope, VenueRecord, build_dead_letter
-from bridge.sections import KafkaSettings, ReconnectSettings
+from bridge.sections import KafkaSettings
 from bridge.sink_reports import SinkReports
 
 # Errors no retry can fix: the bridge stops (exit 1) instead of resending forever.
 FATAL_DELIVERY_ERRORS = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
-# Delays between attempts to resend a record or to start a replacement producer.
-RECOVERY_DELAYS = ReconnectSettings(initial_delay=0.5, max_delay=10.0, multiplier=2.0, jitter=0.0)
+# What ends a sink for good besides them: its shard's producer was fenced (fleet mode).
+FINAL_ERRORS = (*FATAL_DELIVERY_ERRORS, *FENCED_ERRORS)
 
 
 class Sink:
@@ -66,10 +68,12 @@ class Sink:
         metrics: Metrics,
         producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
         access: KafkaAccess | None = None,
+        producer: Producer | None = None,
+        report_buffer: bool = True,
     ) -> None:
         self._settings = settings
         self._codec = codec
-        self._producer = _Producer(access or KafkaAccess(settings), producer_factory)
+        self._producer = producer or Producer(access or KafkaAccess(settings), producer_factory)
         self.ledger = Ledger(settings.buffer_records)
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
@@ -85,11 +89,12 @@ class Sink:
         # record, and which partition a record must go to (None: the key's partition).
         self.on_acked: Callable[[Envelope], None] | None = None
         self.partition_of: Callable[[Envelope], int | None] | None = None
-        metrics.buffer_capacity.set(settings.buffer_records)
-        # Read at scrape time: setting the gauge on every publish and every ack cost a lock
-        # each, twice per record (tests/bench).
-        metrics.buffer_records.set_function(lambda: self.ledger.in_flight)
-        metrics.oldest_unacked.set_function(lambda: self.ledger.oldest_age(time.monotonic()))
+        if report_buffer:  # a fleet member reports the sum over its shards' sinks
+            metrics.buffer_capacity.set(settings.buffer_records)
+            # Read at scrape time: setting the gauge on every publish and every ack cost a lock
+            # each, twice per record (tests/bench).
+            metrics.buffer_records.set_function(lambda: self.ledger.in_flight)
+            metrics.oldest_unacked.set_function(lambda: self.ledger.oldest_age(time.monotonic()))
         self._stall_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -123,9 +128,12 @@ class Sink:
                 self._log.info("kafka stall ended", seconds=round(now - since, 1))
                 since = None
 
-    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
+    async def publish(
+        self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
+    ) -> None:
         """Hand `record` to the producer, waiting for buffer room (backpressure) and for any
-        recovery in progress. Raises `SinkError` once delivery has failed for good."""
+        recovery in progress. Raises `SinkError` once delivery has failed for good. `ticket`:
+        the disk buffer's frame the record was made from, settled on the record's ack."""
         self._raise_if_fatal()
         try:
             encoded = self._codec.encode(record)
@@ -143,6 +151,9 @@ class Sink:
                 await self._until(lambda: self._fatal is not None or ledger.accepting)
                 self._raise_if_fatal()
                 pending = ledger.admit(record, encoded, received_mono, time.monotonic())
+        if ticket is not None:
+            pending.ticket = ticket
+            ticket.hold()
         try:
             await self._enqueue(pending)
         except BaseException:
@@ -207,7 +218,7 @@ class Sink:
             topic = self._settings.topics.name(encoded.topic)
             try:
                 partition = self.partition_of(pending.record) if self.partition_of else None
-                return await self._producer.send(topic, encoded, partition)
+                return await self._producer.send(topic, encoded, partition, pending.record)
             except KafkaTimeoutError:
                 # The partition's batch could not drain (broker unreachable): keep this record
                 # and its place, try again. The caller (the websocket read) waits meanwhile.
@@ -235,7 +246,7 @@ class Sink:
         if exc is None:
             for pending in pendings:
                 self._acked(pending)
-        elif isinstance(exc, FATAL_DELIVERY_ERRORS):
+        elif isinstance(exc, FINAL_ERRORS):
             self._fatal = exc
             self._log.error("delivery impossible; stopping", error=repr(exc))
             for pending in pendings:
@@ -293,7 +304,7 @@ class Sink:
             attempt,
             Backoff(RECOVERY_DELAYS),
             retry_on=KafkaError,
-            retriable=lambda exc: not isinstance(exc, FATAL_DELIVERY_ERRORS),
+            retriable=lambda exc: not isinstance(exc, FINAL_ERRORS),
             delay_hint=lambda exc: 0.0 if isinstance(exc, MessageSizeTooLargeError) else None,
             on_retry=failed,
         )
@@ -302,6 +313,8 @@ class Sink:
 
     def _acked(self, pending: Pending) -> None:
         self.ledger.acked(pending)
+        if pending.ticket is not None:
+            pending.settle_ticket()
         self._reports.acked(pending)
         if self.on_acked is not None:
             self.on_acked(pending.record)
@@ -354,66 +367,6 @@ class Sink:
         await self._batcher.stop()
         await self._producer.close(timeout=5)
         return flushed
-
-
-class _Producer:
-    """The current aiokafka producer: started, replaced after a failed delivery (a fresh
-    producer id leaves no sequence gap behind), closed."""
-
-    def __init__(self, access: KafkaAccess, factory: Callable[..., AIOKafkaProducer]) -> None:
-        # Built once (TLS context, token cache); the request limit the sink checks explicit.
-        self._options = {**access.producer_options(), "max_request_size": MAX_REQUEST_BYTES}
-        self._factory = factory
-        self._current: AIOKafkaProducer | None = None
-        self._log = get_logger(component="sink")
-
-    async def start(self) -> None:
-        producer = self._factory(**self._options)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
-        self._current = producer
-
-    @property
-    def current(self) -> AIOKafkaProducer:
-        assert self._current is not None, "Sink.start() was not awaited"
-        return self._current
-
-    async def send_batch(self, batch: Batch) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self.current.send_batch(
-            batch.builder, batch.topic, partition=batch.partition
-        )
-        return future
-
-    async def send(
-        self, topic: str, encoded: Encoded, partition: int | None = None
-    ) -> asyncio.Future[Any]:
-        assert self._current is not None, "Sink.start() was not awaited"
-        future: asyncio.Future[Any] = await self._current.send(
-            topic, encoded.value, key=encoded.key, headers=encoded.headers, partition=partition
-        )
-        return future
-
-    async def replace(self) -> None:
-        """Close the current producer and start a new one, retrying until the brokers answer."""
-        await self.close(timeout=10)
-
-        def unreachable(exc: KafkaError, delay: float) -> None:
-            self._log.warning("kafka unreachable", error=repr(exc), retry_in=delay)
-
-        await retry_until(
-            self.start, Backoff(RECOVERY_DELAYS), retry_on=KafkaError, on_retry=unreachable
-        )
-
-    async def close(self, timeout: float) -> None:
-        producer, self._current = self._current, None
-        if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), timeout)
-            except (TimeoutError, KafkaError) as exc:
-                self._log.warning("producer did not close cleanly", error=repr(exc))
 
 
 def _dead_letter_for(record: Envelope, reason: DeadLetterReason, detail: str) -> DeadLetter:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
+from bridge.disklog import Ticket
 from bridge.records import (
     SOURCE_SNAPSHOT,
     SOURCE_STREAM,
@@ -43,6 +44,16 @@ class Publisher(Protocol):
     """Where a stream's records go (the sink; a recorder in tests)."""
 
     async def publish(self, record: Envelope, received_mono: float | None = None) -> None: ...
+
+
+class TicketPublisher(Protocol):
+    """A publisher that also takes the disk buffer's ticket (bridge.sink.Sink). Tickets exist
+    only with the disk buffer on, which the app wires to the sink alone: a recorder without
+    the argument serves every other test."""
+
+    async def publish(
+        self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
+    ) -> None: ...
 
 
 @dataclass(eq=False)
@@ -92,9 +103,12 @@ class StreamState:
         self.last_order_ms = checkpoint.last_order_ms
         self.restored_at = self.gap_start = checkpoint.written_at
 
-    async def publish(self, record: Envelope, received_mono: float | None = None) -> bool:
+    async def publish(
+        self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
+    ) -> bool:
         """Hand one record to the sink, unless it is a snapshot record that a push superseded
-        or that states what was already published. True when it was handed over."""
+        or that states what was already published. True when it was handed over. `ticket`:
+        the disk buffer's frame it was made from (bridge/diskbuffer.py)."""
         if record.TOPIC in STATE_TOPICS:
             assert isinstance(record, VenueRecord)
             if not self._admit(record):
@@ -104,7 +118,10 @@ class StreamState:
         self._track(record)
         self.last_record_at = time.time_ns() // 1000
         self.last_record_mono = time.monotonic()
-        await self.sink.publish(record, received_mono)
+        if ticket is None:
+            await self.sink.publish(record, received_mono)
+        else:
+            await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
         return True
 
     async def announce(self, record: ControlRecord) -> None:

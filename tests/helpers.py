@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, overload
 
 import aiohttp
 import fastavro
@@ -37,6 +37,13 @@ NEWEST_VERSION = {
     t: max(int(p.stem[1:]) for p in (SCHEMAS / t).glob("v*.avsc"))
     for t in (*LOGICAL_TOPICS, "control", "state")
 }
+
+
+def read_record(data: bytes, schema: Any, reader_schema: Any = None) -> dict[str, Any]:
+    """One schemaless Avro record (a dict: all our schemas are records)."""
+    record = fastavro.schemaless_reader(io.BytesIO(data), schema, reader_schema)
+    assert isinstance(record, dict), record
+    return record
 
 
 class AvroReader:
@@ -61,10 +68,10 @@ class AvroReader:
         if self.registry_url is not None:
             assert value[:1] == b"\x00", f"not Confluent framed: {value[:5]!r}"
             topic, version, schema = self.registry_schema(int.from_bytes(value[1:5], "big"))
-            return topic, version, fastavro.schemaless_reader(io.BytesIO(value[5:]), schema)
+            return topic, version, read_record(value[5:], schema)
         assert value[:2] == b"\xc3\x01", f"not single-object encoded: {value[:4]!r}"
         topic, version, schema = self.by_fingerprint[value[2:10]]
-        return topic, version, fastavro.schemaless_reader(io.BytesIO(value[10:]), schema)
+        return topic, version, read_record(value[10:], schema)
 
     def registry_schema(self, schema_id: int) -> tuple[str, int, Any]:
         if schema_id not in self.by_id:
@@ -149,15 +156,39 @@ async def collect(
 T = TypeVar("T")
 
 
+@overload
 async def wait_until(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T]],
     what: str,
     timeout: float = 30.0,
     *,
     interval: float = 0.05,
     ignore: tuple[type[BaseException], ...] = (),
     detail: Callable[[], str] | None = None,
-) -> T:
+) -> T: ...
+
+
+@overload
+async def wait_until(
+    condition: Callable[[], T],
+    what: str,
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    ignore: tuple[type[BaseException], ...] = (),
+    detail: Callable[[], str] | None = None,
+) -> T: ...
+
+
+async def wait_until(
+    condition: Callable[[], Any],
+    what: str,
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    ignore: tuple[type[BaseException], ...] = (),
+    detail: Callable[[], str] | None = None,
+) -> Any:
     """The tests' one way to wait: call `condition()` (sync or async) until it returns a true
     value, and return that value. An exception of an `ignore` type counts as "not yet" (say,
     a server not listening yet); any other propagates. At the deadline the test fails naming
@@ -277,7 +308,7 @@ class BridgeProcess:
             f"{name}{labels} >= {at_least}",
             timeout,
             interval=0.1,
-            ignore=(aiohttp.ClientError,),  # the server is not up yet
+            ignore=(aiohttp.ClientError, TimeoutError),  # not up yet, or busy starting
             detail=lambda: f"last value: {last[0]}",
         )
         return last[0]
@@ -299,7 +330,7 @@ class BridgeProcess:
             "the bridge ready (/readyz 200)",
             timeout,
             interval=0.1,
-            ignore=(aiohttp.ClientError,),
+            ignore=(aiohttp.ClientError, TimeoutError),  # a 5 s answer while starting: not yet
             detail=lambda: self.log_text()[-4000:],
         )
 

@@ -100,6 +100,10 @@ def test_the_alerts_the_issue_asks_for() -> None:
         "BridgePublishErrors",
         "BridgeSnapshotFailing",
         "BridgeReconcileDrift",
+        "BridgeDiskBufferFull",
+        "BridgeDiskBufferWriteErrors",
+        "BridgeStreamUnowned",
+        "BridgeStreamOwnedTwice",
     ]
 
 
@@ -109,7 +113,12 @@ def test_thresholds_are_where_the_chart_overrides_them() -> None:
     the last one; the alerts on a 0/1 state have none."""
     for rule in RULES:
         match = THRESHOLD.search(str(rule["expr"]).strip())
-        if rule["alert"] in ("BridgeDown", "BridgeStreamDisconnected", "BridgeKafkaDown"):
+        if rule["alert"] in (
+            "BridgeDown",
+            "BridgeStreamDisconnected",
+            "BridgeKafkaDown",
+            "BridgeStreamUnowned",
+        ):
             assert match is None
         else:
             assert match is not None, rule["alert"]

@@ -101,7 +101,7 @@ def promtool_case(
             }
         }
     ]
-    checks = [
+    checks: list[dict[str, Any]] = [
         {"eval_time": f"{m}m", "alertname": "BridgeReconnectStorm", "exp_alerts": []}
         for m in range(1, 16)
     ]

@@ -114,7 +114,7 @@ async def venue_records(bridge: BridgeProcess) -> float:
     return total
 
 
-async def wait_published(bridge: BridgeProcess, guard: Guard, count: int, timeout: float) -> None:
+async def wait_published(bridge: BridgeProcess, guard: Guard, count: float, timeout: float) -> None:
     """Until `count` records are acknowledged; fails on a deadline, a death or a reconnect."""
     deadline = time.monotonic() + timeout
     while True:
@@ -160,7 +160,12 @@ async def throughput(bootstrap: str, records: int, repeats: int) -> dict[str, An
     }
 
 
-async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
+async def bridge_round(
+    bootstrap: str, records: int, disk_buffer: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One stream at maximum rate: CPU µs per record of `bridge run`, and the wall seconds
+    from the first push to the last ack. `disk_buffer`: that section, its path in the run's
+    directory (tests/bench/diskbuffer.py)."""
     topics = unique_topics()
     await create_topics(bootstrap, topics)
     sim = AquanowSimulator(KEY, SECRET, rate=0, count=records, seed=1, slow_consumer_timeout=20)
@@ -169,6 +174,8 @@ async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
     async with sim:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = bridge_config(bootstrap, topics, [aquanow_stream("tp", sim)])
+            if disk_buffer is not None:
+                cfg["disk_buffer"] = {**disk_buffer, "path": str(Path(tmp) / "buffer")}
             with BridgeProcess(Path(tmp), cfg) as bridge:
                 assert bridge.process is not None
                 await bridge.wait_ready()
@@ -176,13 +183,19 @@ async def bridge_round(bootstrap: str, records: int) -> dict[str, Any]:
                 await guard.start()
                 cpu = cpu_seconds(bridge.process.pid)
                 with HealthProbe(bridge.metrics_port) as probe:
+                    started = time.monotonic()
                     sim.pause(False)
                     await wait_published(bridge, guard, records, timeout=600)
+                    wall = time.monotonic() - started
                 cpu = cpu_seconds(bridge.process.pid) - cpu
                 await guard.check("after the run")
                 if bridge.stop() != 0:
                     raise BenchFailed(f"bridge exit code {bridge.process.returncode}")
-    return {"cpu_us_per_record": cpu / records * 1e6, "healthz": probe.summary()}
+    return {
+        "cpu_us_per_record": cpu / records * 1e6,
+        "wall_s": wall,
+        "healthz": probe.summary(),
+    }
 
 
 async def ceiling_round(bootstrap: str, texts: list[str], mode: str) -> float:
@@ -392,9 +405,8 @@ async def recovery(bootstrap: str, rounds: int, backoff: float = 1.0) -> dict[st
                     refused = sim.refused
                     sim.refusing = True
                     await sim.drop_connections()
-                    await wait_until(
-                        lambda r=refused: sim.refused >= r + 2, "2 more refusals", timeout=30
-                    )
+                    more = lambda: sim.refused >= refused + 2  # noqa: B023, E731 (awaited here)
+                    await wait_until(more, "2 more refusals", timeout=30)
                     accepting_at = time.time()
                     sim.refusing = False
                     done_at = await bridge.wait_metric(

@@ -15,11 +15,12 @@ import json
 import timeit
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from bridge.venues import fields
 from bridge.venues.aquanow import AquanowVenue
-from bridge.venues.base import Frame
+from bridge.venues.base import Frame, Venue
 from bridge.venues.satori.venue import SatoriVenue
 from tests.data.aquanow import DOC_BALANCE, DOC_LEGACY_ORDER
 from tests.data.satori import API_KEY, DOC_ENTRUST, DOC_TRADES, PRIVATE_KEY
@@ -61,18 +62,18 @@ def micros(work: Callable[[], object], number: int = 2000) -> float:
 
 
 def main() -> None:
-    venues = {
+    venues: dict[str, Venue] = {
         "aquanow": AquanowVenue("bench", "k", "s"),
         "satori": SatoriVenue("bench", API_KEY, PRIVATE_KEY, coins=("USD",), pairs=("ETH-USD",)),
     }
     for name, text in FRAMES.items():
         print(f"\n{name}: {len(text)} bytes")
-        base = micros(lambda t=text: _baseline(t))
+        base = micros(partial(_baseline, text))
         for way, decode in WAYS.items():
-            took = micros(lambda d=decode, t=text: d(t))
+            took = micros(partial(decode, text))
             print(f"  {way:<40} {took:8.2f} µs  ({took - base:+.2f})")
         parse, frame = venues[name.split()[0]].parse, Frame(text, 0, 0.0)
-        took = micros(lambda p=parse, f=frame: p(f))
+        took = micros(partial(parse, frame))
         print(f"  {'Venue.parse (the whole frame)':<40} {took:8.2f} µs")
 
 

@@ -67,7 +67,7 @@ class HealthProbe:
 
     def __exit__(self, *_: object) -> None:
         assert self._process is not None
-        out, _ = self._process.communicate(b"", timeout=60)
+        out, _err = self._process.communicate(b"", timeout=60)
         self.times_ms = json.loads(out)
 
     def summary(self) -> dict[str, Any]:

@@ -16,7 +16,12 @@ import urllib.request
 
 def main(port: int, interval: float) -> list[float]:
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def wait_for_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
     url = f"http://127.0.0.1:{port}/healthz"
     times: list[float] = []
     while not stop.wait(interval):

@@ -38,7 +38,7 @@ def orders(stream: str, count: int) -> list[Envelope]:
     balances (as an account with a long order history looks)."""
     out: list[Envelope] = []
     for i in range(count):
-        common = {
+        common: dict[str, Any] = {
             "venue": "aquanow",
             "stream": stream,
             "account": "CA1000051R",

@@ -16,8 +16,14 @@ raises `BenchFailed`: the command exits non-zero and writes no results (measure.
   published, no reconnect, and the time a /metrics scrape takes.
 - recovery: from the venue accepting connections again to resubscribed with the snapshot
   published, minus the configured backoff delay.
+- fleet: fleet mode's failover time, streams restarted per membership change, and the latency
+  cost of its transactions (fencing) against a plain bridge in the same run
+  (tests/bench/fleet.py).
 - restore: a stream's state restored from its checkpoint at start, 1,000 and 100,000 keys:
   seconds and memory, against scanning the state topics instead (tests/bench/restore.py).
+- diskbuffer: the throughput round without the disk buffer and with it (fsync never,
+  interval, always): CPU µs per record and records/s, as ratios to the run without it
+  (tests/bench/diskbuffer.py).
 """
 
 from __future__ import annotations
@@ -29,16 +35,28 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from bridge.dev.kafka import kafka_bootstrap
 from tests.bench import figures
+from tests.bench.diskbuffer import disk_buffer_bench
 from tests.bench.figures import KAFKA_OVERRIDES, SERIALIZATION, TARGETS
+from tests.bench.fleet import fleet_bench
 from tests.bench.restore import restore_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIGURES = ["breakdown", "throughput", "latency", "fanout", "recovery", "restore"]
+FIGURES = [
+    "breakdown",
+    "throughput",
+    "latency",
+    "fanout",
+    "recovery",
+    "restore",
+    "diskbuffer",
+    "fleet",
+]
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -130,6 +148,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             sizes = (1_000,) if quick else (1_000, 100_000)
             results["restore"] = await restore_bench(bootstrap, sizes)
             print(json.dumps(results["restore"]), flush=True)
+        if "diskbuffer" in args.only:
+            records = args.records or (5_000 if quick else 20_000)
+            results["diskbuffer"] = await disk_buffer_bench(bootstrap, records, args.repeats)
+            print(json.dumps(results["diskbuffer"]), flush=True)
+        if "fleet" in args.only:
+            with tempfile.TemporaryDirectory(prefix="bench-fleet-") as workdir:
+                results["fleet"] = await fleet_bench(kafka, Path(workdir), quick)
+            print(json.dumps(results["fleet"]), flush=True)
     results["verdicts"] = verdicts(results)
     return results
 
@@ -161,8 +187,12 @@ if __name__ == "__main__":
     report = asyncio.run(main(args))  # BenchFailed: exits non-zero, nothing written
     RESULTS.mkdir(exist_ok=True)
     stamp = report["when"].replace(":", "").replace("-", "")
-    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    chart(report, RESULTS / "latest.png")
+    written = RESULTS / f"bench-{stamp}.json"
+    written.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["verdicts"], indent=2))
-    print(f"results: {RESULTS / 'latest.json'} and latest.png")
+    if sorted(args.only) != sorted(FIGURES):  # latest.json and its chart: full runs only
+        print(f"results: {written} (a partial run: latest.json keeps the last full one)")
+    else:
+        (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+        chart(report, RESULTS / "latest.png")
+        print(f"results: {written}, latest.json and latest.png")

@@ -33,4 +33,19 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_reconcile_drift_total": ("counter", (*SV, "topic")),
     "bridge_state_restored_keys": ("gauge", SV),
     "bridge_state_restore_seconds": ("gauge", ()),
+    # the disk buffer (issue 13, item 6): one per process
+    "bridge_disk_buffer_bytes": ("gauge", ()),
+    "bridge_disk_buffer_capacity_bytes": ("gauge", ()),
+    "bridge_disk_buffer_frames": ("gauge", ()),
+    "bridge_disk_buffer_replayed_frames_total": ("counter", ()),
+    "bridge_disk_buffer_torn_entries_total": ("counter", ()),
+    "bridge_disk_buffer_write_errors_total": ("counter", ()),
+    # fleet mode (issue 14)
+    "bridge_stream_owned": ("gauge", SV),
+    "bridge_fleet_members": ("gauge", ()),
+    "bridge_fleet_shards_assigned": ("gauge", ()),
+    "bridge_fleet_rebalances_total": ("counter", ()),
+    "bridge_fleet_stream_starts_total": ("counter", ()),
+    "bridge_fleet_stream_stops_total": ("counter", ("reason",)),
+    "bridge_fleet_lease_expirations_total": ("counter", ()),
 }

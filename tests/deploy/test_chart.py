@@ -30,7 +30,8 @@ pytestmark = pytest.mark.tools
 
 FULL = ROOT / "helm" / "examples" / "values-full.yaml"
 OPERATORS = ROOT / "helm" / "examples" / "values-operators.yaml"
-VALUES = {"default": None, "full": FULL, "operators": OPERATORS}
+FLEET = ROOT / "helm" / "examples" / "values-fleet.yaml"
+VALUES = {"default": None, "full": FULL, "operators": OPERATORS, "fleet": FLEET}
 KUBE_RENDER = "1.34.0"
 KUBE_VALIDATE = ("1.25", "1.34")  # the chart's oldest supported version and a current one
 CRD_SCHEMAS = {
@@ -64,6 +65,12 @@ def one(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[st
     found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
     assert len(found) == 1, (kind, [d["metadata"]["name"] for d in found])
     return found[0]
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Deployment (one process) or, in fleet mode, the StatefulSet of members."""
+    (found,) = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    return found
 
 
 def config_map(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -100,18 +107,22 @@ def test_manifests_pass_kubernetes_strict_schemas(case: str) -> None:
             schema = json.loads(CRD_SCHEMAS[doc["kind"]].read_text())
             jsonschema.validate(doc, schema)
     kinds = sorted(d["kind"] for d in docs)
-    opt_in = ["NetworkPolicy", "PodDisruptionBudget"] if case == "operators" else []
+    opt_in = {
+        "operators": ["NetworkPolicy", "PodDisruptionBudget"],
+        "fleet": ["PodDisruptionBudget"],
+        "full": ["PersistentVolumeClaim"],  # the disk buffer's
+    }
     assert kinds == sorted(
         [
             "ConfigMap",
             "ConfigMap",
-            "Deployment",
+            "StatefulSet" if case == "fleet" else "Deployment",
             "Pod",  # the `helm test` hook
             "PrometheusRule",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
-            *opt_in,
+            *opt_in.get(case, []),
         ]
     )
 
@@ -165,7 +176,7 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert f"config OK: {len(config['streams'])} stream(s)" in done.stdout
-    deployment = one(docs, "Deployment")
+    deployment = workload(docs)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["run", "--config", "/etc/bridge/bridge.yaml"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
@@ -173,9 +184,9 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
 
 
 def pod_mounts(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    mounts: list[dict[str, Any]] = one(docs, "Deployment")["spec"]["template"]["spec"][
-        "containers"
-    ][0]["volumeMounts"]
+    mounts: list[dict[str, Any]] = workload(docs)["spec"]["template"]["spec"]["containers"][0][
+        "volumeMounts"
+    ]
     return mounts
 
 
@@ -196,8 +207,8 @@ def secret_files(node: Any) -> list[str]:
         found = [
             v
             for k, v in node.items()
-            if (k.endswith("_file") or k in path_keys()) and isinstance(v, str)
-        ]
+            if (k.endswith("_file") or k in path_keys() - {"path"}) and isinstance(v, str)
+        ]  # disk_buffer.path: a directory, the volume the chart mounts (test_disk_buffer_…)
         return found + [f for v in node.values() for f in secret_files(v)]
     if isinstance(node, list):
         return [f for v in node for f in secret_files(v)]
@@ -311,10 +322,13 @@ def test_the_canonical_files_are_single_copies() -> None:
 @pytest.mark.parametrize("case", VALUES)
 def test_deployment_runs_one_non_root_read_only_process(case: str) -> None:
     docs = documents(rendered(case))
-    deployment = one(docs, "Deployment")
+    deployment = workload(docs)
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    if case == "fleet":  # many members, one stream each at a time (test_fleet_* below)
+        assert spec["replicas"] == 3
+    else:
+        assert spec["replicas"] == 1
+        assert spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     container = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -783,8 +797,19 @@ def test_helm_test_script_fails_unless_ready(tmp_path: Path) -> None:
             "/networkPolicy/metricsNamespace",
         ),
         ({"podDisruptionBudget": {"enabled": True, "minAvailabe": 1}}, "'minAvailabe' not allowed"),
+        ({"diskBuffer": {"volume": "hostPath"}}, "/diskBuffer/volume"),
+        ({"diskBuffer": {"size": "1 GB"}}, "/diskBuffer/size"),
     ],
-    ids=["part-of", "digest", "mount-in-config-dir", "source-kind", "namespace", "pdb-typo"],
+    ids=[
+        "part-of",
+        "digest",
+        "mount-in-config-dir",
+        "source-kind",
+        "namespace",
+        "pdb-typo",
+        "disk-volume-kind",
+        "disk-size",
+    ],
 )
 def test_new_options_are_checked(values: dict[str, Any], message: str, tmp_path: Path) -> None:
     path = tmp_path / "values.yaml"
@@ -792,3 +817,78 @@ def test_new_options_are_checked(values: dict[str, Any], message: str, tmp_path:
     code, out = helm(*template_args(path))
     assert code != 0, out
     assert message in out, out
+
+
+def test_disk_buffer_gets_its_volume_at_the_configured_path(tmp_path: Path) -> None:
+    def pod_and_claims(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
+        pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+        claims = [d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"]
+        return pod, claims
+
+    def disk_volume(pod: dict[str, Any], path: str) -> dict[str, Any]:
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == path]
+        volumes: list[dict[str, Any]] = pod["volumes"]
+        (volume,) = [v for v in volumes if v["name"] == mount["name"]]
+        return volume
+
+    # full: a claim the chart creates, mounted at the default path
+    pod, claims = pod_and_claims(documents(rendered("full")))
+    assert disk_volume(pod, "/var/lib/bridge/buffer") == {
+        "name": "disk-buffer",
+        "persistentVolumeClaim": {"claimName": "treasury-bridge-disk-buffer"},
+    }
+    assert claims == ["treasury-bridge-disk-buffer"]
+    # operators: an emptyDir with a size limit, at the path the config names
+    pod, claims = pod_and_claims(documents(rendered("operators")))
+    assert disk_volume(pod, "/var/lib/bridge/frames")["emptyDir"] == {"sizeLimit": "512Mi"}
+    assert claims == []
+    # an existing claim: used, none created
+    path = tmp_path / "values.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"config": {"disk_buffer": {"enabled": True}}, "diskBuffer": {"existingClaim": "mine"}}
+        )
+    )
+    code, out = helm(*template_args(path))
+    assert code == 0, out
+    pod, claims = pod_and_claims(documents(out))
+    assert disk_volume(pod, "/var/lib/bridge/buffer")["persistentVolumeClaim"] == {
+        "claimName": "mine"
+    }
+    assert claims == []
+    # off (the default, or false): no volume, no claim
+    for values in (None, {"config": {"disk_buffer": {"enabled": False}}}):
+        if values is None:
+            out = rendered("default")
+        else:
+            path.write_text(yaml.safe_dump(values))
+            code, out = helm(*template_args(path))
+            assert code == 0, out
+        pod, claims = pod_and_claims(documents(out))
+        assert [v["name"] for v in pod["volumes"]] == ["config", "tmp"]
+        assert claims == []
+
+
+def test_a_fleet_is_a_statefulset_of_named_members_spread_and_budgeted() -> None:
+    docs = documents(rendered("fleet"))
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    members = one(docs, "StatefulSet")["spec"]
+    assert members["updateStrategy"] == {"type": "RollingUpdate"}  # one pod at a time
+    assert members["podManagementPolicy"] == "Parallel"
+    assert members["serviceName"] == one(docs, "Service")["metadata"]["name"]
+    pod = members["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["BRIDGE_FLEET__MEMBER_ID"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}
+    }
+    spread = pod["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
+    assert all(
+        c["labelSelector"]["matchLabels"] == members["selector"]["matchLabels"] for c in spread
+    )
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    config = yaml.safe_load(config_map(docs)["data"]["bridge.yaml"])
+    assert config["fleet"]["enabled"] is True

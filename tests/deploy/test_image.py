@@ -61,8 +61,8 @@ def test_runs_as_the_chart_user_with_the_chart_command() -> None:
     assert 'ENTRYPOINT ["bridge"]' in FINAL
     cmd = re.search(r"^CMD (\[.*\])$", FINAL, re.MULTILINE)
     assert cmd is not None
-    deployment = (CHART / "templates" / "deployment.yaml").read_text()
-    assert f"args: {cmd[1]}" in deployment
+    pod = (CHART / "templates" / "_pod.tpl").read_text()  # the Deployment's and StatefulSet's
+    assert f"args: {cmd[1]}" in pod
     assert f"EXPOSE {values['metrics']['port']}" in FINAL
 
 

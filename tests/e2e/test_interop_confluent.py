@@ -8,13 +8,12 @@ the v1 schema, as a consumer that never upgraded would."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 import pytest
@@ -26,7 +25,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from bridge.dev.kafka import KafkaEndpoint
 from tests.e2e.expected import RECORD_NAMES
 from tests.e2e.scenario import DEPOSIT_ADDRESS, Run, assert_matches, run_both_venues
-from tests.helpers import NEWEST_VERSION, SCHEMAS, AvroReader
+from tests.helpers import NEWEST_VERSION, SCHEMAS, AvroReader, read_record
 
 pytestmark = pytest.mark.e2e
 
@@ -74,8 +73,11 @@ def consume_all(
             if message is None:
                 continue
             assert message.error() is None, message.error()
-            topic = logical[message.topic()]
-            headers = {k: v.decode() for k, v in message.headers() or []}
+            name = message.topic()
+            assert name is not None
+            topic = logical[name]
+            pairs = cast(list[tuple[str, bytes]], message.headers() or [])
+            headers = {k: v.decode() for k, v in pairs}
             assert headers["schema"] == f"bridge.records.{RECORD_NAMES[topic]}"
             assert headers["schema_version"] == str(NEWEST_VERSION[topic])
             got[topic].append(decode(message.topic(), topic, message.value()))
@@ -111,7 +113,7 @@ def single_object_decoder() -> Any:
         old = None
         if topic == "balances":
             writer = reader.by_fingerprint[value[2:10]][2]
-            old = fastavro.schemaless_reader(io.BytesIO(value[10:]), writer, V1_BALANCE)
+            old = read_record(value[10:], writer, V1_BALANCE)
         return record, old
 
     return decode

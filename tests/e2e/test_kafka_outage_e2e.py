@@ -75,35 +75,46 @@ def expected_for(name: str, sent: Sent) -> list[tuple[str, dict[str, Any]]]:
 def match_pushes(
     simulators: dict[str, VenueSimulator], pushes: dict[str, list[Sent]], messages: list[Message]
 ) -> tuple[int, int, list[str], list[str]]:
-    """(facts checked, duplicates, lost facts, keys whose last records are out of order).
+    """(facts checked, duplicates, lost facts, keys whose records are out of order).
 
-    Each pushed fact is looked for among the records of its key. Order per key: listing each
-    key's records by offset and mapping them to the fact they carry, the facts' last
-    occurrences must follow the venue's order (a resend may repeat a fact; the newest record
-    of a key is always last)."""
+    Each pushed fact is looked for among the records of its key. Order per key: the facts, in
+    the venue's order, must be found one after another in the key's records listed by offset
+    (a resend may repeat records in between; two equal facts are two matches, not a swap),
+    and the key's last record carries its last fact."""
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for m in messages:
         if m.record["source"] == "stream" and m.topic != "deadletter":
             by_key[(m.topic, m.key)].append(m.record)
-    lost, disorder, checked = [], [], 0
-    order: dict[tuple[str, str], list[int]] = defaultdict(list)
+    lost, checked = [], 0
+    facts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for name, sent_list in pushes.items():
         for index, sent in enumerate(sent_list):
             for topic, want in expected_for(name, sent):
                 checked += 1
                 key = _key(topic, want)
-                hits = [i for i, r in enumerate(by_key[key]) if {k: r[k] for k in want} == want]
-                if not hits:
+                if not any(_carries(r, want) for r in by_key[key]):
                     lost.append(f"{name}#{index} {topic} {key}")
-                order[key].extend((hit, index) for hit in hits)  # (position on Kafka, fact)
-    for key, pairs in order.items():
-        last_position: dict[int, int] = {}
-        for position, fact in sorted(pairs):
-            last_position[fact] = position
-        facts_by_last = [f for f, _ in sorted(last_position.items(), key=lambda kv: (kv[1], kv[0]))]
-        if facts_by_last != sorted(facts_by_last):
-            disorder.append(str(key))
+                facts[key].append(want)
+    disorder = [str(key) for key, wants in facts.items() if not _in_order(by_key[key], wants)]
     return checked, _dupes(by_key), lost, disorder
+
+
+def _carries(record: dict[str, Any], want: dict[str, Any]) -> bool:
+    return all(record[k] == v for k, v in want.items())
+
+
+def _in_order(records: list[dict[str, Any]], wants: list[dict[str, Any]]) -> bool:
+    """`wants` is a subsequence of `records` (first match after the previous one), and the
+    last record carries the last fact. A lost fact is reported as lost, not as disorder."""
+    found = [w for w in wants if any(_carries(r, w) for r in records)]
+    position = 0
+    for want in found:
+        position = next(
+            (i + 1 for i in range(position, len(records)) if _carries(records[i], want)), -1
+        )
+        if position < 0:
+            return False
+    return not found or _carries(records[-1], found[-1])
 
 
 def _dupes(by_key: dict[tuple[str, str], list[dict[str, Any]]]) -> int:

@@ -79,9 +79,11 @@ async def wait_for(
         lines = last[0].text.splitlines() if last else []
         return "\n".join(ln for ln in lines if "bridge_" in ln)[-3000:]
 
-    return await wait_until(
+    found = await wait_until(
         probe, what, timeout, interval=0.1, ignore=(aiohttp.ClientError, KeyError), detail=tail
     )
+    assert found is not None  # wait_until returns a true value
+    return found
 
 
 def referenced_metrics() -> set[str]:
@@ -149,8 +151,8 @@ async def test_metrics_exist_and_move(kafka: KafkaEndpoint, tmp_path: Path) -> N
                 assert first.value("bridge_ws_subscribed", **labels) == 1
                 for reason in RECONNECT_REASONS:
                     assert first.value("bridge_ws_reconnects_total", **labels, reason=reason) == 0
-                for reason in DEADLETTER_REASONS:
-                    assert first.value("bridge_deadletter_total", **labels, reason=reason) == 0
+                for why in DEADLETTER_REASONS:
+                    assert first.value("bridge_deadletter_total", **labels, reason=why) == 0
                 for topic in TOPICS:
                     assert first.value("bridge_publish_errors_total", **labels, topic=topic) == 0
                 assert first.value("bridge_auth_failures_total", **labels) == 0

@@ -6,7 +6,6 @@ reads with the v1 schema (a consumer that never upgraded). Start-up failures are
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from tests.helpers import (
     Message,
     collect,
     free_port,
+    read_record,
     unique_topics,
     wait_until,
 )
@@ -87,8 +87,10 @@ async def test_registry_mode_end_to_end(
     assert [m.record["deposit_address"] for m in with_address] == [DEPOSIT_ADDRESS]
     v1 = fastavro.parse_schema(json.loads((SCHEMAS / "balances/v1.avsc").read_text()))
     for m in balances:
-        writer = fastavro.parse_schema(json.loads(confluent.get_schema(m.schema_id).schema_str))
-        old = fastavro.schemaless_reader(io.BytesIO(m.value[5:]), writer, v1)
+        assert m.schema_id is not None
+        writer = confluent.get_schema(m.schema_id).schema_str
+        assert writer is not None
+        old = read_record(m.value[5:], fastavro.parse_schema(json.loads(writer)), v1)
         assert "deposit_address" not in old
         assert old == {k: v for k, v in m.record.items() if k != "deposit_address"}
 

@@ -117,7 +117,8 @@ async def test_venue_faults_converge_to_the_venues_truth(
                 sim.refusing = True  # refuse reconnects for a while
                 await sim.drop_connections()
                 faults[(name, "network")] += 1
-                await wait_until(lambda s=sim: s.refused >= 3, "3 handshakes refused", timeout=30)
+                refused = lambda: sim.refused >= 3  # noqa: B023, E731 (awaited in this iteration)
+                await wait_until(refused, "3 handshakes refused", timeout=30)
                 sim.refusing = False
                 await recovered(name, "network")
 

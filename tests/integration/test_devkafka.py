@@ -59,6 +59,11 @@ async def test_produce_and_consume(kafka: KafkaEndpoint) -> None:
     assert msg.value == value
 
 
+# aiokafka can drop a connection it opened to a broker still starting without closing it (its
+# issue #1019, "Unclosed AIOKafkaConnection"); CI saw the socket's ResourceWarning raised from
+# the garbage collector here once. This test is about the lab's broker, not the bridge's
+# sockets: that warning alone does not fail it.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_message_survives_kill_and_restart(kafka: KafkaEndpoint) -> None:
     """A SIGKILLed broker restarted on the same ports and data dir still serves earlier data.
 

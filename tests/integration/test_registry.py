@@ -106,7 +106,7 @@ async def test_start_up_registers_every_version_in_order(
         for sv in store.versions(topic):
             registered = confluent.get_version(subject, sv.version)
             assert registered.schema_id == registration.ids[topic, sv.version]
-            assert json.loads(registered.schema.schema_str) == json.loads(sv.text)
+            assert json.loads(registered.schema.schema_str or "") == json.loads(sv.text)
         newest = store.latest(topic)
         assert registration.prefix_for(newest) == b"\x00" + registration.ids[
             topic, newest.version

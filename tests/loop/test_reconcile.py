@@ -110,8 +110,9 @@ async def test_aquanow_without_an_account_snapshots_once_a_push_names_it() -> No
     async with sim:
         sim.pause()  # quiet: the subscription counts after ack_grace, no push names the account
         async with running(aquanow(sim, interval=0), snapshots=True) as run:
-            assert run.snapshotter is not None
-            await eventually(lambda: run.snapshotter.waiting is not None, "the snapshot waiting")
+            snapshotter = run.snapshotter
+            assert snapshotter is not None
+            await eventually(lambda: snapshotter.waiting is not None, "the snapshot waiting")
             assert sim.rest_requests == 0
             sim.pause(False)
             await eventually(lambda: runs_done(run, 1), "the first snapshot", timeout=10)
@@ -197,12 +198,12 @@ def truth_matches(venue: str, sim: Any, record: Any) -> bool:
         )
     if isinstance(record, Position):
         position = sim.positions[int(record.position_id)]
-        return record.quantity == Decimal(position["currentQuantity"])
+        return bool(record.quantity == Decimal(position["currentQuantity"]))
     if venue == "satori":
-        return record.available == Decimal(sim.balances[record.asset]["availableAmount"])
+        return bool(record.available == Decimal(sim.balances[record.asset]["availableAmount"]))
     if record.TOPIC == "credit":
-        return record.ltv == sim.credit["ltv"]
-    return record.total == sim.balances[record.asset]["totalBalance"]
+        return bool(record.ltv == sim.credit["ltv"])
+    return bool(record.total == sim.balances[record.asset]["totalBalance"])
 
 
 async def test_a_late_push_is_not_drift() -> None:

@@ -10,7 +10,7 @@ import pytest
 from bridge.dev.simulator.credentials import SATORI_KEY, SATORI_PRIVATE_KEY, SATORI_WALLET
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Balance
-from tests.loop.conftest import GatedProxy, eventually, running, stream_settings
+from tests.loop.conftest import GatedProxy, Running, eventually, running, stream_settings
 
 pytestmark = pytest.mark.loop
 
@@ -33,8 +33,8 @@ def satori(url: str, rest_url: str) -> object:
     )
 
 
-def snapshot_done(run: object) -> bool:
-    return run.metric("bridge_snapshot_last_success_timestamp_seconds") > 0  # type: ignore[attr-defined]
+def snapshot_done(run: Running) -> bool:
+    return bool(run.metric("bridge_snapshot_last_success_timestamp_seconds") > 0)
 
 
 async def test_the_snapshot_publishes_the_venue_state(sim: SatoriSimulator) -> None:

@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from bridge.avro import compile_writer
 from bridge.codec import Codec, Encoded, SchemaStore
 from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.base import VenueSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.errors import EncodeError
 from bridge.records import RECORD_TYPES, Envelope
 from bridge.settings import validate_settings
 from bridge.venues.aquanow import AquanowVenue
-from bridge.venues.base import Frame
+from bridge.venues.base import Frame, Venue
 from bridge.venues.satori.venue import SatoriVenue
 from tests import records as make
 from tests.data import satori
@@ -114,7 +115,7 @@ def test_every_record_type_encodes_the_same_through_both_encoders(record: Envelo
 def simulator_records() -> list[Envelope]:
     aquanow = AquanowSimulator("k", "s", seed=11)
     sat = SatoriSimulator(satori.API_KEY, satori.WALLET, seed=12, pairs=("ETH-USD", "BTC-USD"))
-    venues = [
+    venues: list[tuple[VenueSimulator, Venue]] = [
         (aquanow, AquanowVenue("aq", "k", "s")),
         (AquanowSimulator("k", "s", seed=13, legacy=True), AquanowVenue("aql", "k", "s")),
         (sat, SatoriVenue("sat", satori.API_KEY, satori.PRIVATE_KEY)),

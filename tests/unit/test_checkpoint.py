@@ -22,7 +22,7 @@ from bridge.dev.simulator.credentials import (
 )
 from bridge.dev.simulator.satori import SatoriSimulator, rest_order, rest_position
 from bridge.dev.simulator.wire import json_text
-from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, Trade
+from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, Trade, VenueRecord
 from bridge.shards import shard_key, shard_of
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall
@@ -62,6 +62,7 @@ def test_satori_push_and_rest_states_have_the_same_digest() -> None:
     compared = 0
     for call, items in calls.values():
         for record in venue.parse_snapshot(call, 200, envelope(items), at()).records:
+            assert isinstance(record, VenueRecord), record
             push = pushed[(record.TOPIC, record.key())]
             if isinstance(push, Order) and push.is_final:
                 continue  # the current list lists open orders as open, by definition
@@ -88,11 +89,12 @@ def test_aquanow_push_and_rest_states_have_the_same_digest() -> None:
     answers = [
         ("order", list(sim.orders.values())),
         ("balance", list(sim.balances.values())),
-        ("tradeCreditBalance", {**sim.credit, "creditLimitUsd": Decimal(1_000_000)}),
+        ("tradeCreditBalance", {**(sim.credit or {}), "creditLimitUsd": Decimal(1_000_000)}),
     ]
     for kind, body in answers:
         call = RestCall(kind, "GET", "/x")
         for record in venue.parse_snapshot(call, 200, json_text(body).encode(), at()).records:
+            assert isinstance(record, VenueRecord), record
             push = pushed[(record.TOPIC, record.key())]
             assert state_digest(record) == state_digest(push), record.key()
 

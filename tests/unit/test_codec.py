@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -18,6 +17,7 @@ from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
 from bridge.errors import EncodeError
 from bridge.records import RECORD_TYPES, Balance, Envelope
 from tests import records as make
+from tests.helpers import read_record
 from tests.strategies import records_of
 
 pytestmark = pytest.mark.unit
@@ -99,7 +99,7 @@ def test_decoding_needs_no_bridge_code(codec: Codec) -> None:
     )
     value = codec.encode(record).value
     schema = fastavro.parse_schema(json.loads((SCHEMAS / "balances/v2.avsc").read_text()))
-    body = fastavro.schemaless_reader(io.BytesIO(value[10:]), schema)
+    body = read_record(value[10:], schema)
     assert body["available"] == Decimal("1.5")
     assert body["version"] == 7
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from bridge.codec import Codec, SchemaStore, decode_single_object
 from bridge.records import Balance, Envelope
+from tests.helpers import read_record
 from tests.strategies import records_of
 
 pytestmark = pytest.mark.unit
@@ -48,11 +49,9 @@ RELEASED = {
 # -- generated data for any Avro schema ----------------------------------------------------
 _INT32 = st.integers(-(2**31), 2**31 - 1)
 _INT64 = st.integers(-(2**63), 2**63 - 1)
-_UTC_RANGE = {
-    "min_value": dt.datetime(1900, 1, 1),
-    "max_value": dt.datetime(2200, 1, 1),
-    "timezones": st.just(dt.UTC),
-}
+_UTC_TIMES = st.datetimes(
+    min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
+)
 _PRIMITIVES: dict[str, st.SearchStrategy[Any]] = {
     "null": st.none(),
     "boolean": st.booleans(),
@@ -109,11 +108,9 @@ def _logical(schema: dict[str, Any]) -> st.SearchStrategy[Any] | None:
             allow_infinity=False,
         )
     if logical == "timestamp-millis":
-        return st.datetimes(**_UTC_RANGE).map(
-            lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000)
-        )
+        return _UTC_TIMES.map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))
     if logical == "timestamp-micros":
-        return st.datetimes(**_UTC_RANGE)
+        return _UTC_TIMES
     if logical == "date":
         return st.dates()
     if logical == "uuid":
@@ -147,16 +144,13 @@ def check_full_compatibility(
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, parsed_writer, datum)
     body = buffer.getvalue()
-    baseline = fastavro.schemaless_reader(io.BytesIO(body), parsed_writer)
+    baseline = read_record(body, parsed_writer)
     try:
-        resolved = fastavro.schemaless_reader(
-            io.BytesIO(body), parsed_writer, fastavro.parse_schema(reader)
-        )
+        resolved = read_record(body, parsed_writer, fastavro.parse_schema(reader))
     except Exception as exc:
         raise NotFullCompatible(
             f"{label} is not FULL-compatible: {direction}:\n  {type(exc).__name__}: {exc}"
         ) from None
-    assert isinstance(resolved, dict)
     reader_fields = {f["name"]: f for f in reader["fields"]}
     writer_fields = {f["name"]: f for f in writer["fields"]}
     for name, field in reader_fields.items():

@@ -64,6 +64,13 @@ _EXTRAS = {
     "bridge_snapshot_last_success_timestamp_seconds",
     "bridge_state_restored_keys",
     "bridge_state_restore_seconds",
+    "bridge_stream_owned",
+    "bridge_fleet_members",
+    "bridge_fleet_shards_assigned",
+    "bridge_fleet_rebalances_total",
+    "bridge_fleet_stream_starts_total",
+    "bridge_fleet_stream_stops_total",
+    "bridge_fleet_lease_expirations_total",
 }
 
 
@@ -74,8 +81,8 @@ def test_add_stream_creates_every_series_at_zero() -> None:
     s1 = {"stream": "s1", "venue": "satori"}
     for reason in RECONNECT_REASONS:
         assert value("bridge_ws_reconnects_total", {**s1, "reason": reason}) == 0
-    for reason in DEADLETTER_REASONS:
-        assert value("bridge_deadletter_total", {**s1, "reason": reason}) == 0
+    for why in DEADLETTER_REASONS:
+        assert value("bridge_deadletter_total", {**s1, "reason": why}) == 0
     for topic in TOPICS:
         assert value("bridge_records_published_total", {**s1, "topic": topic}) == 0
         assert value("bridge_publish_errors_total", {**s1, "topic": topic}) == 0

@@ -113,7 +113,7 @@ def test_an_unreadable_secret_file_is_one_line(
         if "/" in name:
             (tmp_path / name).parent.mkdir()
     files = {k: v for k, v in setup.items() if "/" not in k}
-    path = config(tmp_path, AQUANOW + "    api_secret_file: secret.txt\n", **files)  # type: ignore[arg-type]
+    path = config(tmp_path, AQUANOW + "    api_secret_file: secret.txt\n", **files)
     result = bridge("check", "--config", str(path), cwd=tmp_path)
     assert result.returncode == 2
     line = one_line(result)

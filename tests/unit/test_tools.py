@@ -121,7 +121,7 @@ class FakeMessage:
 
 async def test_tail_line_is_one_readable_json_object() -> None:
     decoded = await RecordDecoder(STORE).decode(Codec(STORE).encode(BALANCE).value)
-    line: dict[str, Any] = json.loads(tail_line(FakeMessage(), decoded))  # type: ignore[arg-type]
+    line: dict[str, Any] = json.loads(tail_line(FakeMessage(), decoded))
     assert list(line) == [
         "topic",
         "partition",
@@ -140,6 +140,6 @@ async def test_tail_line_is_one_readable_json_object() -> None:
     assert value["total"] == "100"
     assert value["pending_transfer"] == "0"
     assert value["received_at"] == "2022-06-28T23:50:43.147123+00:00"
-    error = json.loads(tail_line(FakeMessage(), "cannot decode: bad"))  # type: ignore[arg-type]
+    error = json.loads(tail_line(FakeMessage(), "cannot decode: bad"))
     assert error["error"] == "cannot decode: bad"
     assert error["value"] == "base64:wwFqdW5r"

@@ -283,6 +283,8 @@ class LocalKafka(JvmServer):
             "transaction.state.log.min.isr": "1",
             "transaction.state.log.num.partitions": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Fleet tests use session timeouts of a few seconds (Kafka's floor is 6 s).
+            "group.min.session.timeout.ms": "1000",
             # Sized for a 2-core box.
             "num.network.threads": "2",
             "num.io.threads": "2",

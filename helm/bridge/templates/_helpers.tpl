@@ -125,3 +125,24 @@ informative and left out: the digest decides). */}}
 {{- toYaml (dict "groups" $groups) }}
 {{- end }}
 {{- end }}
+
+{{/* The disk buffer is on: config.disk_buffer.enabled is true (a string "false" is off). */}}
+{{- define "bridge.diskBuffer" -}}
+{{- $on := dig "disk_buffer" "enabled" false .Values.config }}
+{{- if and $on (ne (toString $on) "false") }}on{{ end }}
+{{- end }}
+
+{{- define "bridge.diskBufferPath" -}}
+{{- dig "disk_buffer" "path" "/var/lib/bridge/buffer" .Values.config }}
+{{- end }}
+
+{{- define "bridge.diskBufferClaim" -}}
+{{- default (printf "%s-disk-buffer" (include "bridge.fullname" .)) .Values.diskBuffer.existingClaim }}
+{{- end }}
+
+{{/*
+"true" in fleet mode (config.fleet.enabled: a StatefulSet of members, README "Scaling"), else "".
+*/}}
+{{- define "bridge.fleet" -}}
+{{- if dig "fleet" "enabled" false .Values.config }}true{{ end }}
+{{- end }}

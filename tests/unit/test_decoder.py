@@ -215,4 +215,5 @@ def test_the_config_switches_back_to_the_standard_library_reader() -> None:
     chosen = validate_settings({**base, "serialization": {"decoder": "stdlib"}})
     assert chosen.serialization.decoder == "stdlib"
     venue = chosen.streams[0].build_venue(chosen.serialization.decoder)
-    assert venue._json is REFERENCE  # type: ignore[union-attr]
+    assert isinstance(venue, AquanowVenue)
+    assert venue._json is REFERENCE

@@ -190,7 +190,7 @@ class App:
         return False
 
     def build_stream(self, stream: StreamSettings, sink: Sink) -> Stream:
-        venue = stream.build_venue()
+        venue = stream.build_venue(self.settings.serialization.decoder)
         state = StreamState(stream.name, venue.name, sink)
         self.health.streams.append(state)
         return Stream(stream, venue, state)

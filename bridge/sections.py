@@ -27,6 +27,8 @@ from bridge.shards import shard_key
 if TYPE_CHECKING:
     from bridge.venues.base import Venue
 
+Decoder = Literal["msgspec", "stdlib"]  # bridge/venues/decoder.py
+
 
 class Section(BaseModel):
     """A config section: unknown keys are errors, values never change after start."""
@@ -248,6 +250,10 @@ class SerializationSettings(Section):
     # Who writes the Avro bodies: encoders generated once per schema (bridge/avro.py, proven
     # byte-identical to fastavro by tests) or fastavro itself, the reference (a way back).
     encoder: Literal["generated", "fastavro"] = "generated"
+    # Who reads the venues' JSON: msgspec, for frames it can vouch for, giving exactly what the
+    # standard library's careful reader gives (bridge/venues/decoder.py), or that reader
+    # itself, the reference (a way back).
+    decoder: Decoder = "msgspec"
 
     @field_validator("registry_url")
     @classmethod
@@ -440,8 +446,9 @@ class StreamBase(Section):
     snapshot: SnapshotSettings = SnapshotSettings()
 
     @abstractmethod
-    def build_venue(self) -> Venue:
-        """The pure venue module for this stream (its signing keys unwrapped)."""
+    def build_venue(self, decoder: Decoder = "msgspec") -> Venue:
+        """The pure venue module for this stream (its signing keys unwrapped), reading JSON
+        with `decoder` (`serialization.decoder`)."""
 
     @abstractmethod
     def scope(self) -> str:

@@ -30,7 +30,7 @@ from bridge.records import (
     Record,
     make_event_id,
 )
-from bridge.sections import StreamBase
+from bridge.sections import Decoder, StreamBase
 from bridge.venues.base import (
     Frame,
     Nonces,
@@ -46,7 +46,8 @@ from bridge.venues.base import (
     http_detail,
     http_error,
 )
-from bridge.venues.fields import Fields, dumps_exact, loads_exact
+from bridge.venues.decoder import FAST, Json, json_for
+from bridge.venues.fields import Fields
 
 NAME: Final = "aquanow"
 # The reporting feed's channels (§1.3).
@@ -120,13 +121,14 @@ class AquanowStream(StreamBase):
             raise ValueError("at least one channel is required")
         return value
 
-    def build_venue(self) -> AquanowVenue:
+    def build_venue(self, decoder: Decoder = "msgspec") -> AquanowVenue:
         return AquanowVenue(
             stream=self.name,
             api_key=self.api_key.get_secret_value(),
             api_secret=self.api_secret.get_secret_value(),
             channels=self.channels,
             account=self.account,
+            json=json_for(decoder),
         )
 
     def scope(self) -> str:
@@ -149,8 +151,10 @@ class AquanowVenue:
         api_secret: str,
         channels: tuple[AquanowChannel, ...] = ("executionReport",),
         account: str | None = None,
+        json: Json = FAST,
     ) -> None:
         self.stream = stream
+        self._json = json
         self._api_key = api_key
         self._secret = api_secret
         self.channels = channels
@@ -211,7 +215,7 @@ class AquanowVenue:
                 return SnapshotPage()  # an account without a credit line: nothing to state
             return SnapshotPage(error=error)
         try:
-            data = loads_exact(body)
+            data = self._json.loads(body)
         except ParseError as exc:
             return SnapshotPage(error=RestError("retry", f"{call.path}: {exc.detail}"))
         items = data if isinstance(data, list) else [data]
@@ -223,7 +227,7 @@ class AquanowVenue:
         try:
             return self.parse_item(kind, item, at, SOURCE_SNAPSHOT)
         except ParseError as exc:
-            raw = dumps_exact(item).encode("utf-8", "surrogatepass")
+            raw = self._json.dumps(item).encode("utf-8", "surrogatepass")
             detail = f"snapshot {kind}: {exc.detail}"
             return build_dead_letter(
                 NAME, self.stream, at, exc.reason, detail, raw=raw, source=SOURCE_SNAPSHOT
@@ -263,7 +267,7 @@ class AquanowVenue:
             return ParseResult(records=[dead])
 
     def _parse(self, frame: Frame) -> ParseResult:
-        envelope = Fields(loads_exact(frame.data), "frame")
+        envelope = Fields(self._json.loads(frame.data), "frame")
         text = frame_text(frame)
         kind = envelope.opt_str("type")
         parser = self._parsers.get(kind or "")
@@ -310,7 +314,7 @@ class AquanowVenue:
             received_at=frame.received_at,
             source=source,
             event_id=make_event_id(NAME, account, "balance", asset, event_time, total, available),
-            raw=raw or _item_text(p),
+            raw=raw or self._json.dumps(p.obj),
             asset=asset,
             available=available,
             total=total,
@@ -348,7 +352,7 @@ class AquanowVenue:
             event_id=make_event_id(
                 NAME, account, "order", order_id, status_raw, filled, event_time
             ),
-            raw=raw or _item_text(p),
+            raw=raw or self._json.dumps(p.obj),
             order_id=order_id,
             client_order_id=None,
             parent_order_id=p.opt_str("orderIdParent"),
@@ -390,7 +394,7 @@ class AquanowVenue:
             received_at=frame.received_at,
             source=source,
             event_id=make_event_id(NAME, account, "credit", event_time, adjusted, ltv, unutilized),
-            raw=raw or _item_text(p),
+            raw=raw or self._json.dumps(p.obj),
             asset="USD",
             adjusted_mtm=adjusted,
             ltv=ltv,
@@ -417,10 +421,6 @@ def _order_status(status_raw: str, filled: Decimal | None) -> tuple[str, bool]:
 def _side(raw: str | None) -> str:
     side = (raw or "").lower()
     return side if side in (SIDE_BUY, SIDE_SELL) else SIDE_UNKNOWN
-
-
-def _item_text(p: Fields) -> str:
-    return dumps_exact(p.obj)
 
 
 def _rest_error(status: int, body: bytes) -> RestError | None:

@@ -214,6 +214,19 @@ def dumps_exact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _fits(value: Decimal) -> bool:
+    """`value` is finite with at most SCALE places and MAX_INTEGER_DIGITS integer digits, so
+    `to_amount` returns it unchanged. Read from its text, plain notation when the exponent is
+    ≤ 0 and the value not tiny (half the cost of `as_tuple`); any other text gets `to_amount`."""
+    if not value.is_finite():
+        return False
+    text = str(value)
+    if "E" in text:
+        return False
+    dot = text.find(".")
+    return (dot < 0 or len(text) - dot <= SCALE + 1) and value.adjusted() < MAX_INTEGER_DIGITS
+
+
 def to_amount(value: Decimal, path: str) -> Decimal:
     """Check that `value` fits decimal(38, 18) exactly; return it with at most 18 places."""
     if not value.is_finite():
@@ -271,6 +284,8 @@ class Fields:
     def opt_str(self, name: str) -> str | None:
         """A string; "-" and "" are null."""
         value = self.obj.get(name)
+        if type(value) is str:  # the usual case first: the same answer, sooner
+            return None if value in PLACEHOLDERS else value
         if _absent(value):
             return None
         if isinstance(value, str):
@@ -280,7 +295,7 @@ class Fields:
     def opt_id(self, name: str) -> str | None:
         """An id the venue sends as a string or as an integer (Satori's `entrustId`)."""
         value = self.obj.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
             return str(value)
         if _absent(value) or isinstance(value, str):
             return self.opt_str(name)
@@ -295,6 +310,8 @@ class Fields:
     def opt_decimal(self, name: str) -> Decimal | None:
         """A JSON number or a decimal string (Satori sends amounts as strings)."""
         value = self.obj.get(name)
+        if type(value) is Decimal and _fits(value):  # the usual case first
+            return value
         if _absent(value):
             return None
         path = f"{self.path}.{name}"
@@ -322,6 +339,8 @@ class Fields:
     def opt_int(self, name: str) -> int | None:
         """An integer (ids, epoch milliseconds, versions). "123" strings are accepted too."""
         value = self.obj.get(name)
+        if type(value) is int and -(2**63) <= value < 2**63:  # the usual case first
+            return value
         if _absent(value):
             return None
         number: int | None = None
@@ -339,6 +358,8 @@ class Fields:
 
     def opt_bool(self, name: str) -> bool | None:
         value = self.obj.get(name)
+        if type(value) is bool:
+            return value
         if _absent(value):
             return None
         if isinstance(value, bool):

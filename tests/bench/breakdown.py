@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from bridge.codec import Codec, SchemaStore
 from bridge.dev.simulator.aquanow import AquanowSimulator
+from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.metrics import LATENCY_BUCKETS, Metrics
 from bridge.records import _EVENT_NAMESPACE, make_event_id
 from bridge.settings import KafkaSettings
@@ -26,7 +28,10 @@ from bridge.sink import Sink
 from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame
+from bridge.venues.decoder import FAST, REFERENCE, Json, read_json
 from bridge.venues.fields import loads_exact
+from bridge.venues.satori.venue import SatoriVenue
+from tests.data import satori
 
 KEY, SECRET = "bench-key", "bench-secret-not-real"
 
@@ -122,6 +127,47 @@ def tls_memory(variant: str) -> int:
     return int(json.loads(done.stdout)["kib_per_connection_both_ends"])
 
 
+def parse_all(make: Callable[[Json], Any], reader: Json, frames: list[str]) -> None:
+    venue = make(reader)  # a new venue each time: Satori's watermarks start afresh
+    for f in frames:
+        venue.parse(Frame(f, 1, 0.0))
+
+
+def one_venue(make: Callable[[Json], Any], frames: list[str]) -> dict[str, Any]:
+    n = sum(len(make(FAST).parse(Frame(f, 1, 0.0)).records) for f in frames)
+    return {
+        "records_per_frame": round(n / len(frames), 2),
+        "json_exact_us_per_frame": {
+            "before": cpu_us(lambda: [loads_exact(f) for f in frames], len(frames)),
+            "after": cpu_us(lambda: [read_json(f) for f in frames], len(frames)),
+        },
+        "venue_parse_us_per_record": {
+            "before": cpu_us(partial(parse_all, make, REFERENCE, frames), n),
+            "after": cpu_us(partial(parse_all, make, FAST, frames), n),
+        },
+    }
+
+
+def venue_parse(frames_count: int) -> dict[str, Any]:
+    """JSON per frame, and JSON plus venue parse per record (records built, event_id
+    included), for both venues' simulator frames: the reference reader
+    (`serialization.decoder: stdlib`, the only one before phase 2) and msgspec."""
+    pairs = ("ETH-USD", "BTC-USD")
+    sat = SatoriSimulator(satori.API_KEY, satori.WALLET, seed=21, pairs=pairs)
+    aq = AquanowSimulator(KEY, SECRET, seed=5)
+
+    def satori_venue(reader: Json) -> SatoriVenue:
+        return SatoriVenue("bd", satori.API_KEY, satori.PRIVATE_KEY, pairs=pairs, json=reader)
+
+    return {
+        "aquanow": one_venue(
+            lambda reader: AquanowVenue("bd", KEY, SECRET, json=reader),
+            [aq.next_event().text for _ in range(frames_count)],
+        ),
+        "satori": one_venue(satori_venue, [sat.next_event().text for _ in range(frames_count)]),
+    }
+
+
 async def breakdown(frames_count: int) -> dict[str, Any]:
     sim = AquanowSimulator(KEY, SECRET, seed=5)
     frames = [sim.next_event().text for _ in range(frames_count)]
@@ -131,9 +177,8 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
     parts = ("aquanow", "CA1000051R", "order", "8d0f3c1e-4f5", "COMPLETE", Decimal("0.5"), 16e11)
     n = len(records)
     out: dict[str, Any] = {
-        "json_exact_us": cpu_us(lambda: [loads_exact(f) for f in frames], len(frames)),
         "json_float_us": cpu_us(lambda: [json.loads(f) for f in frames], len(frames)),
-        "venue_parse_us": cpu_us(lambda: [venue.parse(Frame(f, 1, 0.0)) for f in frames], n),
+        "decode": venue_parse(frames_count),
         "event_id_us": {
             "before": cpu_us(lambda: [uuid5_event_id(*parts) for _ in range(n)], n),
             "after": cpu_us(lambda: [make_event_id(*parts) for _ in range(n)], n),

@@ -36,7 +36,16 @@ from tests.bench.measure import (
 )
 from tests.helpers import AvroReader, BridgeProcess, unique_topics, wait_until
 
-__all__ = ["KAFKA_OVERRIDES", "TARGETS", "breakdown", "fanout", "latency", "recovery", "throughput"]
+__all__ = [
+    "KAFKA_OVERRIDES",
+    "SERIALIZATION",
+    "TARGETS",
+    "breakdown",
+    "fanout",
+    "latency",
+    "recovery",
+    "throughput",
+]
 
 KEY, SECRET = "bench-key", "bench-secret-not-real"
 TARGETS: dict[str, float] = {
@@ -50,10 +59,12 @@ TARGETS: dict[str, float] = {
     "recovery_beyond_backoff_s": 2.0,
 }
 KAFKA_OVERRIDES: dict[str, Any] = {}  # --max-batch-bytes: the same for the bridge and ceilings
+SERIALIZATION: dict[str, Any] = {}  # --decoder stdlib: the reference reader (before phase 2)
 
 
 def command(name: str) -> str:
-    return f'make bench ARGS="--only {name}"'
+    decoder = f" --decoder {SERIALIZATION['decoder']}" if SERIALIZATION else ""
+    return f'make bench ARGS="--only {name}{decoder}"'
 
 
 async def create_topics(bootstrap: str, topics: dict[str, str]) -> None:
@@ -75,6 +86,7 @@ def bridge_config(
     kafka = {"bootstrap_servers": bootstrap, "topics": topics, **KAFKA_OVERRIDES}
     return {
         "kafka": kafka,
+        "serialization": dict(SERIALIZATION),
         "log": {"level": "warning", "format": "json"},
         "streams": streams,
         **extra,

@@ -42,7 +42,7 @@ from typing import Any
 from bridge.dev.kafka import kafka_bootstrap
 from tests.bench import figures
 from tests.bench.diskbuffer import disk_buffer_bench
-from tests.bench.figures import KAFKA_OVERRIDES, TARGETS
+from tests.bench.figures import KAFKA_OVERRIDES, SERIALIZATION, TARGETS
 from tests.bench.fleet import fleet_bench
 from tests.bench.restore import restore_bench
 
@@ -119,6 +119,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "targets": TARGETS,
+        "decoder": SERIALIZATION.get("decoder", "msgspec"),
     }
     quick = args.quick
     if "breakdown" in args.only:
@@ -173,7 +174,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--max-batch-bytes", type=int, help="producer batch size, bridge and ceilings alike"
     )
+    parser.add_argument(
+        "--decoder",
+        choices=["msgspec", "stdlib"],
+        help="the bridge's serialization.decoder (stdlib: the reader before issue 17 phase 2)",
+    )
     args = parser.parse_args()
+    if args.decoder:
+        SERIALIZATION["decoder"] = args.decoder
     if args.max_batch_bytes:
         KAFKA_OVERRIDES["max_batch_bytes"] = args.max_batch_bytes
     report = asyncio.run(main(args))  # BenchFailed: exits non-zero, nothing written

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bridge.backoff import Backoff
 from bridge.errors import ParseError
 from bridge.records import make_event_id
 from bridge.settings import ReconnectSettings
-from bridge.venues.fields import dumps_exact, loads_exact, to_amount
+from bridge.venues.fields import Fields, dumps_exact, loads_exact, to_amount
 
 pytestmark = pytest.mark.unit
 
@@ -112,6 +113,36 @@ def test_loads_exact_refuses_non_json_constants() -> None:
     for text in ("NaN", "[Infinity]", "-Infinity"):
         with pytest.raises(ParseError, match="invalid_json"):
             loads_exact(text)
+
+
+def amount_outcome(read: Callable[[], Decimal | None]) -> object:
+    try:
+        value = read()
+    except ParseError as exc:
+        return ("refused", exc.reason, exc.detail)
+    return None if value is None else (str(value), value.as_tuple())
+
+
+@given(
+    st.decimals(allow_nan=True, allow_infinity=True)
+    | st.from_regex(r"\A-?[0-9]{1,24}(\.[0-9]{0,22})?([eE][+-]?[0-9]{1,2})?\Z").map(Decimal)
+)
+@example(Decimal("0.0000000000000000001"))
+@example(Decimal("1.1000000000000000000"))
+@example(Decimal("0.123456789012345678"))
+@example(Decimal("12345678901234567890"))
+@example(Decimal("123456789012345678901"))
+@example(Decimal("-99999999999999999999.999999999999999999"))
+@example(Decimal("1E+19"))
+@example(Decimal("1E+20"))
+@example(Decimal("1E-19"))
+@example(Decimal("0E-19"))
+@example(Decimal("0E+3"))
+def test_reading_a_decimal_field_gives_what_to_amount_gives(value: Decimal) -> None:
+    """`opt_decimal` answers the usual decimal without `to_amount`: the same value (digits and
+    exponent) or the same refusal, whatever the places, integer digits or notation."""
+    got = amount_outcome(lambda: Fields({"a": value}, "p").opt_decimal("a"))
+    assert got == amount_outcome(lambda: to_amount(value, "p.a"))
 
 
 def test_event_ids_are_deterministic_and_decimal_normalized() -> None:

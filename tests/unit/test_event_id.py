@@ -50,3 +50,13 @@ def test_a_known_id_never_changes() -> None:
     parts = ("aquanow", "CA1", "balance", "BTC", 1656460243147, Decimal("2.50"))
     assert make_event_id(*parts) == "f88f8f9b-bd2d-58dc-9cbf-2ef3d2ebfecc"
     assert uuid.UUID(make_event_id(*parts)).version == 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\x7f", "\x00\x1f\n\t\r\b\f", 'a"b\\c/d', "é", "\u2028", "😀", "\ud800", "\udfff x"],
+)
+def test_characters_json_escapes_give_the_same_ids(text: str) -> None:
+    """The name is json's text: where msgspec would write other bytes (DEL, non-ASCII, lone
+    surrogates), json writes it."""
+    assert make_event_id("v", text, Decimal("1.0")) == reference_event_id("v", text, Decimal(1))

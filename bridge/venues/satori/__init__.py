@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from pydantic import SecretStr, field_validator, model_validator
 
-from bridge.sections import StreamBase
+from bridge.sections import Decoder, StreamBase
 
 if TYPE_CHECKING:
     from bridge.venues.satori.venue import SatoriVenue
@@ -69,7 +69,8 @@ class SatoriStream(StreamBase):
             raise ValueError("pairs: api_entrust/api_position/api_trade need at least one pair")
         return self
 
-    def build_venue(self) -> SatoriVenue:
+    def build_venue(self, decoder: Decoder = "msgspec") -> SatoriVenue:
+        from bridge.venues.decoder import json_for
         from bridge.venues.satori.venue import SatoriVenue
 
         return SatoriVenue(
@@ -81,6 +82,7 @@ class SatoriStream(StreamBase):
             events=self.events,
             trade_period=self.trade_period,
             account=self.account,
+            json=json_for(decoder),
         )
 
     def scope(self) -> str:

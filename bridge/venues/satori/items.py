@@ -24,7 +24,8 @@ from bridge.records import (
     make_event_id,
 )
 from bridge.venues.base import Frame, build_dead_letter
-from bridge.venues.fields import Fields, dumps_exact
+from bridge.venues.decoder import FAST, Json
+from bridge.venues.fields import Fields
 from bridge.venues.satori import NAME
 
 # changeType values that end a position (§2.4.3).
@@ -42,9 +43,10 @@ Build = Callable[[Fields, str, str, Frame], Record]
 class SatoriItems:
     """The record builders of one stream (one account)."""
 
-    def __init__(self, stream: str, account: str) -> None:
+    def __init__(self, stream: str, account: str, json: Json = FAST) -> None:
         self.stream = stream
         self.account = account
+        self.json = json  # how frames are read and items written back (`raw`)
         self.max_log_id: dict[str, int] = {}  # highest logId published per coin
         self.fill_watermark: dict[str, int] = {}  # newest own fill id published per pair
 
@@ -71,10 +73,10 @@ class SatoriItems:
             where = f"{path}[{i}]" if many else path
             try:
                 fields = Fields(rename(item) if rename else item, where)
-                records.append(build(fields, dumps_exact(item), source, at))
+                records.append(build(fields, self.json.dumps(item), source, at))
             except ParseError as exc:
                 # An array item is its own fact: its dead letter carries just that item.
-                item_raw = dumps_exact(item).encode("utf-8", "surrogatepass") if many else None
+                item_raw = self.json.dumps(item).encode("utf-8", "surrogatepass") if many else None
                 records.append(
                     build_dead_letter(
                         NAME,

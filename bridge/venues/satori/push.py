@@ -14,7 +14,7 @@ from bridge.venues.base import (
     Subscribed,
     build_dead_letter,
 )
-from bridge.venues.fields import Fields, loads_exact
+from bridge.venues.fields import Fields
 from bridge.venues.satori import NAME, SCOPE
 from bridge.venues.satori.items import Build, SatoriItems
 
@@ -35,7 +35,7 @@ def parse_frame(items: SatoriItems, frame: Frame) -> ParseResult:
     """One frame → records and control events; never raises: what cannot be read becomes a
     dead letter."""
     try:
-        return _dispatch(items, Fields(loads_exact(frame.data), "frame"), frame)
+        return _dispatch(items, Fields(items.json.loads(frame.data), "frame"), frame)
     except ParseError as exc:
         dead = build_dead_letter(NAME, items.stream, frame, exc.reason, exc.detail)
         return ParseResult(records=[dead])

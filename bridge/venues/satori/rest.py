@@ -14,7 +14,8 @@ from typing import Any, Final
 from bridge.errors import ParseError
 from bridge.records import SOURCE_SNAPSHOT, Order, Position, Record, make_event_id
 from bridge.venues.base import Frame, RestCall, RestError, SnapshotPage, http_error
-from bridge.venues.fields import Fields, dumps_exact, loads_exact
+from bridge.venues.decoder import FAST, JsonReader
+from bridge.venues.fields import Fields, dumps_exact
 from bridge.venues.satori import EVENTS, NAME, SatoriEvent
 from bridge.venues.satori.items import SatoriItems
 
@@ -83,13 +84,15 @@ def next_page(call: RestCall, items: int) -> list[RestCall]:
     return [RestCall(call.kind, call.method, call.path, tuple(params.items()))]
 
 
-def unwrap(status: int, body: bytes) -> tuple[Any, RestError | None]:
+def unwrap(
+    status: int, body: bytes, loads: JsonReader = FAST.loads
+) -> tuple[Any, RestError | None]:
     """The `data` of `{"error":false,"code":200,"msg":"SUCCESS","data":…}`, or the error."""
     error = http_error(status, body, "msg")
     if error is not None:
         return None, error
     try:
-        envelope = loads_exact(body)
+        envelope = loads(body)
     except ParseError as exc:
         return None, RestError("retry", f"HTTP {status}: unreadable body: {exc.detail}")
     if not isinstance(envelope, dict):
@@ -150,7 +153,7 @@ def parse_snapshot(
     items: SatoriItems, call: RestCall, status: int, body: bytes, at: Frame
 ) -> SnapshotPage:
     """One REST answer → records (source=snapshot), the next page, or the error."""
-    data, error = unwrap(status, body)
+    data, error = unwrap(status, body, items.json.loads)
     if error is not None:
         return SnapshotPage(error=error)
     if call.kind == "balance":

@@ -14,6 +14,7 @@ from bridge.venues.base import (
     SnapshotPage,
     Subscription,
 )
+from bridge.venues.decoder import FAST, Json
 from bridge.venues.satori import EVENTS, NAME, SCOPE, SatoriEvent, TradePeriod, push, rest
 from bridge.venues.satori.items import SatoriItems
 from bridge.venues.satori.signing import (
@@ -40,6 +41,7 @@ class SatoriVenue:
         events: tuple[SatoriEvent, ...] = EVENTS,
         trade_period: TradePeriod = "1MIN",
         account: str | None = None,
+        json: Json = FAST,
     ) -> None:
         self.stream = stream
         self._api_key = api_key
@@ -50,7 +52,7 @@ class SatoriVenue:
         self.scopes = [(e, s) for e in events for s in (coins if SCOPE[e] == "symbol" else pairs)]
         self.trade_period = trade_period
         self._timestamps = Nonces()
-        self._items = SatoriItems(stream, self.account)
+        self._items = SatoriItems(stream, self.account, json)
 
     @property
     def max_log_id(self) -> dict[str, int]:

@@ -185,6 +185,7 @@ class Changelog:
         self._partitions = partitions
         self._shards: dict[str, int] = {}
         self._venues: dict[str, Venue] = {}
+        self._states: dict[str, StreamState] = {}
         self.tracker = Tracker()
         self._log = get_logger(component="state")
 
@@ -192,6 +193,7 @@ class Changelog:
         """A stream whose checkpoint this writes (seeded with what it restored)."""
         self._shards[state.name] = shard_of(shard_key, self._partitions)
         self._venues[state.name] = venue
+        self._states[state.name] = state
         self.tracker.seed(venue.name, cp)
 
     def partition_of(self, record: Envelope) -> int | None:
@@ -223,4 +225,9 @@ class Changelog:
             time.time_ns() // 1000,
             lambda record: self._codec.encode(record).value,
             lambda stream: self._venues[stream].checkpoint_facts(),
+            lambda stream: self._held(stream),
         )
+
+    def _held(self, stream: str) -> tuple[int | None] | None:
+        state = self._states.get(stream)
+        return state.held() if state is not None else None

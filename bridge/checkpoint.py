@@ -228,16 +228,20 @@ class Tracker:
         now_us: int,
         encode: Callable[[Envelope], bytes],
         facts: Callable[[str], Mapping[str, str]],
+        held: Callable[[str], tuple[int | None] | None] = lambda stream: None,
     ) -> list[StateEntry]:
         """The entries to write now; `encode` gives an open record's bytes, `facts(stream)` the
-        venue module's restart facts (written with the stream's meta entry)."""
+        venue module's restart facts (written with the stream's meta entry), `held(stream)`
+        the order time its meta entry may not pass while a gap is unreconciled
+        (`StreamState.order_hold`)."""
         entries = [_entry(r, now_us, encode) for r in self._pending.values()]
         streams = {r.stream for r in self._pending.values()}
         self._pending.clear()
         for stream, meta in self._meta.items():
             if meta.dirty or stream in streams:
                 meta.dirty = False
-                entries.append(_meta_entry(stream, meta, now_us, dict(facts(stream))))
+                hold = held(stream)
+                entries.append(_meta_entry(stream, meta, now_us, dict(facts(stream)), hold))
         return entries
 
 
@@ -266,7 +270,13 @@ def _entry(record: VenueRecord, now_us: int, encode: Callable[[Envelope], bytes]
     )
 
 
-def _meta_entry(stream: str, meta: _Meta, now_us: int, facts: dict[str, str]) -> StateEntry:
+def _meta_entry(
+    stream: str, meta: _Meta, now_us: int, facts: dict[str, str], hold: tuple[int | None] | None
+) -> StateEntry:
+    last = meta.last_order_ms
+    if hold is not None:
+        (mark,) = hold
+        last = None if mark is None or last is None else min(last, mark)
     return StateEntry(
         venue=meta.venue,
         stream=stream,
@@ -282,5 +292,5 @@ def _meta_entry(stream: str, meta: _Meta, now_us: int, facts: dict[str, str]) ->
         record=None,
         versions=dict(meta.versions),
         facts=facts,
-        last_order_time=meta.last_order_ms,
+        last_order_time=last,
     )

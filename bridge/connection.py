@@ -167,7 +167,7 @@ class StreamConnection:
                 if self._stopping.is_set():
                     return
                 self._m_connected.set(1)
-                self.state.session_started()
+                self.state.session_started(reconciles=self._snapshot is not None)
                 self._backoff.connected(time.monotonic())
                 self._log.info("connected")
                 await self._read(ws, self.venue.build_subscriptions(int(time.time() * 1000)))

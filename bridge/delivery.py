@@ -127,6 +127,16 @@ class Ledger:
         held = sum(p.slot for p in self._failed)
         return bool(self._failed) and self._resending == 0 and self.in_flight == held
 
+    @property
+    def next_seq(self) -> int:
+        """The `seq` the next admitted record gets: every record admitted so far is below."""
+        return self._next_seq
+
+    def settled_below(self, seq: int) -> bool:
+        """Every record admitted before `seq` was acknowledged (or dropped for good)."""
+        oldest = self.oldest()
+        return oldest is None or oldest.seq >= seq
+
     def oldest(self) -> Pending | None:
         """The oldest record not acknowledged yet (failed ones included), if any."""
         return next(iter(self._holding.values()), None)

@@ -140,7 +140,9 @@ class Snapshotter:
         state.begin_snapshot()
         try:
             await self._reconcile(result)
-            if trigger != "subscribe":
+            if trigger == "subscribe":
+                state.gap_reconciled()
+            else:
                 # A push already on its way explains a difference: give it time to land.
                 await asyncio.sleep(self._settings.drift_grace)
                 result.drift = state.unexplained()

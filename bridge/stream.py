@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
+from bridge.delivery import Ledger
 from bridge.disklog import Ticket
 from bridge.records import (
     SOURCE_SNAPSHOT,
@@ -73,6 +74,12 @@ class StreamState:
     # `last_order_ms` when the current session connected: orders updated during the gap
     # before it are newer (the session's own pushes move `last_order_ms` at once).
     order_mark: int | None = None
+    # While a gap is not reconciled, the newest order time the checkpoint may keep is the mark
+    # of the gap's first session: pushes acknowledged meanwhile are newer than orders the gap's
+    # snapshot has yet to publish, and a restart would fetch only from the newest (`held`).
+    order_hold: tuple[int | None] | None = None
+    # The hold ends once this ledger acknowledged every record below this seq.
+    _release: tuple[Ledger, int] | None = None
     digests: dict[str, dict[str, str]] = field(
         default_factory=lambda: {topic: {} for topic in STATE_TOPICS}
     )
@@ -171,9 +178,30 @@ class StreamState:
             else:
                 self.open_positions.pop(record.position_id, None)
 
-    def session_started(self) -> None:
-        """A new session connected: mark where the gap before it began."""
+    def session_started(self, reconciles: bool = False) -> None:
+        """A new session connected: mark where the gap before it began. With a snapshot to
+        come (`reconciles`), the checkpoint's order time is held at that mark until it is done
+        (`gap_reconciled`); a hold already in place (an earlier gap never reconciled) stays."""
         self.order_mark = self.last_order_ms
+        if reconciles and self.order_hold is None:
+            self.order_hold = (self.order_mark,)
+        self._release = None  # a new gap: its own snapshot must finish
+
+    def gap_reconciled(self) -> None:
+        """The gap's snapshot handed all its records to the sink: the hold ends once the sink
+        has them all acknowledged (handed is not written: a fleet handover aborts what the
+        transaction has not committed, a crash loses what the broker has not acknowledged)."""
+        ledger: Ledger | None = getattr(self.sink, "ledger", None)  # test recorders have none
+        if ledger is None:
+            self.order_hold = None
+        elif self.order_hold is not None:
+            self._release = (ledger, ledger.next_seq)
+
+    def held(self) -> tuple[int | None] | None:
+        """The order time the checkpoint may not pass now (`order_hold`), None when free."""
+        if self._release is not None and self._release[0].settled_below(self._release[1]):
+            self.order_hold, self._release = None, None
+        return self.order_hold
 
     def begin_snapshot(self) -> None:
         self._fresh, self.superseded, self.unchanged, self.corrected = set(), 0, 0, []

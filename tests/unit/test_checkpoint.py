@@ -5,13 +5,16 @@ acknowledgement, how entries fold back into a stream's memory, and the shard fun
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from bridge.checkpoint import META, CheckpointReader, Tracker, state_digest
 from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
+from bridge.delivery import Ledger
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.credentials import (
     AQUANOW_KEY,
@@ -24,6 +27,7 @@ from bridge.dev.simulator.satori import SatoriSimulator, rest_order, rest_positi
 from bridge.dev.simulator.wire import json_text
 from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, Trade, VenueRecord
 from bridge.shards import shard_key, shard_of
+from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall
 from bridge.venues.satori.venue import SatoriVenue
@@ -160,6 +164,51 @@ def test_the_tracker_writes_the_newest_acknowledged_state_per_key_and_the_meta_f
     assert meta.versions == {"balance:USD": 41, "fill:ETH-USD": 19868095}
     assert meta.facts == {"rest_account": "CA1"}
     assert tracker.drain(6, encode, lambda stream: {}) == []  # nothing new: nothing written
+
+
+def test_an_unreconciled_gap_holds_the_checkpoints_order_time_at_its_mark() -> None:
+    """Pushes acknowledged while the gap's snapshot is still publishing older orders must not
+    move the restart's "updated since" past them (a fleet handover aborting the snapshot's
+    transaction lost such orders for good)."""
+    state = StreamState("s", "aquanow", sink=None)  # type: ignore[arg-type]
+    state.last_order_ms = 1000
+    state.session_started(reconciles=True)
+    state.last_order_ms = 5000  # a push of the new session, published and acknowledged
+    state.session_started(reconciles=True)  # dropped and back before the snapshot finished
+    tracker = Tracker()
+    tracker.acked(make.order(stream="s", order_id="9", event_time=5000))
+
+    def meta(held: Callable[[str], tuple[int | None] | None]) -> int | None:
+        (entry,) = [e for e in tracker.drain(1, encode, lambda s: {}, held) if e.topic == "meta"]
+        tracker.acked(make.order(stream="s", order_id="9", event_time=5000))
+        return entry.last_order_time
+
+    assert meta(lambda s: state.order_hold) == 1000  # the first gap's mark, not 5000
+    state.gap_reconciled()
+    assert meta(lambda s: state.order_hold) == 5000
+    fresh = StreamState("s", "aquanow", sink=None)  # type: ignore[arg-type]
+    fresh.session_started(reconciles=True)  # nothing known before: a restart reads `lookback`
+    assert meta(lambda s: fresh.order_hold) is None
+    fresh.session_started(reconciles=False)
+    assert StreamState("s", "aquanow", sink=None).order_hold is None  # type: ignore[arg-type]
+
+
+def test_the_hold_ends_only_once_the_sink_acknowledged_the_snapshots_records() -> None:
+    """Handed to the sink is not written: a fleet handover aborts what its transaction has not
+    committed. The hold waits for the ledger to acknowledge everything admitted before the
+    snapshot finished, and not for what was admitted after."""
+    sink = SimpleNamespace(ledger=Ledger(capacity=10))
+    state = StreamState("s", "aquanow", sink=sink)
+    state.last_order_ms = 1000
+    state.session_started(reconciles=True)
+    snapshot_record = sink.ledger.admit(make.order(stream="s"), CODEC.encode(make.order()), None)
+    state.gap_reconciled()
+    later_push = sink.ledger.admit(make.order(stream="s"), CODEC.encode(make.order()), None)
+    assert state.held() == (1000,)  # the snapshot's record is not acknowledged yet
+    sink.ledger.acked(later_push)
+    assert state.held() == (1000,)
+    sink.ledger.acked(snapshot_record)
+    assert state.held() is None
 
 
 def _fill(**fields: Any) -> Trade:

@@ -117,11 +117,9 @@ async def test_a_paused_member_past_the_session_timeout_is_fenced(
         )
         assert any(r.member == "m2" and r.stream in moved for r in written)  # it did write
         assert late == [], late[:5]
-        if problems:
-            # KNOWN DEFECT (issue 14's closing note): in about 1 run in 10 on a loaded machine,
-            # two Aquanow orders end missing or stale after this double handover; not
-            # understood yet. Reported as XFAIL with the keys (`-ra` prints it), never passed.
-            pytest.xfail(f"{len(problems)} of {keys} keys not converged: {problems[:3]}")
+        # Before the checkpoint held its order time until the gap's snapshot was committed, 5
+        # runs in 17 ended with 1-24 Aquanow orders never published here.
+        assert problems == [], problems[:10]
 
 
 async def test_a_member_that_cannot_reach_kafka_stops_its_streams(

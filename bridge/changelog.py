@@ -19,12 +19,19 @@ from typing import Any, Final
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bridge.checkpoint import META, Checkpoint, CheckpointReader, Tracker, is_open, state_digest
+from bridge.checkpoint import (
+    META,
+    Checkpoint,
+    CheckpointReader,
+    Tracker,
+    is_open,
+    state_digest,
+)
 from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
 from bridge.errors import KafkaAccessError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
-from bridge.records import Envelope, Order, Position, StateEntry
+from bridge.records import Envelope, Order, Position, StateEntry, VenueRecord
 from bridge.sections import StateSettings
 from bridge.shards import shard_of
 from bridge.sink import Sink
@@ -202,9 +209,18 @@ class Changelog:
             return self._shards.get(record.stream)
         return None
 
-    def acked(self, record: Envelope) -> None:
-        if not isinstance(record, StateEntry):
-            self.tracker.acked(record)
+    def acked(
+        self, record: Envelope, value: bytes | None = None, digest: str | None = None
+    ) -> None:
+        """The sink's `on_acked`: the value Kafka holds and the admission digest ride along,
+        so the drain neither encodes an open record again nor digests it again (fleet mode's
+        transactions give the record alone: both are made at drain)."""
+        if isinstance(record, StateEntry):
+            return
+        if value is not None and isinstance(record, VenueRecord) and is_open(record):
+            self.tracker.acked(record, self._sink.single_object(record, value), digest)
+        else:
+            self.tracker.acked(record, None, digest)
 
     async def run(self) -> None:
         """Forever: flush every `flush_interval` seconds."""

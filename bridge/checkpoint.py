@@ -188,7 +188,9 @@ class Tracker:
     facts. `drain` turns it into entries."""
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str, str], VenueRecord] = {}
+        # per state key: the newest acknowledged record, its single-object bytes when it is
+        # open (None: encode at drain) and its digest (None: compute at drain)
+        self._pending: dict[tuple[str, str, str], _Acked] = {}
         self._meta: dict[str, _Meta] = {}
 
     def seed(self, venue: str, checkpoint: Checkpoint) -> None:
@@ -197,11 +199,15 @@ class Tracker:
             venue, dict(checkpoint.versions), checkpoint.last_order_ms
         )
 
-    def acked(self, record: Envelope) -> None:
-        """A record the broker acknowledged (called for every record: cheap when not state)."""
+    def acked(
+        self, record: Envelope, encoded: bytes | None = None, digest: str | None = None
+    ) -> None:
+        """A record the broker acknowledged (called for every record: cheap when not state).
+        `encoded`: an open record's single-object bytes as Kafka holds them, `digest` its
+        state digest as admitted (bridge/stream.py): given, the drain does not make them again."""
         if record.TOPIC in STATE_TOPICS:
             assert isinstance(record, VenueRecord)
-            self._pending[(record.stream, record.TOPIC, record.key())] = record
+            self._pending[(record.stream, record.TOPIC, record.key())] = (record, encoded, digest)
             self._note(record)
         elif isinstance(record, Trade) and record.account is not None:
             self._note(record)  # an own fill: its id is a watermark
@@ -234,8 +240,8 @@ class Tracker:
         venue module's restart facts (written with the stream's meta entry), `held(stream)`
         the order time its meta entry may not pass while a gap is unreconciled
         (`StreamState.order_hold`)."""
-        entries = [_entry(r, now_us, encode) for r in self._pending.values()]
-        streams = {r.stream for r in self._pending.values()}
+        entries = [_entry(acked, now_us, encode) for acked in self._pending.values()]
+        streams = {stream for stream, _, _ in self._pending}
         self._pending.clear()
         for stream, meta in self._meta.items():
             if meta.dirty or stream in streams:
@@ -249,8 +255,14 @@ def _raise(versions: dict[str, int], name: str, value: int) -> None:
     versions[name] = max(versions.get(name, value), value)
 
 
-def _entry(record: VenueRecord, now_us: int, encode: Callable[[Envelope], bytes]) -> StateEntry:
+_Acked = tuple[VenueRecord, bytes | None, str | None]  # record, encoded if open, digest
+
+
+def _entry(acked: _Acked, now_us: int, encode: Callable[[Envelope], bytes]) -> StateEntry:
+    record, encoded, digest = acked
     open_ = is_open(record)
+    if open_ and encoded is None:
+        encoded = encode(record)
     return StateEntry(
         venue=record.venue,
         stream=record.stream,
@@ -260,10 +272,10 @@ def _entry(record: VenueRecord, now_us: int, encode: Callable[[Envelope], bytes]
         topic=record.TOPIC,
         record_key=record.key(),
         account=record.account,
-        digest=state_digest(record),
+        digest=state_digest(record) if digest is None else digest,
         open=open_,
         event_time=record.event_time,
-        record=encode(record) if open_ else None,
+        record=encoded if open_ else None,
         versions={},
         facts={},
         last_order_time=None,

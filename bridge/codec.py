@@ -205,6 +205,16 @@ class Codec:
         ]
         return Encoded(record.TOPIC, record.key().encode(), value, headers)
 
+    def single_object(self, record: Envelope, value: bytes) -> bytes:
+        """A value this codec wrote for `record` (`encode(record).value`), in single-object
+        framing: the same bytes in the default framing, the body behind the single-object
+        prefix in registry mode. What the checkpoint keeps of an open record without encoding
+        it again."""
+        writer = self._writers[type(record)]
+        if writer.prefix[:2] == SINGLE_OBJECT_MAGIC:
+            return value
+        return single_object_prefix(writer.schema) + value[len(writer.prefix) :]
+
 
 @dataclass(frozen=True, slots=True)
 class _Writer:

@@ -51,6 +51,7 @@ class Pending:
     slot: bool = True
     resend: bool = False
     ticket: Ticket | None = None  # the disk buffer's frame this record was made from
+    digest: str | None = None  # a state record's digest, computed at admission (bridge/stream.py)
 
     def settle_ticket(self) -> None:
         """Acknowledged: tell the frame's ticket, once (a republished duplicate is acked

@@ -61,6 +61,8 @@ FINAL_ERRORS = (*FATAL_DELIVERY_ERRORS, *FENCED_ERRORS)
 class Sink:
     """Publishes records to Kafka with at-least-once delivery and bounded memory."""
 
+    takes_digest = True  # `publish` takes a state record's digest (bridge/stream.py)
+
     def __init__(
         self,
         settings: KafkaSettings,
@@ -86,8 +88,9 @@ class Sink:
             settings.linger_ms / 1000, self._send_batch, on_flush=self._partitioner.forget
         )
         # Hooks for the checkpoint (bridge/changelog.py): who hears of each acknowledged
-        # record, and which partition a record must go to (None: the key's partition).
-        self.on_acked: Callable[[Envelope], None] | None = None
+        # record (with the value bytes Kafka holds and the digest given to `publish`), and
+        # which partition a record must go to (None: the key's partition).
+        self.on_acked: Callable[[Envelope, bytes, str | None], None] | None = None
         self.partition_of: Callable[[Envelope], int | None] | None = None
         if report_buffer:  # a fleet member reports the sum over its shards' sinks
             metrics.buffer_capacity.set(settings.buffer_records)
@@ -129,11 +132,16 @@ class Sink:
                 since = None
 
     async def publish(
-        self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
+        self,
+        record: Envelope,
+        received_mono: float | None = None,
+        ticket: Ticket | None = None,
+        digest: str | None = None,
     ) -> None:
         """Hand `record` to the producer, waiting for buffer room (backpressure) and for any
         recovery in progress. Raises `SinkError` once delivery has failed for good. `ticket`:
-        the disk buffer's frame the record was made from, settled on the record's ack."""
+        the disk buffer's frame the record was made from, settled on the record's ack;
+        `digest`: a state record's digest, handed to `on_acked` (the checkpoint's)."""
         self._raise_if_fatal()
         try:
             encoded = self._codec.encode(record)
@@ -151,6 +159,7 @@ class Sink:
                 await self._until(lambda: self._fatal is not None or ledger.accepting)
                 self._raise_if_fatal()
                 pending = ledger.admit(record, encoded, received_mono, time.monotonic())
+        pending.digest = digest
         if ticket is not None:
             pending.ticket = ticket
             ticket.hold()
@@ -317,7 +326,7 @@ class Sink:
             pending.settle_ticket()
         self._reports.acked(pending)
         if self.on_acked is not None:
-            self.on_acked(pending.record)
+            self.on_acked(pending.record, pending.encoded.value, pending.digest)
 
     def _recovery_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -345,6 +354,10 @@ class Sink:
         self._log.warning("record too large; sent to the dead-letter topic", error=str(exc))
         pending.record = _dead_letter_for(pending.record, "oversized_record", str(exc))
         pending.encoded = self._codec.encode(pending.record)
+
+    def single_object(self, record: Envelope, value: bytes) -> bytes:
+        """`value`, as this sink's codec wrote it for `record`, in single-object framing."""
+        return self._codec.single_object(record, value)
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record handed over so far is acknowledged. False on timeout."""

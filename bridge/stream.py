@@ -48,12 +48,17 @@ class Publisher(Protocol):
 
 
 class TicketPublisher(Protocol):
-    """A publisher that also takes the disk buffer's ticket (bridge.sink.Sink). Tickets exist
-    only with the disk buffer on, which the app wires to the sink alone: a recorder without
-    the argument serves every other test."""
+    """A publisher that also takes the disk buffer's ticket and a state record's digest
+    (bridge.sink.Sink, which says so with `takes_digest`). Tickets exist only with the disk
+    buffer on, which the app wires to the sink alone: a recorder without the arguments serves
+    every other test."""
 
     async def publish(
-        self, record: Envelope, received_mono: float | None = None, ticket: Ticket | None = None
+        self,
+        record: Envelope,
+        received_mono: float | None = None,
+        ticket: Ticket | None = None,
+        digest: str | None = None,
     ) -> None: ...
 
 
@@ -116,16 +121,20 @@ class StreamState:
         """Hand one record to the sink, unless it is a snapshot record that a push superseded
         or that states what was already published. True when it was handed over. `ticket`:
         the disk buffer's frame it was made from (bridge/diskbuffer.py)."""
+        digest = None
         if record.TOPIC in STATE_TOPICS:
             assert isinstance(record, VenueRecord)
-            if not self._admit(record):
+            digest = self._admit(record)
+            if digest is None:
                 return False
         if record.source == SOURCE_STREAM:
             self.pushed.set()
         self._track(record)
         self.last_record_at = time.time_ns() // 1000
         self.last_record_mono = time.monotonic()
-        if ticket is None:
+        if getattr(self.sink, "takes_digest", False):  # the checkpoint reuses it (no 2nd digest)
+            await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket, digest)
+        elif ticket is None:
             await self.sink.publish(record, received_mono)
         else:
             await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
@@ -147,22 +156,23 @@ class StreamState:
         self.resync.clear()
         return requests
 
-    def _admit(self, record: VenueRecord) -> bool:
+    def _admit(self, record: VenueRecord) -> str | None:
+        """The record's digest when it is to be published, None when it is skipped."""
         state_key = (record.TOPIC, record.key())
         digests = self.digests[record.TOPIC]
         digest = state_digest(record)
         if record.source == SOURCE_SNAPSHOT:
             if self._fresh is not None and state_key in self._fresh:
                 self.superseded += 1
-                return False
+                return None
             if digests.get(state_key[1]) == digest:
                 self.unchanged += 1
-                return False
+                return None
             self.corrected.append(state_key)
         elif self._fresh is not None:
             self._fresh.add(state_key)
         digests[state_key[1]] = digest
-        return True
+        return digest
 
     def _track(self, record: Envelope) -> None:
         if isinstance(record, Order):

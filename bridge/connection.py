@@ -158,6 +158,7 @@ class StreamConnection:
             s.url,
             **tls,
             ping_interval=None,  # our own keepalive: see _next_frame and bridge.subscription
+            compression="deflate" if s.compression else None,
             max_size=max(s.max_frame_bytes * HARD_FRAME_FACTOR, HARD_FRAME_FLOOR),
             open_timeout=s.subscribe_timeout,
             close_timeout=5,

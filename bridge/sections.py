@@ -443,6 +443,9 @@ class StreamBase(Section):
     # Larger frames become dead letters (`oversized_frame`, raw cut to 512 KiB); frames over
     # 16x this (or 16 MiB) close the connection (1009) before they can exhaust memory.
     max_frame_bytes: int = Field(1024 * 1024, ge=1024)
+    # Offer permessage-deflate (RFC 7692) to the venue. Off: inflating costs CPU on every
+    # frame and ~50 KiB of zlib state per connection (tests/bench: fan-out), for small frames.
+    compression: bool = False
     snapshot: SnapshotSettings = SnapshotSettings()
 
     @abstractmethod

@@ -60,11 +60,13 @@ TARGETS: dict[str, float] = {
 }
 KAFKA_OVERRIDES: dict[str, Any] = {}  # --max-batch-bytes: the same for the bridge and ceilings
 SERIALIZATION: dict[str, Any] = {}  # --decoder stdlib: the reference reader (before phase 2)
+STREAM: dict[str, Any] = {}  # --compression: permessage-deflate on (the default before phase 3)
 
 
-def command(name: str) -> str:
+def command(name: str, more: str = "") -> str:
     decoder = f" --decoder {SERIALIZATION['decoder']}" if SERIALIZATION else ""
-    return f'make bench ARGS="--only {name}{decoder}"'
+    compression = " --compression" if STREAM.get("compression") else ""
+    return f'make bench ARGS="--only {name}{more}{decoder}{compression}"'
 
 
 async def create_topics(bootstrap: str, topics: dict[str, str]) -> None:
@@ -101,6 +103,7 @@ def aquanow_stream(name: str, sim: AquanowSimulator, **extra: Any) -> dict[str, 
         "api_key": KEY,
         "api_secret": SECRET,
         "ack_grace": 0.5,
+        **STREAM,
         **extra,
     }
 
@@ -350,7 +353,7 @@ async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
         "scrape_s": spread(scrapes, 3),
         "healthz": probe.summary(),
         "window_s": seconds,
-        "command": f'make bench ARGS="--only fanout --fanout-streams {streams}"',
+        "command": command("fanout", f" --fanout-streams {streams}"),
     }
 
 

@@ -179,7 +179,14 @@ if __name__ == "__main__":
         choices=["msgspec", "stdlib"],
         help="the bridge's serialization.decoder (stdlib: the reader before issue 17 phase 2)",
     )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="the streams offer permessage-deflate (the default before issue 17 phase 3)",
+    )
     args = parser.parse_args()
+    if args.compression:
+        figures.STREAM["compression"] = True
     if args.decoder:
         SERIALIZATION["decoder"] = args.decoder
     if args.max_batch_bytes:

@@ -1,10 +1,11 @@
 """Memory of idle wss:// connections, per connection (client and server ends, one process):
 with a TLS context per connection (what asyncio does for `ssl=True`: the system CA store
 loaded each time) or one shared context, and asyncio's TLS read buffer at its 256 KiB default
-or the bridge's 16 KiB. Each variant runs in a fresh process (the buffer size is
+or the bridge's 16 KiB, and with permessage-deflate (websockets' default) or without it (the
+bridge's default since issue 17 phase 3: `no-deflate`). Each variant runs in a fresh process (the buffer size is
 process-wide and freed memory is not given back).
 
-    python -m tests.bench.tls_memory per-connection|shared|shared-small-buffer [N]
+    python -m tests.bench.tls_memory per-connection|shared|shared-small-buffer|no-deflate [N]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tests.bench.measure import rss_mb
 
 
 async def main(variant: str, n: int) -> dict[str, Any]:
-    if variant == "shared-small-buffer":
+    if variant in ("shared-small-buffer", "no-deflate"):
         limit_tls_read_buffers()
     ca = trustme.CA()
     ca_file = Path(tempfile.mkdtemp()) / "ca.pem"
@@ -41,8 +42,10 @@ async def main(variant: str, n: int) -> dict[str, Any]:
         return context
 
     async def handler(ws: ServerConnection) -> None:
-        await ws.wait_closed()
+        async for message in ws:  # an echo: the client's decoder is used too
+            await ws.send(message)
 
+    deflate = None if variant == "no-deflate" else "deflate"
     async with serve(handler, "127.0.0.1", 0, ssl=server) as listening:
         port = next(iter(listening.sockets)).getsockname()[1]
         shared = client()
@@ -50,7 +53,10 @@ async def main(variant: str, n: int) -> dict[str, Any]:
         connections: list[ClientConnection] = []
         for _ in range(n):
             context = client() if variant == "per-connection" else shared
-            connections.append(await connect(f"wss://127.0.0.1:{port}/", ssl=context))
+            ws = await connect(f"wss://127.0.0.1:{port}/", ssl=context, compression=deflate)
+            await ws.send('{"action":"subscribe"}')  # a frame each way: what a stream has done
+            await ws.recv()
+            connections.append(ws)
         kib = (rss_mb(os.getpid()) - before) * 1024 / n
         for ws in connections:
             await ws.close()

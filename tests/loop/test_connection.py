@@ -146,3 +146,17 @@ async def test_an_oversized_frame_is_a_dead_letter_and_the_session_goes_on(
 
 def test_fast_series_is_what_the_tests_assume() -> None:
     assert (FAST.auth_initial_delay, FAST.multiplier, FAST.jitter) == (0.05, 2.0, 0.0)
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_permessage_deflate_is_offered_only_when_configured(
+    aquanow_sim: AquanowSimulator, compression: bool
+) -> None:
+    """Off by default (issue 17 phase 3): inflating costs CPU per frame and zlib state per
+    connection; `compression: true` offers it, and the frames read the same."""
+    stream = aquanow(aquanow_sim.url, compression=compression)
+    async with running(stream) as run:  # type: ignore[arg-type]
+        await eventually(lambda: len(run.sink.records) >= 5, "5 records")
+        (session,) = aquanow_sim.sessions.values()
+        names = [extension.name for extension in session.ws.protocol.extensions]
+    assert names == (["permessage-deflate"] if compression else [])

@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka.producer.message_accumulator import BatchBuilder
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from bridge.checkpoint import STATE_TOPICS, Tracker, is_open, state_digest
 from bridge.codec import Codec, SchemaStore
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
@@ -168,6 +169,34 @@ def venue_parse(frames_count: int) -> dict[str, Any]:
     }
 
 
+def checkpoint_per_record(records: list[Any], codec: Codec) -> dict[str, float]:
+    """The checkpoint's work per acknowledged record (ack, then the entries at drain): making
+    the digest and an open record's bytes again (before issue 17 phase 3), or taking the ones
+    the publish path made (the admission digest, the acknowledged value) with them."""
+    state = [r for r in records if r.TOPIC in STATE_TOPICS]
+    made = [(r, codec.encode(r).value, state_digest(r)) for r in state]
+
+    def encode(record: Any) -> bytes:
+        return codec.encode(record).value
+
+    def before() -> None:
+        tracker = Tracker()
+        for record in state:
+            tracker.acked(record)
+        tracker.drain(1, encode, lambda stream: {})
+
+    def after() -> None:
+        tracker = Tracker()
+        for record, value, digest in made:
+            tracker.acked(
+                record, codec.single_object(record, value) if is_open(record) else None, digest
+            )
+        tracker.drain(1, encode, lambda stream: {})
+
+    n = len(state)
+    return {"before": cpu_us(before, n), "after": cpu_us(after, n)}
+
+
 async def breakdown(frames_count: int) -> dict[str, Any]:
     sim = AquanowSimulator(KEY, SECRET, seed=5)
     frames = [sim.next_event().text for _ in range(frames_count)]
@@ -189,9 +218,10 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
         },
         "metrics_per_record_us": metrics_per_record(n),
         "scrape_1000_streams": scrape_1000_streams(),
+        "checkpoint_us": checkpoint_per_record(records, generated),
         "tls_kib_per_connection": {
             variant: tls_memory(variant)
-            for variant in ("per-connection", "shared", "shared-small-buffer")
+            for variant in ("per-connection", "shared", "shared-small-buffer", "no-deflate")
         },
     }
     sink = Sink(KafkaSettings(), generated, Metrics(), producer_factory=InstantAcks)

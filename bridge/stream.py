@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
 from bridge.delivery import Ledger
@@ -116,6 +116,7 @@ class StreamState:
         """Hand one record to the sink, unless it is a snapshot record that a push superseded
         or that states what was already published. True when it was handed over. `ticket`:
         the disk buffer's frame it was made from (bridge/diskbuffer.py)."""
+        before = self._before(record)
         if record.TOPIC in STATE_TOPICS:
             assert isinstance(record, VenueRecord)
             if not self._admit(record):
@@ -125,10 +126,14 @@ class StreamState:
         self._track(record)
         self.last_record_at = time.time_ns() // 1000
         self.last_record_mono = time.monotonic()
-        if ticket is None:
-            await self.sink.publish(record, received_mono)
-        else:
-            await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
+        try:
+            if ticket is None:
+                await self.sink.publish(record, received_mono)
+            else:
+                await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
+        except BaseException:
+            self._not_handed(record, before)
+            raise
         return True
 
     async def announce(self, record: ControlRecord) -> None:
@@ -163,6 +168,42 @@ class StreamState:
             self._fresh.add(state_key)
         digests[state_key[1]] = digest
         return True
+
+    def _before(self, record: Envelope) -> _Before:
+        """What `publish` is about to change for `record`, to undo if it is not handed over."""
+        state_key = (record.TOPIC, record.key()) if record.TOPIC in STATE_TOPICS else None
+        digest = self.digests[record.TOPIC].get(state_key[1]) if state_key else None
+        fresh = self._fresh is not None and state_key is not None and state_key in self._fresh
+        opened: Order | Position | None = None
+        if isinstance(record, Order):
+            opened = self.open_orders.get(record.order_id)
+        elif isinstance(record, Position):
+            opened = self.open_positions.get(record.position_id)
+        return _Before(state_key, digest, fresh, opened, self.last_order_ms)
+
+    def _not_handed(self, record: Envelope, before: _Before) -> None:
+        """`record` never reached the sink (a snapshot cancelled while it waited for room, a
+        sink that failed): say again what was published before it, as far as nothing newer
+        replaced it meanwhile. Else the next snapshot would skip the venue's state as
+        unchanged (a stale key) and fetch finished orders only from after this one's time (a
+        missing order)."""
+        key = before.state_key
+        if key is not None and isinstance(record, VenueRecord):
+            digests = self.digests[key[0]]
+            if digests.get(key[1]) == state_digest(record):
+                if before.digest is None:
+                    digests.pop(key[1], None)
+                else:
+                    digests[key[1]] = before.digest
+            if self._fresh is not None and not before.fresh:
+                self._fresh.discard(key)
+        if isinstance(record, Order):
+            _put_back(self.open_orders, record.order_id, record, before.opened)
+            if record.event_time is not None and self.last_order_ms is not None:
+                floor = min(before.last_order_ms or 0, record.event_time - 1)
+                self.last_order_ms = min(self.last_order_ms, floor) or None
+        elif isinstance(record, Position):
+            _put_back(self.open_positions, record.position_id, record, before.opened)
 
     def _track(self, record: Envelope) -> None:
         if isinstance(record, Order):
@@ -214,3 +255,27 @@ class StreamState:
 
     def end_snapshot(self) -> None:
         self._fresh = None
+
+
+@dataclass(frozen=True)
+class _Before:
+    """A stream's memory of one record's key before `publish` (see `_not_handed`)."""
+
+    state_key: StateKey | None
+    digest: str | None
+    fresh: bool
+    opened: Order | Position | None
+    last_order_ms: int | None
+
+
+def _put_back(
+    opened: dict[str, Any], ident: str, record: Envelope, before: Order | Position | None
+) -> None:
+    """Restore the open entry `record` replaced or removed, unless a newer record changed it."""
+    current = opened.get(ident)
+    if current is not record and current is not None:
+        return  # a newer record of the same order or position
+    if before is None:
+        opened.pop(ident, None)
+    else:
+        opened[ident] = before

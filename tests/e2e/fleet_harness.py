@@ -6,6 +6,7 @@ a read_committed consumer sees equals the venues' truth."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import datetime as dt
 import hashlib
@@ -299,6 +300,51 @@ class Fleet:
             await consumer.stop()
         return out
 
+    async def explain(self, problems: list[str], keys: int = 2) -> str:
+        """Why keys did not converge, for a failure's report: each key's records as a
+        read_uncommitted consumer sees them (offset, writer, source, committed or not) and
+        its stream's life in every member's log."""
+        lines: list[str] = []
+        for problem in problems[:keys]:
+            topic, key = ast.literal_eval(problem[: problem.index("): ") + 1])
+            account = next(a for a in self.accounts if _account_id(a) in key)
+            lines.append(f"-- {topic} {key} (stream {account.stream})")
+            lines += await self._history(topic, key)
+            for name, member in self.members.items():
+                lines += [f"{name} {e}" for e in _lifecycle(member, account.stream)]
+        return "\n".join(lines)
+
+    async def _history(self, topic: str, key: str, last: int = 12) -> list[str]:
+        seen: dict[str, dict[int, str]] = {}
+        for isolation in ("read_committed", "read_uncommitted"):
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.kafka.bootstrap_servers,
+                isolation_level=isolation,
+                enable_auto_commit=False,
+            )
+            await consumer.start()
+            try:
+                tp = TopicPartition(self.topics[topic], 0)
+                consumer.assign([tp])
+                await consumer.seek_to_beginning(tp)
+                end = (await consumer.end_offsets([tp]))[tp]
+                found = seen[isolation] = {}
+                while await consumer.position(tp) < end:
+                    for batch in (await consumer.getmany(tp, timeout_ms=500)).values():
+                        for m in batch:
+                            if m.key is not None and m.key.decode() == key:
+                                _, _, r = AvroReader().decode(m.value)
+                                member = dict(m.headers).get("member", b"").decode()
+                                fields = {k: r.get(k) for k in HISTORY_FIELDS if r.get(k)}
+                                found[m.offset] = f"{member} {r['source']} {fields}"
+            finally:
+                await consumer.stop()
+        committed = seen["read_committed"]
+        return [
+            f"  @{offset} {'' if offset in committed else 'NOT COMMITTED '}{text}"
+            for offset, text in sorted(seen["read_uncommitted"].items())[-last:]
+        ]
+
     def truth(self, published: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         truth: dict[tuple[str, str], dict[str, Any]] = {}
         for a in self.accounts:
@@ -320,6 +366,29 @@ class Written:
     member: str
     stream: str
     received_at: int  # epoch microseconds
+
+
+HISTORY_FIELDS = ("available", "frozen", "status", "filled_quantity", "version", "event_time")
+LIFECYCLE = frozenset(
+    {"connecting", "subscribed", "connection lost", "snapshot done", "snapshot failed"}
+    | {"stream stopped", "stream state restored", "shard started"}
+)
+
+
+def _account_id(account: Account_) -> str:
+    if account.wallet is not None:
+        return account.wallet
+    return str(getattr(account.sim, "account_id", account.stream))
+
+
+def _lifecycle(member: BridgeProcess, stream: str) -> list[str]:
+    """`stream`'s connections, snapshots and starts in `member`'s log, one line each."""
+    out = []
+    for e in member.log_events():
+        if e.get("event") in LIFECYCLE and stream in (e.get("stream"), *e.get("streams", ())):
+            rest = {k: v for k, v in e.items() if k not in ("event", "level", "timestamp")}
+            out.append(f"{e['timestamp'][11:23]} {e['event']} {rest}")
+    return out
 
 
 def _micros(value: Any) -> int:

@@ -116,14 +116,16 @@ class StreamState:
         """Hand one record to the sink, unless it is a snapshot record that a push superseded
         or that states what was already published. True when it was handed over. `ticket`:
         the disk buffer's frame it was made from (bridge/diskbuffer.py)."""
-        before = self._before(record)
+        undo: _Undo | None = None
         if record.TOPIC in STATE_TOPICS:
             assert isinstance(record, VenueRecord)
-            if not self._admit(record):
+            undo = self._admit(record)
+            if undo is None:
                 return False
         if record.source == SOURCE_STREAM:
             self.pushed.set()
-        self._track(record)
+        last_order_ms = self.last_order_ms
+        opened = self._track(record)
         self.last_record_at = time.time_ns() // 1000
         self.last_record_mono = time.monotonic()
         try:
@@ -132,7 +134,7 @@ class StreamState:
             else:
                 await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
         except BaseException:
-            self._not_handed(record, before)
+            self._not_handed(record, undo, opened, last_order_ms)
             raise
         return True
 
@@ -152,72 +154,76 @@ class StreamState:
         self.resync.clear()
         return requests
 
-    def _admit(self, record: VenueRecord) -> bool:
+    def _admit(self, record: VenueRecord) -> _Undo | None:
+        """Whether to publish `record` (None: skip it), and what it changed, to undo if it
+        never reaches the sink."""
         state_key = (record.TOPIC, record.key())
         digests = self.digests[record.TOPIC]
         digest = state_digest(record)
+        before = digests.get(state_key[1])
+        fresh, added = self._fresh, False
         if record.source == SOURCE_SNAPSHOT:
-            if self._fresh is not None and state_key in self._fresh:
+            if fresh is not None and state_key in fresh:
                 self.superseded += 1
-                return False
-            if digests.get(state_key[1]) == digest:
+                return None
+            if before == digest:
                 self.unchanged += 1
-                return False
+                return None
             self.corrected.append(state_key)
-        elif self._fresh is not None:
-            self._fresh.add(state_key)
+        elif fresh is not None and state_key not in fresh:
+            fresh.add(state_key)
+            added = True
         digests[state_key[1]] = digest
-        return True
+        return state_key, digest, before, added
 
-    def _before(self, record: Envelope) -> _Before:
-        """What `publish` is about to change for `record`, to undo if it is not handed over."""
-        state_key = (record.TOPIC, record.key()) if record.TOPIC in STATE_TOPICS else None
-        digest = self.digests[record.TOPIC].get(state_key[1]) if state_key else None
-        fresh = self._fresh is not None and state_key is not None and state_key in self._fresh
-        opened: Order | Position | None = None
-        if isinstance(record, Order):
-            opened = self.open_orders.get(record.order_id)
-        elif isinstance(record, Position):
-            opened = self.open_positions.get(record.position_id)
-        return _Before(state_key, digest, fresh, opened, self.last_order_ms)
-
-    def _not_handed(self, record: Envelope, before: _Before) -> None:
+    def _not_handed(
+        self,
+        record: Envelope,
+        undo: _Undo | None,
+        opened: Order | Position | None,
+        last_order_ms: int | None,
+    ) -> None:
         """`record` never reached the sink (a snapshot cancelled while it waited for room, a
         sink that failed): say again what was published before it, as far as nothing newer
         replaced it meanwhile. Else the next snapshot would skip the venue's state as
         unchanged (a stale key) and fetch finished orders only from after this one's time (a
         missing order)."""
-        key = before.state_key
-        if key is not None and isinstance(record, VenueRecord):
-            digests = self.digests[key[0]]
-            if digests.get(key[1]) == state_digest(record):
-                if before.digest is None:
-                    digests.pop(key[1], None)
+        if undo is not None:
+            (topic, key), digest, before, added = undo
+            digests = self.digests[topic]
+            if digests.get(key) == digest:
+                if before is None:
+                    digests.pop(key, None)
                 else:
-                    digests[key[1]] = before.digest
-            if self._fresh is not None and not before.fresh:
-                self._fresh.discard(key)
+                    digests[key] = before
+            if added and self._fresh is not None:
+                self._fresh.discard((topic, key))
         if isinstance(record, Order):
-            _put_back(self.open_orders, record.order_id, record, before.opened)
+            _put_back(self.open_orders, record.order_id, record, opened)
             if record.event_time is not None and self.last_order_ms is not None:
-                floor = min(before.last_order_ms or 0, record.event_time - 1)
+                floor = min(last_order_ms or 0, record.event_time - 1)
                 self.last_order_ms = min(self.last_order_ms, floor) or None
         elif isinstance(record, Position):
-            _put_back(self.open_positions, record.position_id, record, before.opened)
+            _put_back(self.open_positions, record.position_id, record, opened)
 
-    def _track(self, record: Envelope) -> None:
+    def _track(self, record: Envelope) -> Order | Position | None:
+        """Follow the open orders and positions and the newest order time; returns the open
+        entry `record` replaces (see `_not_handed`)."""
         if isinstance(record, Order):
-            if record.is_final:
-                self.open_orders.pop(record.order_id, None)
-            else:
-                self.open_orders[record.order_id] = record
             if record.event_time is not None:
                 self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
-        elif isinstance(record, Position):
-            if record.is_open:
-                self.open_positions[record.position_id] = record
-            else:
-                self.open_positions.pop(record.position_id, None)
+            if record.is_final:
+                return self.open_orders.pop(record.order_id, None)
+            replaced: Order | Position | None = self.open_orders.get(record.order_id)
+            self.open_orders[record.order_id] = record
+            return replaced
+        if isinstance(record, Position):
+            if not record.is_open:
+                return self.open_positions.pop(record.position_id, None)
+            replaced = self.open_positions.get(record.position_id)
+            self.open_positions[record.position_id] = record
+            return replaced
+        return None
 
     def session_started(self, reconciles: bool = False) -> None:
         """A new session connected: mark where the gap before it began. With a snapshot to
@@ -257,15 +263,9 @@ class StreamState:
         self._fresh = None
 
 
-@dataclass(frozen=True)
-class _Before:
-    """A stream's memory of one record's key before `publish` (see `_not_handed`)."""
-
-    state_key: StateKey | None
-    digest: str | None
-    fresh: bool
-    opened: Order | Position | None
-    last_order_ms: int | None
+# What `_admit` changed for a state record: its key, the digest it set, the digest before,
+# and whether it added the key to the snapshot's fresh keys.
+_Undo = tuple[StateKey, str, str | None, bool]
 
 
 def _put_back(

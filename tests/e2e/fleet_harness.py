@@ -21,14 +21,18 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from eth_account import Account
 
+from bridge.checkpoint import state_digest
+from bridge.codec import Codec, SchemaStore
 from bridge.dev.kafka import KafkaEndpoint
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.base import VenueSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
+from bridge.records import StateEntry, VenueRecord
 from tests.e2e.expected import aquanow_truth, mismatches, satori_truth
 from tests.helpers import AvroReader, BridgeProcess, unique_topics, wait_until
 
 STATE = ("balances", "orders", "positions", "credit")
+CODEC = Codec(SchemaStore.load())
 
 
 @dataclass
@@ -310,12 +314,13 @@ class Fleet:
             account = next(a for a in self.accounts if _account_id(a) in key)
             lines.append(f"-- {topic} {key} (stream {account.stream})")
             lines += await self._history(topic, key)
+            lines += await self._history("state", f"{account.stream}|{topic}|{key}")
             for name, member in self.members.items():
                 lines += [f"{name} {e}" for e in _lifecycle(member, account.stream)]
         return "\n".join(lines)
 
     async def _history(self, topic: str, key: str, last: int = 12) -> list[str]:
-        seen: dict[str, dict[int, str]] = {}
+        seen: dict[str, dict[tuple[int, int], str]] = {}
         for isolation in ("read_committed", "read_uncommitted"):
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.kafka.bootstrap_servers,
@@ -324,25 +329,25 @@ class Fleet:
             )
             await consumer.start()
             try:
-                tp = TopicPartition(self.topics[topic], 0)
-                consumer.assign([tp])
-                await consumer.seek_to_beginning(tp)
-                end = (await consumer.end_offsets([tp]))[tp]
+                name = self.topics[topic]  # the data topics have one partition, state a shard each
+                tps = [
+                    TopicPartition(name, p) for p in range(self.shards if topic == "state" else 1)
+                ]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
                 found = seen[isolation] = {}
-                while await consumer.position(tp) < end:
-                    for batch in (await consumer.getmany(tp, timeout_ms=500)).values():
+                while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                    for batch in (await consumer.getmany(*tps, timeout_ms=500)).values():
                         for m in batch:
-                            if m.key is not None and m.key.decode() == key:
-                                _, _, r = AvroReader().decode(m.value)
-                                member = dict(m.headers).get("member", b"").decode()
-                                fields = {k: r.get(k) for k in HISTORY_FIELDS if r.get(k)}
-                                found[m.offset] = f"{member} {r['source']} {fields}"
+                            if m.key is not None and m.key.decode() == key and m.value:
+                                found[(m.partition, m.offset)] = _described(m.value, m.headers)
             finally:
                 await consumer.stop()
         committed = seen["read_committed"]
         return [
-            f"  @{offset} {'' if offset in committed else 'NOT COMMITTED '}{text}"
-            for offset, text in sorted(seen["read_uncommitted"].items())[-last:]
+            f"  @{p}:{o} {'' if (p, o) in committed else 'NOT COMMITTED '}{text}"
+            for (p, o), text in sorted(seen["read_uncommitted"].items())[-last:]
         ]
 
     def truth(self, published: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -373,6 +378,17 @@ LIFECYCLE = frozenset(
     {"connecting", "subscribed", "connection lost", "snapshot done", "snapshot failed"}
     | {"stream stopped", "stream state restored", "shard started"}
 )
+
+
+def _described(value: bytes, headers: Any) -> str:
+    """A record or checkpoint entry in one line: writer, source, state digest, key fields."""
+    record = CODEC.decode(value)
+    member = dict(headers).get("member", b"").decode()
+    if isinstance(record, StateEntry):
+        return f"{member} entry digest={record.digest} open={record.open}"
+    digest = state_digest(record) if isinstance(record, VenueRecord) else "-"
+    fields = {k: getattr(record, k, None) for k in HISTORY_FIELDS if getattr(record, k, None)}
+    return f"{member} {record.source} digest={digest} {fields}"
 
 
 def _account_id(account: Account_) -> str:

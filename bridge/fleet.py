@@ -287,7 +287,11 @@ class Fleet:
             self._metrics.stream_owned.labels(stream.name, stream.venue).set(0)
         self._metrics.fleet_stream_stops.labels(reason).inc(len(run.settings))
         self._log.info("stopping shard", shard=shard, reason=reason)
-        return await run.stop(self.app.settings.shutdown.grace_seconds)
+        # Only a shard this member may still write for can commit what it holds: one that
+        # ended (fenced, failed) or whose lease expired stops at once, so that a resumed
+        # member's new assignment does not wait out the grace for nothing.
+        graceful = reason in ("moved", "shutdown") and self.lease.valid(time.monotonic())
+        return await run.stop(self.app.settings.shutdown.grace_seconds if graceful else 0.0)
 
     async def _stop_all(self, reason: str) -> bool:
         results = await asyncio.gather(*(self._stop(s, reason) for s in list(self.running)))

@@ -167,6 +167,7 @@ class TxnProducer(Producer):
         self._may_start = may_start
         self._may_write = may_write
         self._open: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
+        self._ending: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []  # committing
         self._records: list[Envelope] = []  # what the open transaction carries, in order
         # Records → the checkpoint entries (topic, partition, bytes) that describe them: written
         # into the same transaction, so the checkpoint never lags or leads what is visible.
@@ -279,11 +280,13 @@ class TxnProducer(Producer):
             raise
         batches, self._open = self._open, []
         records, self._records = self._records, []
+        self._ending = batches  # settled by close() if the commit is cancelled
         try:
             failure = await self._end_transaction([sent for sent, _ in batches], records)
         finally:
             self._in_transaction = False
             self._committed.set()
+        self._ending = []
         for _, outcome in batches:
             if outcome.done():
                 continue
@@ -344,7 +347,7 @@ class TxnProducer(Producer):
             self._committer.cancel()
             await asyncio.gather(self._committer, return_exceptions=True)
             self._committer = None
-        batches, self._open = self._open, []
+        batches, self._open, self._ending = [*self._ending, *self._open], [], []
         for _, outcome in batches:
             if not outcome.done():
                 outcome.set_exception(ShardLost(f"{self.transactional_id}: producer closed"))

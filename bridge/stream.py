@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
 from bridge.delivery import Ledger
@@ -121,23 +121,31 @@ class StreamState:
         """Hand one record to the sink, unless it is a snapshot record that a push superseded
         or that states what was already published. True when it was handed over. `ticket`:
         the disk buffer's frame it was made from (bridge/diskbuffer.py)."""
-        digest = None
+        undo: _Undo | None = None
         if record.TOPIC in STATE_TOPICS:
             assert isinstance(record, VenueRecord)
-            digest = self._admit(record)
-            if digest is None:
+            undo = self._admit(record)
+            if undo is None:
                 return False
         if record.source == SOURCE_STREAM:
             self.pushed.set()
-        self._track(record)
+        last_order_ms = self.last_order_ms
+        opened = self._track(record)
         self.last_record_at = time.time_ns() // 1000
         self.last_record_mono = time.monotonic()
-        if getattr(self.sink, "takes_digest", False):  # the checkpoint reuses it (no 2nd digest)
-            await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket, digest)
-        elif ticket is None:
-            await self.sink.publish(record, received_mono)
-        else:
-            await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
+        try:
+            if getattr(self.sink, "takes_digest", False):  # the checkpoint reuses the digest
+                digest = None if undo is None else undo[1]
+                await cast(TicketPublisher, self.sink).publish(
+                    record, received_mono, ticket, digest
+                )
+            elif ticket is None:
+                await self.sink.publish(record, received_mono)
+            else:
+                await cast(TicketPublisher, self.sink).publish(record, received_mono, ticket)
+        except BaseException:
+            self._not_handed(record, undo, opened, last_order_ms)
+            raise
         return True
 
     async def announce(self, record: ControlRecord) -> None:
@@ -156,37 +164,76 @@ class StreamState:
         self.resync.clear()
         return requests
 
-    def _admit(self, record: VenueRecord) -> str | None:
-        """The record's digest when it is to be published, None when it is skipped."""
+    def _admit(self, record: VenueRecord) -> _Undo | None:
+        """Whether to publish `record` (None: skip it), and what it changed, to undo if it
+        never reaches the sink."""
         state_key = (record.TOPIC, record.key())
         digests = self.digests[record.TOPIC]
         digest = state_digest(record)
+        before = digests.get(state_key[1])
+        fresh, added = self._fresh, False
         if record.source == SOURCE_SNAPSHOT:
-            if self._fresh is not None and state_key in self._fresh:
+            if fresh is not None and state_key in fresh:
                 self.superseded += 1
                 return None
-            if digests.get(state_key[1]) == digest:
+            if before == digest:
                 self.unchanged += 1
                 return None
             self.corrected.append(state_key)
-        elif self._fresh is not None:
-            self._fresh.add(state_key)
+        elif fresh is not None and state_key not in fresh:
+            fresh.add(state_key)
+            added = True
         digests[state_key[1]] = digest
-        return digest
+        return state_key, digest, before, added
 
-    def _track(self, record: Envelope) -> None:
+    def _not_handed(
+        self,
+        record: Envelope,
+        undo: _Undo | None,
+        opened: Order | Position | None,
+        last_order_ms: int | None,
+    ) -> None:
+        """`record` never reached the sink (a snapshot cancelled while it waited for room, a
+        sink that failed): say again what was published before it, as far as nothing newer
+        replaced it meanwhile. Else the next snapshot would skip the venue's state as
+        unchanged (a stale key) and fetch finished orders only from after this one's time (a
+        missing order)."""
+        if undo is not None:
+            (topic, key), digest, before, added = undo
+            digests = self.digests[topic]
+            if digests.get(key) == digest:
+                if before is None:
+                    digests.pop(key, None)
+                else:
+                    digests[key] = before
+            if added and self._fresh is not None:
+                self._fresh.discard((topic, key))
         if isinstance(record, Order):
-            if record.is_final:
-                self.open_orders.pop(record.order_id, None)
-            else:
-                self.open_orders[record.order_id] = record
+            _put_back(self.open_orders, record.order_id, record, opened)
+            if record.event_time is not None and self.last_order_ms is not None:
+                floor = min(last_order_ms or 0, record.event_time - 1)
+                self.last_order_ms = min(self.last_order_ms, floor) or None
+        elif isinstance(record, Position):
+            _put_back(self.open_positions, record.position_id, record, opened)
+
+    def _track(self, record: Envelope) -> Order | Position | None:
+        """Follow the open orders and positions and the newest order time; returns the open
+        entry `record` replaces (see `_not_handed`)."""
+        if isinstance(record, Order):
             if record.event_time is not None:
                 self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
-        elif isinstance(record, Position):
-            if record.is_open:
-                self.open_positions[record.position_id] = record
-            else:
-                self.open_positions.pop(record.position_id, None)
+            if record.is_final:
+                return self.open_orders.pop(record.order_id, None)
+            replaced: Order | Position | None = self.open_orders.get(record.order_id)
+            self.open_orders[record.order_id] = record
+            return replaced
+        if isinstance(record, Position):
+            if not record.is_open:
+                return self.open_positions.pop(record.position_id, None)
+            replaced = self.open_positions.get(record.position_id)
+            self.open_positions[record.position_id] = record
+            return replaced
+        return None
 
     def session_started(self, reconciles: bool = False) -> None:
         """A new session connected: mark where the gap before it began. With a snapshot to
@@ -224,3 +271,21 @@ class StreamState:
 
     def end_snapshot(self) -> None:
         self._fresh = None
+
+
+# What `_admit` changed for a state record: its key, the digest it set, the digest before,
+# and whether it added the key to the snapshot's fresh keys.
+_Undo = tuple[StateKey, str, str | None, bool]
+
+
+def _put_back(
+    opened: dict[str, Any], ident: str, record: Envelope, before: Order | Position | None
+) -> None:
+    """Restore the open entry `record` replaced or removed, unless a newer record changed it."""
+    current = opened.get(ident)
+    if current is not record and current is not None:
+        return  # a newer record of the same order or position
+    if before is None:
+        opened.pop(ident, None)
+    else:
+        opened[ident] = before

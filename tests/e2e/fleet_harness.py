@@ -6,6 +6,7 @@ a read_committed consumer sees equals the venues' truth."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import datetime as dt
 import hashlib
@@ -20,14 +21,18 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from eth_account import Account
 
+from bridge.checkpoint import state_digest
+from bridge.codec import Codec, SchemaStore
 from bridge.dev.kafka import KafkaEndpoint
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.base import VenueSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
+from bridge.records import StateEntry, VenueRecord
 from tests.e2e.expected import aquanow_truth, mismatches, satori_truth
 from tests.helpers import AvroReader, BridgeProcess, unique_topics, wait_until
 
 STATE = ("balances", "orders", "positions", "credit")
+CODEC = Codec(SchemaStore.load())
 
 
 @dataclass
@@ -299,6 +304,52 @@ class Fleet:
             await consumer.stop()
         return out
 
+    async def explain(self, problems: list[str], keys: int = 2) -> str:
+        """Why keys did not converge, for a failure's report: each key's records as a
+        read_uncommitted consumer sees them (offset, writer, source, committed or not) and
+        its stream's life in every member's log."""
+        lines: list[str] = []
+        for problem in problems[:keys]:
+            topic, key = ast.literal_eval(problem[: problem.index("): ") + 1])
+            account = next(a for a in self.accounts if _account_id(a) in key)
+            lines.append(f"-- {topic} {key} (stream {account.stream})")
+            lines += await self._history(topic, key)
+            lines += await self._history("state", f"{account.stream}|{topic}|{key}")
+            for name, member in self.members.items():
+                lines += [f"{name} {e}" for e in _lifecycle(member, account.stream)]
+        return "\n".join(lines)
+
+    async def _history(self, topic: str, key: str, last: int = 12) -> list[str]:
+        seen: dict[str, dict[tuple[int, int], str]] = {}
+        for isolation in ("read_committed", "read_uncommitted"):
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.kafka.bootstrap_servers,
+                isolation_level=isolation,
+                enable_auto_commit=False,
+            )
+            await consumer.start()
+            try:
+                name = self.topics[topic]  # the data topics have one partition, state a shard each
+                tps = [
+                    TopicPartition(name, p) for p in range(self.shards if topic == "state" else 1)
+                ]
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
+                found = seen[isolation] = {}
+                while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                    for batch in (await consumer.getmany(*tps, timeout_ms=500)).values():
+                        for m in batch:
+                            if m.key is not None and m.key.decode() == key and m.value:
+                                found[(m.partition, m.offset)] = _described(m.value, m.headers)
+            finally:
+                await consumer.stop()
+        committed = seen["read_committed"]
+        return [
+            f"  @{p}:{o} {'' if (p, o) in committed else 'NOT COMMITTED '}{text}"
+            for (p, o), text in sorted(seen["read_uncommitted"].items())[-last:]
+        ]
+
     def truth(self, published: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         truth: dict[tuple[str, str], dict[str, Any]] = {}
         for a in self.accounts:
@@ -320,6 +371,40 @@ class Written:
     member: str
     stream: str
     received_at: int  # epoch microseconds
+
+
+HISTORY_FIELDS = ("available", "frozen", "status", "filled_quantity", "version", "event_time")
+LIFECYCLE = frozenset(
+    {"connecting", "subscribed", "connection lost", "snapshot done", "snapshot failed"}
+    | {"stream stopped", "stream state restored", "shard started"}
+)
+
+
+def _described(value: bytes, headers: Any) -> str:
+    """A record or checkpoint entry in one line: writer, source, state digest, key fields."""
+    record = CODEC.decode(value)
+    member = dict(headers).get("member", b"").decode()
+    if isinstance(record, StateEntry):
+        return f"{member} entry digest={record.digest} open={record.open}"
+    digest = state_digest(record) if isinstance(record, VenueRecord) else "-"
+    fields = {k: getattr(record, k, None) for k in HISTORY_FIELDS if getattr(record, k, None)}
+    return f"{member} {record.source} digest={digest} {fields}"
+
+
+def _account_id(account: Account_) -> str:
+    if account.wallet is not None:
+        return account.wallet
+    return str(getattr(account.sim, "account_id", account.stream))
+
+
+def _lifecycle(member: BridgeProcess, stream: str) -> list[str]:
+    """`stream`'s connections, snapshots and starts in `member`'s log, one line each."""
+    out = []
+    for e in member.log_events():
+        if e.get("event") in LIFECYCLE and stream in (e.get("stream"), *e.get("streams", ())):
+            rest = {k: v for k, v in e.items() if k not in ("event", "level", "timestamp")}
+            out.append(f"{e['timestamp'][11:23]} {e['event']} {rest}")
+    return out
 
 
 def _micros(value: Any) -> int:

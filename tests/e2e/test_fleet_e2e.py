@@ -123,6 +123,7 @@ async def test_a_paused_member_past_the_session_timeout_is_fenced(
         # after this double handover. Until it is found, stale keys are reported as XFAIL
         # with the keys (`-ra` prints them), never as a pass; the fencing check above is hard.
         if problems:
+            print(await fleet.explain(problems))
             pytest.xfail(f"{len(problems)} of {keys} keys not converged: {problems[:3]}")
 
 

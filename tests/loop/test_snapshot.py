@@ -3,14 +3,23 @@ overwriting a push that arrived while they ran (the ordering guard of bridge/str
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import pytest
 
 from bridge.dev.simulator.credentials import SATORI_KEY, SATORI_PRIVATE_KEY, SATORI_WALLET
 from bridge.dev.simulator.satori import SatoriSimulator
-from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Balance
-from tests.loop.conftest import GatedProxy, Running, eventually, running, stream_settings
+from bridge.records import SOURCE_SNAPSHOT, SOURCE_STREAM, Balance, Envelope
+from tests.loop.conftest import (
+    GatedProxy,
+    Recorder,
+    Running,
+    eventually,
+    running,
+    stream_settings,
+)
 
 pytestmark = pytest.mark.loop
 
@@ -88,3 +97,40 @@ async def test_a_lost_connection_cancels_its_snapshot(sim: SatoriSimulator) -> N
             proxy.open()
             await eventually(lambda: snapshot_done(run), "the second session's snapshot")
     assert sim.rest_requests > held  # the second session's snapshot read the venue itself
+
+
+class HeldSnapshots(Recorder):
+    """A sink with no room for snapshot records until `room` is set (pushes pass)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = asyncio.Event()
+        self.waiting = 0
+
+    async def publish(self, record: Envelope, received_mono: float | None = None) -> None:
+        if record.source == SOURCE_SNAPSHOT:
+            self.waiting += 1
+            try:
+                await self.room.wait()
+            finally:
+                self.waiting -= 1
+        await super().publish(record, received_mono)
+
+
+async def test_a_session_lost_while_its_snapshot_waits_for_the_sink_forgets_that_record(
+    sim: SatoriSimulator,
+) -> None:
+    """The snapshot is cancelled while its USD balance waits for buffer room: that record never
+    reaches Kafka, so the next session's snapshot must publish the same venue state again
+    rather than skip it as already published (issue 14: a stale balance after a reconnect)."""
+    sim.pause()  # no pushes: the snapshot's records are the only ones
+    async with running(satori(sim.url, sim.rest_url), snapshots=True) as run:  # type: ignore[arg-type]
+        sink = run.state.sink = HeldSnapshots()
+        await eventually(lambda: sink.waiting >= 1, "a snapshot record waiting for room")
+        await sim.drop_connections()
+        await eventually(lambda: run.reconnects("network") >= 1, "the reconnect")
+        sink.room.set()
+        await eventually(lambda: snapshot_done(run), "the second session's snapshot")
+    usd = [r for r in sink.records if isinstance(r, Balance) and r.asset == "USD"]
+    assert len(usd) == 1, sink.records
+    assert usd[0].available == Decimal(sim.balances["USD"]["availableAmount"])

@@ -3,6 +3,8 @@ and parsing for both venues, and the snapshot-vs-stream ordering guard."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from decimal import Decimal
 from typing import Any
@@ -360,3 +362,48 @@ async def test_a_snapshot_record_never_overwrites_newer_stream_state() -> None:
     await publisher.publish(balance("snapshot", "3"))  # outside a snapshot nothing is guarded
     assert [r.available for r in sink.records] == [Decimal(1), Decimal(2), Decimal(3)]
     assert publisher.superseded == 1
+
+
+class FullSink(RecordingSink):
+    """A sink with no room: every publish waits until `room` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = asyncio.Event()
+
+    async def publish(self, record: Any, received_mono: float | None = None) -> None:
+        await self.room.wait()
+        self.records.append(record)
+
+
+async def test_a_snapshot_cancelled_while_waiting_for_sink_room_leaves_no_false_memory() -> None:
+    """A session that ends while its snapshot waits for buffer room cancels the snapshot: the
+    record it was handing over never reaches the sink. The stream must not remember it as
+    published, or the next snapshot skips the same venue state as unchanged (a stale key) and
+    fetches finished orders only from after its time (a missing order)."""
+    sink = FullSink()
+    state = StreamState("aq", "aquanow", sink)
+    sink.room.set()
+    opened = make.order(stream="aq", order_id="7", event_time=1000, is_final=False)
+    await state.publish(balance("stream", "1"))
+    await state.publish(opened)
+    sink.room.clear()
+    state.session_started(reconciles=True)
+    state.begin_snapshot()
+    filled = dataclasses.replace(opened, source="snapshot", is_final=True, event_time=5000)
+    for record in (balance("snapshot", "2"), filled):
+        handing = asyncio.create_task(state.publish(record))
+        await asyncio.sleep(0)  # admitted, waiting for room
+        handing.cancel()  # the session ended: the snapshot is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await handing
+    state.end_snapshot()
+    sink.room.set()
+    state.session_started(reconciles=True)  # the next session's snapshot fetches again
+    assert state.order_mark is not None
+    assert state.order_mark < 5000
+    assert state.open_orders == {"7": opened}  # still open as far as Kafka knows
+    state.begin_snapshot()
+    assert await state.publish(balance("snapshot", "2"))  # not "unchanged"
+    assert await state.publish(filled)
+    assert [r.available for r in sink.records if isinstance(r, Balance)] == [1, 2]

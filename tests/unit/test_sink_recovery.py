@@ -7,15 +7,18 @@ in tests/integration/test_sink.py."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import structlog
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
-from bridge.codec import Codec, SchemaStore
+from bridge.codec import Codec, Encoded, SchemaStore
 from bridge.errors import SinkError
+from bridge.kafka import KafkaAccess
 from bridge.metrics import Metrics
+from bridge.producer import ShardLost, TxnProducer
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
 from tests.fakes import PendingProducer
@@ -138,3 +141,32 @@ async def test_a_stall_moves_the_age_metric_and_is_logged_when_it_starts_and_end
         2,
     )
     assert ended["seconds"] >= 0.05
+
+
+class TxnPending(PendingProducer):
+    """A transactional producer whose acks the test settles by hand (none, here)."""
+
+    _txn_manager = SimpleNamespace(is_fatal_error=lambda: False)
+
+    async def begin_transaction(self) -> None:
+        return None
+
+    async def commit_transaction(self) -> None:
+        return None
+
+    async def abort_transaction(self) -> None:
+        return None
+
+
+async def test_a_shard_producer_closed_mid_commit_fails_the_records_of_that_commit() -> None:
+    """A shard stopped while its last commit waits for the broker (the grace ran out): the
+    commit is cancelled, and its records must fail rather than wait forever (the sink would
+    count them in flight for good)."""
+    access = KafkaAccess(KafkaSettings(bootstrap_servers="127.0.0.1:9"))
+    txn = TxnProducer(access, "g.shard-0", 0.001, lambda: True, lambda: True, factory=TxnPending)
+    await txn.start()
+    outcome = await txn.send("t", Encoded("t", b"k", b"v", []))
+    await eventually(lambda: bool(txn._ending), "the commit waiting for the broker's ack")
+    await txn.close(timeout=1)
+    with pytest.raises(ShardLost):
+        await asyncio.wait_for(outcome, 1)

@@ -109,11 +109,12 @@ class SatoriSimulator(SatoriRest):
             session.subscriptions.discard(f"{event}:{scope}")
             ack.update(msg=f"unsubscribe success: {event}", success=True)
         else:
+            # Active before it is acknowledged, as a venue's would be: a client that snapshots
+            # once acknowledged must find every later change pushed.
+            self.accept(session, f"{event}:{scope}")
             ack.update(msg=f"subscribe success: {event}", success=True)
         ack[scope_key] = scope
         await session.ws.send(json_text(ack))
-        if request["method"] == "SUBSCRIBE":
-            self.accept(session, f"{event}:{scope}")
 
     def _check_request(self, text: str) -> tuple[dict[str, Any], str | None]:
         try:

@@ -79,6 +79,7 @@ class Sink:
         self.ledger = Ledger(settings.buffer_records)
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
+        self._enqueuing = asyncio.Lock()  # records join batches in admission order
         self._recovery: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._reports = SinkReports(metrics)
@@ -181,14 +182,19 @@ class Sink:
             self._reports.error(pending)
             self._oversized(pending, MessageSizeTooLargeError(f"record of {size} bytes"))
         topic = self._settings.topics.name(encoded.topic)
-        producer = self._producer.current
-        partition = self.partition_of(pending.record) if self.partition_of else None
-        while partition is None:
-            try:
-                partition = await self._partitioner.partition(producer, topic, encoded.key)
-            except UnknownTopicOrPartitionError:
-                self._missing_topic(pending, topic)  # after aiokafka's metadata wait: again
-        self._batcher.add((topic, partition), pending, producer.create_batch)
+        # In admission order: a record that waits for its topic's partitions (the first of a
+        # topic on a new producer: a metadata request) must not be overtaken by one admitted
+        # after it, or a key's older record lands last (a fleet shard's start-up snapshot
+        # record after a newer push). Free of waiting once the partitions are known.
+        async with self._enqueuing:
+            producer = self._producer.current
+            partition = self.partition_of(pending.record) if self.partition_of else None
+            while partition is None:
+                try:
+                    partition = await self._partitioner.partition(producer, topic, encoded.key)
+                except UnknownTopicOrPartitionError:
+                    self._missing_topic(pending, topic)  # after aiokafka's metadata wait: again
+            self._batcher.add((topic, partition), pending, producer.create_batch)
 
     async def _send_batch(self, batch: Batch) -> None:
         """Hand one closed batch to the producer (its lane waits meanwhile). While the

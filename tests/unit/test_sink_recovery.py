@@ -170,3 +170,40 @@ async def test_a_shard_producer_closed_mid_commit_fails_the_records_of_that_comm
     await txn.close(timeout=1)
     with pytest.raises(ShardLost):
         await asyncio.wait_for(outcome, 1)
+
+
+class SlowMetadata(PendingProducer):
+    """The topic's partitions are known only after the first lookup's metadata request
+    answers (`metadata`): a new producer's first record of a topic."""
+
+    def __init__(self, max_records: int = 1_000, **_: Any) -> None:
+        super().__init__(max_records)
+        self.metadata = asyncio.Event()
+        self.lookups = 0
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        self.lookups += 1
+        if self.lookups == 1:
+            await self.metadata.wait()
+        return {0}
+
+
+async def test_a_record_waiting_for_its_topics_partitions_is_not_overtaken() -> None:
+    """Two records of one key handed over in order while the first waits for the topic's
+    partitions (a fleet shard's new producer: its snapshot record, then a newer push): the
+    newer one must not reach the batch first, or the older value ends last on Kafka."""
+    producer = SlowMetadata()
+    codec = Codec(SchemaStore.load())
+    sink = Sink(KafkaSettings(), codec, Metrics(), lambda **_: producer)
+    await sink.start()
+    older, newer = balance("A", "1"), balance("A", "2")
+    first = asyncio.create_task(sink.publish(older))
+    await eventually(lambda: producer.lookups == 1, "the first record waiting for metadata")
+    second = asyncio.create_task(sink.publish(newer))
+    await eventually(lambda: sink.ledger.in_flight == 2, "the second record admitted")
+    producer.metadata.set()
+    await asyncio.gather(first, second)
+    values, sent = await next_send(producer)
+    assert values == [codec.encode(older).value, codec.encode(newer).value]
+    sent.set_result(None)
+    assert await sink.stop(1)

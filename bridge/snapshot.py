@@ -56,6 +56,7 @@ class Reconciliation:
     corrected: int = 0  # state records published because the venue's state differed
     drift: list[StateKey] = field(default_factory=list)
     lookups_failed: int = 0
+    orders_since: int | None = None  # venue ms: from when finished orders were fetched
 
 
 Announce = Callable[[StreamState, Reconciliation], Awaitable[None]]
@@ -166,7 +167,8 @@ class Snapshotter:
         timeout = aiohttp.ClientTimeout(total=self._settings.timeout)
         async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
             now_ms = int(time.time() * 1000)
-            calls = deque(venue.snapshot_calls(now_ms, self._since(now_ms, result.trigger)))
+            result.orders_since = self._since(now_ms, result.trigger)
+            calls = deque(venue.snapshot_calls(now_ms, result.orders_since))
             await self._drain(session, calls, result, seen)
             orders, positions = _missing(was_open, seen)
             relist = venue.relisting_calls()
@@ -252,6 +254,7 @@ class Snapshotter:
             unchanged=state.unchanged,
             superseded=state.superseded,
             lookups_failed=result.lookups_failed,
+            orders_since=result.orders_since,
             seconds=round(seconds, 3),
         )
 

@@ -312,7 +312,9 @@ class Fleet:
         for problem in problems[:keys]:
             topic, key = ast.literal_eval(problem[: problem.index("): ") + 1])
             account = next(a for a in self.accounts if _account_id(a) in key)
-            lines.append(f"-- {topic} {key} (stream {account.stream})")
+            lines.append(
+                f"-- {topic} {key} (stream {account.stream}) venue: {_at_venue(account, key)}"
+            )
             lines += await self._history(topic, key)
             lines += await self._history("state", f"{account.stream}|{topic}|{key}")
             for name, member in self.members.items():
@@ -389,6 +391,15 @@ def _described(value: bytes, headers: Any) -> str:
     digest = state_digest(record) if isinstance(record, VenueRecord) else "-"
     fields = {k: getattr(record, k, None) for k in HISTORY_FIELDS if getattr(record, k, None)}
     return f"{member} {record.source} digest={digest} {fields}"
+
+
+def _at_venue(account: Account_, key: str) -> dict[str, Any]:
+    """The venue's own record of a key's times and status (Aquanow orders, Satori balances)."""
+    ident = key.rsplit("|", 1)[-1]
+    sim: Any = account.sim
+    found = sim.orders.get(ident) if account.venue == "aquanow" else sim.balances.get(ident)
+    wanted = ("createdAt", "updatedAt", "tradeStatus", "logId", "availableAmount")
+    return {k: found[k] for k in wanted if found and k in found}
 
 
 def _account_id(account: Account_) -> str:

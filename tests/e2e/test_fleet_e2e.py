@@ -107,6 +107,7 @@ async def test_a_paused_member_past_the_session_timeout_is_fenced(
         await wait_until(lease_noticed, "the resumed member saw its lease expired", 30)
         await fleet.wait_owned_once(60)  # m2 counted in again: shards rebalanced back
         fleet.pause()
+        paused_at = time.strftime("%H:%M:%S", time.gmtime())
         problems, keys = await fleet.converge(60)
         written = await fleet.committed()
         late = zombie_writes(written, "m2", moved, stopped_at, restarts(zombie, stopped_at))
@@ -123,7 +124,7 @@ async def test_a_paused_member_past_the_session_timeout_is_fenced(
         # after this double handover. Until it is found, stale keys are reported as XFAIL
         # with the keys (`-ra` prints them), never as a pass; the fencing check above is hard.
         if problems:
-            print(await fleet.explain(problems))
+            print(f"venues paused at {paused_at} UTC\n{await fleet.explain(problems)}")
             pytest.xfail(f"{len(problems)} of {keys} keys not converged: {problems[:3]}")
 
 

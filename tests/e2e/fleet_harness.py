@@ -399,7 +399,13 @@ def _at_venue(account: Account_, key: str) -> dict[str, Any]:
     sim: Any = account.sim
     found = sim.orders.get(ident) if account.venue == "aquanow" else sim.balances.get(ident)
     wanted = ("createdAt", "updatedAt", "tradeStatus", "logId", "availableAmount")
-    return {k: found[k] for k in wanted if found and k in found}
+    out: dict[str, Any] = {k: found[k] for k in wanted if found and k in found}
+    out["pushed"] = [  # to which connection, when (UTC): the last frames naming the key
+        f"{s.connection}@{dt.datetime.fromtimestamp(s.at, dt.UTC):%H:%M:%S.%f}"[:-3]
+        for s in sim.sent
+        if ident in s.text
+    ][-6:]
+    return out
 
 
 def _account_id(account: Account_) -> str:

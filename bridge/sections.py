@@ -324,8 +324,9 @@ class SnapshotSettings(Section):
     burst: int = Field(10, ge=1)
     timeout: float = Field(10.0, gt=0)  # per request
     attempts: int = Field(3, ge=1)  # per request, for server errors and timeouts
-    # Finished orders are fetched from the last order event seen minus this margin; on the
-    # first snapshot after start, from `lookback` ago.
+    # Finished orders are fetched from the last order event seen minus this margin (on the
+    # first snapshot after start, from `lookback` ago) up to now plus it: the venue's clock
+    # and ours differ.
     since_margin: float = Field(60.0, ge=0)
     lookback: float = Field(86_400.0, ge=0)
     # Reconcile again every `interval` seconds while subscribed (0: only after (re)subscribing).

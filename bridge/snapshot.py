@@ -168,7 +168,11 @@ class Snapshotter:
         async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
             now_ms = int(time.time() * 1000)
             result.orders_since = self._since(now_ms, result.trigger)
-            calls = deque(venue.snapshot_calls(now_ms, result.orders_since))
+            # Up to `since_margin` ahead too: the venue's clock may run ahead of ours, and an
+            # order it finished just before we subscribed (pushed to nobody) is stamped later
+            # than our "now"; outside the window and no longer open, it would be in no answer.
+            until_ms = now_ms + int(self._settings.since_margin * 1000)
+            calls = deque(venue.snapshot_calls(until_ms, result.orders_since))
             await self._drain(session, calls, result, seen)
             orders, positions = _missing(was_open, seen)
             relist = venue.relisting_calls()

@@ -184,7 +184,7 @@ class AquanowVenue:
         account = self.account or self._seen_account
         return (("accountId", account),) if account else ()
 
-    def snapshot_calls(self, now_ms: int, since_ms: int | None) -> list[RestCall]:
+    def snapshot_calls(self, until_ms: int, since_ms: int | None) -> list[RestCall]:
         """Balances, open orders, orders updated since `since_ms` (those that finished during a
         gap), and the credit line when the account id is known (§1.7 snapshot recipe)."""
         account = self._rest_account()
@@ -193,7 +193,7 @@ class AquanowVenue:
             RestCall("order", "GET", "/trades/v1/order", (*account, ("openOrders", "true"))),
         ]
         if since_ms is not None:
-            window = (("startTime", str(since_ms)), ("endTime", str(now_ms)))
+            window = (("startTime", str(since_ms)), ("endTime", str(until_ms)))
             calls.append(RestCall("order", "GET", "/trades/v1/order", (*account, *window)))
         if account:
             calls.append(

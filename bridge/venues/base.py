@@ -151,9 +151,10 @@ class Venue(Protocol):
         that cannot be understood becomes a `DeadLetter` record with the reason."""
         ...
 
-    def snapshot_calls(self, now_ms: int, since_ms: int | None) -> list[RestCall]:
-        """The REST calls that rebuild this stream's state; `since_ms` is the venue time from
-        which finished orders must be fetched too (None: the venue's default lookback)."""
+    def snapshot_calls(self, until_ms: int, since_ms: int | None) -> list[RestCall]:
+        """The REST calls that rebuild this stream's state; finished orders updated between
+        `since_ms` and `until_ms` (venue time) are fetched too (`since_ms` None: the venue's
+        default lookback)."""
         ...
 
     def sign_call(self, call: RestCall, now_ms: int) -> SignedCall:

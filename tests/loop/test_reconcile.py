@@ -250,3 +250,34 @@ async def test_own_fills_of_a_gap_are_backfilled_once_each() -> None:
     assert gap <= set(published)
     assert [i for i in gap if published[i] != 1] == []
     assert run.reconciliations[2].counts["trades"] == 0
+
+
+async def test_an_order_finished_unseen_on_a_venue_clock_ahead_of_ours_is_published() -> None:
+    """The venue's clock runs 2 s ahead of ours and orders finish while nobody is subscribed
+    (pushed to no one): their last update is stamped after our "now" when the first snapshot
+    starts, and they are no longer open. The snapshot's window must reach past our clock, or
+    they are in no REST answer and never published (issue 14: the fleet test lost such
+    orders when the simulator's clock ran ahead in a burst)."""
+    ahead = 2.0
+    sim = AquanowSimulator(
+        AQUANOW_KEY, AQUANOW_SECRET, rate=20, seed=5, clock=lambda: time.time() + ahead
+    )
+    async with sim:
+        sim.pause()
+        while not any(o["tradeStatus"] in FINAL for o in sim.orders.values()):
+            await sim.emit(sim.next_event())  # no session yet: the venue changes, unseen
+        finished = {i for i, o in sim.orders.items() if o["tradeStatus"] in FINAL}
+        stream = stream_settings(
+            venue="aquanow",
+            url=sim.url,
+            rest_url=sim.rest_url,
+            api_key=AQUANOW_KEY,
+            api_secret=AQUANOW_SECRET,
+            account=sim.account_id,
+            ack_grace=0.2,
+            snapshot={"interval": 0, "since_margin": 5},
+        )
+        async with running(stream, snapshots=True) as run:
+            await eventually(lambda: runs_done(run, 1), "the first snapshot", timeout=10)
+    published = {r.order_id for r in run.sink.records if isinstance(r, Order) and r.is_final}
+    assert finished <= published, finished - published

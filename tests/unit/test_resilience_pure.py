@@ -43,7 +43,7 @@ def aquanow(**kwargs: Any) -> AquanowVenue:
 
 
 def test_aquanow_snapshot_calls() -> None:
-    calls = aquanow(account="CA1").snapshot_calls(now_ms=2000, since_ms=1000)
+    calls = aquanow(account="CA1").snapshot_calls(until_ms=2000, since_ms=1000)
     assert calls == [
         RestCall("balance", "GET", "/users/v1/userbalance", (("accountId", "CA1"),)),
         RestCall(
@@ -59,14 +59,14 @@ def test_aquanow_snapshot_calls() -> None:
             "tradeCreditBalance", "GET", "/users/v1/tradeCreditBalance", (("accountId", "CA1"),)
         ),
     ]
-    legacy = aquanow().snapshot_calls(now_ms=2000, since_ms=None)
+    legacy = aquanow().snapshot_calls(until_ms=2000, since_ms=None)
     assert [c.kind for c in legacy] == ["balance", "order"], "no accountId known: no credit call"
 
 
 def test_aquanow_learns_the_account_id_from_pushes_for_rest_calls() -> None:
     venue = aquanow()
     venue.parse(Frame('{"type":"balance","payload":{"accountId":"CA9","symbol":"BTC"}}', 0, 0.0))
-    assert venue.snapshot_calls(now_ms=1, since_ms=None)[0].params == (("accountId", "CA9"),)
+    assert venue.snapshot_calls(until_ms=1, since_ms=None)[0].params == (("accountId", "CA9"),)
 
 
 def test_aquanow_rest_signature_covers_the_bare_path_only() -> None:
@@ -134,7 +134,7 @@ def envelope(data: Any, code: int = 200) -> bytes:
 
 def test_satori_snapshot_calls_and_signing_match_the_docs_vector() -> None:
     venue = satori()
-    calls = venue.snapshot_calls(now_ms=0, since_ms=None)
+    calls = venue.snapshot_calls(until_ms=0, since_ms=None)
     assert [(c.kind, c.path.rsplit("/", 1)[1]) for c in calls] == [
         ("balance", "balance"),
         ("orders", "selectContractCurrentEntrustList"),

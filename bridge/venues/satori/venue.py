@@ -78,7 +78,7 @@ class SatoriVenue:
     def parse(self, frame: Frame) -> ParseResult:
         return push.parse_frame(self._items, frame)
 
-    def snapshot_calls(self, now_ms: int, since_ms: int | None) -> list[RestCall]:
+    def snapshot_calls(self, until_ms: int, since_ms: int | None) -> list[RestCall]:
         return rest.snapshot_calls(self.coins, self.pairs, self.events)
 
     def sign_call(self, call: RestCall, now_ms: int) -> SignedCall:

@@ -118,14 +118,13 @@ async def test_a_paused_member_past_the_session_timeout_is_fenced(
         )
         assert any(r.member == "m2" and r.stream in moved for r in written)  # it did write
         assert late == [], late[:5]
-        # Before the checkpoint held its order time until the gap's snapshot was committed, 4
-        # runs in 9 ended with 1-24 Aquanow orders never published here (fixed). A second
-        # defect remains (issue 14's closing note): once in CI, a Satori balance ended stale
-        # after this double handover. Until it is found, stale keys are reported as XFAIL
-        # with the keys (`-ra` prints them), never as a pass; the fencing check above is hard.
+        # Each cause this test found is pinned by a fast test of its own: the checkpoint's
+        # order time held until the gap's snapshot is committed (test_checkpoint.py), records
+        # joining batches in admission order (test_sink_recovery.py), the order window past
+        # our clock (tests/loop/test_reconcile.py). A failure prints each key's history.
         if problems:
             print(f"venues paused at {paused_at} UTC\n{await fleet.explain(problems)}")
-            pytest.xfail(f"{len(problems)} of {keys} keys not converged: {problems[:3]}")
+        assert problems == [], problems[:10]
 
 
 async def test_a_member_that_cannot_reach_kafka_stops_its_streams(

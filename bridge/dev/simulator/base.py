@@ -119,6 +119,7 @@ class VenueSimulator:
         self._server: Server | None = None
         self._emitter: asyncio.Task[None] | None = None
         self._paused = False
+        self._emitting = 0  # events being delivered right now (see `quiesce`)
         self._preloaded: deque[Event] = deque()
         # Fault: events generated (the venue's state changes) but never pushed, on a
         # connection that stays healthy. See `drop_next`.
@@ -204,6 +205,14 @@ class VenueSimulator:
         """Stop (or resume) generating events; connections stay open."""
         self._paused = paused
 
+    async def quiesce(self) -> None:
+        """Pause, and return once no event is being delivered: from then on `sent` is final
+        (an event whose delivery was waiting for a full socket when `pause` was called still
+        reaches its connections, and the bridge publishes it)."""
+        self.pause()
+        while self._emitting:
+            await asyncio.sleep(0.01)
+
     def drop_next(
         self, count: int, kinds: frozenset[str] | None = None, then_pause: bool = False
     ) -> None:
@@ -215,6 +224,13 @@ class VenueSimulator:
 
     async def emit(self, event: Event) -> None:
         """Push one event now to every session subscribed to it (or drop it, see above)."""
+        self._emitting += 1
+        try:
+            await self._emit(event)
+        finally:
+            self._emitting -= 1
+
+    async def _emit(self, event: Event) -> None:
         self.events.append(event)
         if self._drop > 0 and (self._drop_kinds is None or event.kind in self._drop_kinds):
             self.dropped.append(event)

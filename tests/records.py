@@ -8,7 +8,7 @@ import time
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from bridge.records import Balance, Order, Position, VenueRecord, make_event_id
+from bridge.records import Balance, Order, Position, Trade, VenueRecord, make_event_id
 
 R = TypeVar("R", bound=VenueRecord)
 
@@ -47,6 +47,12 @@ def order(**fields: Any) -> Order:
 
 def position(**fields: Any) -> Position:
     return build(Position, **fields)
+
+
+def own_fill(**fields: Any) -> Trade:
+    """One of the account's own fills (a trade with an account): ETH-USD, 1 at 1, bought."""
+    defaults = {"account": "acct", "symbol": "ETH-USD", "price": Decimal(1), "side": "buy"}
+    return build(Trade, **{**defaults, "quantity": Decimal(1), **fields})
 
 
 def live_balance(asset: str, available: str, raw: str = "{}") -> Balance:

@@ -25,7 +25,7 @@ from bridge.dev.simulator.credentials import (
 )
 from bridge.dev.simulator.satori import SatoriSimulator, rest_order, rest_position
 from bridge.dev.simulator.wire import json_text
-from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, Trade, VenueRecord
+from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, VenueRecord
 from bridge.shards import shard_key, shard_of
 from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
@@ -144,7 +144,7 @@ def test_the_tracker_writes_the_newest_acknowledged_state_per_key_and_the_meta_f
     tracker.acked(open_order)
     tracker.acked(make.balance(stream="s", asset="USD", version=41))
     tracker.acked(make.balance(stream="s", asset="USD", version=40))  # an older logId
-    tracker.acked(_fill(stream="s", trade_id="19868095"))
+    tracker.acked(make.own_fill(stream="s", trade_id="19868095"))
     entries = tracker.drain(5, encode, lambda stream: {"rest_account": "CA1"})
     by_key = {e.key(): e for e in entries}
     assert set(by_key) == {
@@ -209,20 +209,6 @@ def test_the_hold_ends_only_once_the_sink_acknowledged_the_snapshots_records() -
     assert state.held() == (1000,)
     sink.ledger.acked(snapshot_record)
     assert state.held() is None
-
-
-def _fill(**fields: Any) -> Trade:
-    return make.build(
-        Trade,
-        **{
-            "account": "acct",
-            "symbol": "ETH-USD",
-            "price": Decimal(1),
-            "quantity": Decimal(1),
-            "side": "buy",
-            **fields,
-        },
-    )
 
 
 def test_the_reader_folds_entries_in_order_into_a_stream_checkpoint() -> None:

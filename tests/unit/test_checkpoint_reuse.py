@@ -7,7 +7,6 @@ framings (single-object, and registry mode's Confluent prefix turned back into s
 from __future__ import annotations
 
 import asyncio
-from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
@@ -86,15 +85,7 @@ async def test_the_stream_hands_the_sink_the_digest_it_admitted_the_record_with(
     state = StreamState("s", "aquanow", recorder)
     first = make.order(stream="s", order_id="1", is_final=False, filled_quantity=None)
     second = make.order(stream="s", order_id="1", is_final=True, status="filled")
-    fill = make.build(
-        Trade,
-        stream="s",
-        symbol="ETH-USD",
-        side="buy",
-        account="a",
-        price=Decimal(1),
-        quantity=Decimal(1),
-    )
+    fill = make.own_fill(stream="s", account="a")
     for record in (first, second, fill):
         assert await state.publish(record)
     snapshot_copy = make.order(
@@ -118,15 +109,7 @@ async def test_the_sink_reports_each_ack_with_the_value_kafka_holds_and_the_dige
     await sink.start()
     producer = producers.new.get_nowait()
     order = make.order(order_id="5", is_final=False)
-    fill = make.build(
-        Trade,
-        symbol="ETH-USD",
-        side="buy",
-        account="a",
-        trade_id="t1",
-        price=Decimal(1),
-        quantity=Decimal(1),
-    )
+    fill = make.own_fill(account="a", trade_id="t1")
     await sink.publish(order, digest="d-order")
     await sink.publish(fill)
     for _ in range(2):

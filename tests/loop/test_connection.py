@@ -3,12 +3,15 @@ frames. Each test runs one `StreamConnection` in-process with a recording sink."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import structlog
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from bridge.connection import message_waiting
 from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.credentials import (
     AQUANOW_KEY,
@@ -160,3 +163,36 @@ async def test_permessage_deflate_is_offered_only_when_configured(
         (session,) = aquanow_sim.sessions.values()
         names = [extension.name for extension in session.ws.protocol.extensions]
     assert names == (["permessage-deflate"] if compression else [])
+
+
+async def test_a_whole_queued_message_is_read_without_arming_a_deadline() -> None:
+    """`message_waiting` reads websockets' own frame queue (the loop skips the per-frame read
+    deadline when a whole message is already there): true for whole messages, false for an
+    empty queue and for a message whose last fragment has not come. A websockets release that
+    moves the queue makes the first wait fail instead of silently costing CPU again."""
+    release, finish = asyncio.Event(), asyncio.Event()
+
+    async def venue(ws: ServerConnection) -> None:
+        for i in range(3):
+            await ws.send(f"m{i}")
+        await release.wait()
+
+        async def fragments() -> AsyncIterator[str]:
+            yield "first half, "
+            await finish.wait()  # the last fragment comes when the test says
+            yield "second half"
+
+        await ws.send(fragments())
+
+    async with serve(venue, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/") as ws:
+            await eventually(lambda: message_waiting(ws), "a whole message queued")
+            assert [await ws.recv() for _ in range(3)] == ["m0", "m1", "m2"]
+            assert not message_waiting(ws)
+            release.set()
+            await eventually(lambda: len(ws.recv_messages.frames) == 1, "the first fragment")
+            assert not message_waiting(ws)
+            finish.set()
+            await eventually(lambda: message_waiting(ws), "the whole fragmented message")
+            assert await ws.recv() == "first half, second half"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +118,31 @@ async def venue_records(bridge: BridgeProcess) -> float:
     return total
 
 
-async def wait_published(bridge: BridgeProcess, guard: Guard, count: float, timeout: float) -> None:
-    """Until `count` records are acknowledged; fails on a deadline, a death or a reconnect."""
+async def live_records(bridge: BridgeProcess) -> float:
+    """Records acknowledged on the venue topics that came from pushes (not from snapshots)."""
+    return await venue_records(bridge) - await bridge.metric("bridge_snapshot_records_total")
+
+
+async def wait_published(
+    bridge: BridgeProcess,
+    guard: Guard,
+    count: float,
+    timeout: float,
+    published: Callable[[BridgeProcess], Awaitable[float]] = venue_records,
+) -> None:
+    """Until `count` records are acknowledged (`published` counts them); fails on a
+    deadline, a death or a reconnect."""
     deadline = time.monotonic() + timeout
     while True:
         await guard.check("waiting for the records")
-        published = await venue_records(bridge)
-        if published >= count:
+        published_now = await published(bridge)
+        if published_now >= count:
             return
         if time.monotonic() > deadline:
             frames = await bridge.metric("bridge_ws_messages_received_total")
             control = await bridge.metric("bridge_control_frames_total")
             raise BenchFailed(
-                f"{published:.0f} of {count} records published within {timeout} s "
+                f"{published_now:.0f} of {count} records published within {timeout} s "
                 f"(frames received {frames:.0f}, control frames {control:.0f}, "
                 f"buffer {await bridge.metric('bridge_producer_buffer_records'):.0f})"
             )
@@ -326,7 +339,6 @@ async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
                 await guard.start()
                 pid = bridge.process.pid
                 cpu0, t0, pushes0 = cpu_seconds(pid), time.monotonic(), len(sim.sent)
-                published0 = await venue_records(bridge)
                 rss, scrapes = [], []
                 with HealthProbe(bridge.metrics_port, interval=0.2) as probe:
                     while time.monotonic() - t0 < seconds:
@@ -335,9 +347,11 @@ async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
                         await asyncio.sleep(2)
                     elapsed = time.monotonic() - t0
                     cpu = (cpu_seconds(pid) - cpu0) / elapsed
-                    sim.pause()
+                    await sim.quiesce()
                     pushed = len(sim.sent) - pushes0
-                    await wait_published(bridge, guard, published0 + pushed, timeout=60)
+                    # Every push the venue ever made, published: counted from the start, as a
+                    # count taken at t0 would race the pushes landing while it is read.
+                    await wait_published(bridge, guard, len(sim.sent), 60, live_records)
                 await guard.check(f"{streams} streams")
                 if bridge.stop(60) != 0:
                     raise BenchFailed("the bridge did not exit cleanly")

@@ -404,7 +404,7 @@ class App:
         await asyncio.gather(*helpers, return_exceptions=True)
         if changelog is not None and await sink.flush(max(deadline - time.monotonic(), 0.1)):
             with contextlib.suppress(SinkError):
-                await changelog.flush()  # the checkpoint catches up with the last acks
+                await changelog.flush(final=True)  # the checkpoint catches up with the last acks
         flushed = await sink.stop(max(deadline - time.monotonic(), 0.1))
         log.info("shutdown complete", flushed=flushed)
         return ExitCode.OK if flushed else ExitCode.UNACKED

@@ -228,20 +228,22 @@ class Changelog:
             await asyncio.sleep(self._settings.flush_interval)
             await self.flush()
 
-    async def flush(self) -> int:
-        """Write what was acknowledged since the last flush; the number of entries."""
-        entries = self.entries()
+    async def flush(self, final: bool = False) -> int:
+        """Write what was acknowledged since the last flush; the number of entries. `final`:
+        the last before the process ends (every meta entry up to date)."""
+        entries = self.entries(final)
         for entry in entries:
             await self._sink.publish(entry)
         return len(entries)
 
-    def entries(self) -> list[StateEntry]:
+    def entries(self, final: bool = False) -> list[StateEntry]:
         """The entries for what was acknowledged since the last call."""
         return self.tracker.drain(
             time.time_ns() // 1000,
             lambda record: self._codec.encode(record).value,
             lambda stream: self._venues[stream].checkpoint_facts(),
             lambda stream: self._held(stream),
+            final,
         )
 
     def _held(self, stream: str) -> tuple[int | None] | None:

@@ -5,6 +5,7 @@ acknowledgement, how entries fold back into a stream's memory, and the shard fun
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from decimal import Decimal
 from types import SimpleNamespace
@@ -12,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from bridge.checkpoint import META, CheckpointReader, Tracker, state_digest
+from bridge.checkpoint import (
+    META,
+    ORDER_TIME_EVERY_US,
+    CheckpointReader,
+    Tracker,
+    state_digest,
+)
 from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
 from bridge.delivery import Ledger
 from bridge.dev.simulator.aquanow import AquanowSimulator
@@ -179,7 +186,8 @@ def test_an_unreconciled_gap_holds_the_checkpoints_order_time_at_its_mark() -> N
     tracker.acked(make.order(stream="s", order_id="9", event_time=5000))
 
     def meta(held: Callable[[str], tuple[int | None] | None]) -> int | None:
-        (entry,) = [e for e in tracker.drain(1, encode, lambda s: {}, held) if e.topic == "meta"]
+        drained = tracker.drain(1, encode, lambda s: {}, held, final=True)
+        (entry,) = [e for e in drained if e.topic == "meta"]
         tracker.acked(make.order(stream="s", order_id="9", event_time=5000))
         return entry.last_order_time
 
@@ -191,6 +199,37 @@ def test_an_unreconciled_gap_holds_the_checkpoints_order_time_at_its_mark() -> N
     assert meta(lambda s: fresh.order_hold) is None
     fresh.session_started(reconciles=False)
     assert StreamState("s", "aquanow", sink=None).order_hold is None  # type: ignore[arg-type]
+
+
+def test_a_meta_entry_whose_order_time_alone_moved_waits_its_interval() -> None:
+    """Versions and facts are written at the next flush; a newer order time alone only every
+    `ORDER_TIME_EVERY_US` (behind, it widens a restart's window: never misses an order), or
+    at the last flush before the process ends."""
+    tracker, facts = Tracker(), {"rest_account": "CA1"}
+
+    def meta_after(now: int, *records: Any, final: bool = False) -> int | str | None:
+        for record in records:
+            tracker.acked(record)
+        drained = tracker.drain(now, encode, lambda stream: facts, final=final)
+        metas = [e for e in drained if e.topic == META]
+        return metas[0].last_order_time if metas else "not written"
+
+    order = functools.partial(make.order, stream="s", is_final=False)
+    assert meta_after(0, order(order_id="1", event_time=1000)) == 1000  # a first entry
+    assert meta_after(1, order(order_id="2", event_time=2000)) == "not written"
+    assert meta_after(ORDER_TIME_EVERY_US - 1) == "not written"  # nothing new, still not due
+    assert meta_after(ORDER_TIME_EVERY_US) == 2000  # due: the moved time is written
+    assert meta_after(ORDER_TIME_EVERY_US + 1) == "not written"  # nothing new since
+    assert meta_after(ORDER_TIME_EVERY_US + 2, order(order_id="3", event_time=3000)) == (
+        "not written"
+    )
+    facts = {"rest_account": "CA2"}
+    assert meta_after(ORDER_TIME_EVERY_US + 3) == 3000  # facts changed: written at once
+    assert meta_after(ORDER_TIME_EVERY_US + 4, make.balance(stream="s", version=7)) == 3000
+    assert meta_after(ORDER_TIME_EVERY_US + 5, order(order_id="4", event_time=4000)) == (
+        "not written"
+    )
+    assert meta_after(ORDER_TIME_EVERY_US + 6, final=True) == 4000
 
 
 def test_the_hold_ends_only_once_the_sink_acknowledged_the_snapshots_records() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -150,6 +151,7 @@ class App:
             self.metrics.stream_owned.labels(s.settings.name, s.venue.name).set(1)
         connections = [self.build_connection(s, control) for s in streams]
         helpers = self._helpers(access, changelog, control)
+        gc.freeze()  # start-up's objects live as long as the process (bridge/cli.py tune_gc)
         if not await self._replay(connections):
             await self._shutdown([], [], helpers, sink, changelog)
             return ExitCode.OK

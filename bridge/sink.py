@@ -39,7 +39,7 @@ from aiokafka.errors import (
 )
 
 from bridge.backoff import Backoff, retry_until
-from bridge.batches import MAX_REQUEST_BYTES, Batch, Batcher, Partitioner, record_size
+from bridge.batches import Batch, Batcher, Partitioner, oversized
 from bridge.codec import Codec
 from bridge.delivery import Ledger, Pending
 from bridge.disklog import Ticket
@@ -176,8 +176,8 @@ class Sink:
         request limit becomes a dead letter first, as `send()` would refuse it."""
         while True:
             encoded = pending.encoded
-            size = record_size(encoded.key, encoded.value, encoded.headers)
-            if size <= MAX_REQUEST_BYTES:
+            size = oversized(encoded.key, encoded.value, encoded.headers)
+            if size is None:
                 break
             self._reports.error(pending)
             self._oversized(pending, MessageSizeTooLargeError(f"record of {size} bytes"))

@@ -8,10 +8,11 @@ import asyncio
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.batches import Batch, Batcher, Partitioner, key_hash
+from bridge.batches import MAX_REQUEST_BYTES, Batch, Batcher, Partitioner, key_hash, oversized
 from bridge.codec import Encoded
 from bridge.delivery import Pending
 from tests import records as make
@@ -33,6 +34,28 @@ JAVA_MURMUR2 = {
 def test_the_key_hash_is_the_java_clients_murmur2() -> None:
     for key, java in JAVA_MURMUR2.items():
         assert key_hash(key) == java & 0x7FFFFFFF, key
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.binary(max_size=300),
+    value_size=st.one_of(
+        st.integers(0, 2_000),
+        st.integers(MAX_REQUEST_BYTES - 2_000, MAX_REQUEST_BYTES + 100),
+    ),
+    headers=st.lists(
+        st.tuples(st.text(max_size=20), st.binary(max_size=64)),
+        max_size=8,
+    ),
+)
+def test_oversized_refuses_exactly_what_aiokafkas_estimate_refuses(
+    key: bytes, value_size: int, headers: list[tuple[str, bytes]]
+) -> None:
+    """`oversized` skips aiokafka's estimate for records bounded well below the limit: the
+    bound must never be under the estimate, or a record `send()` refuses would get through."""
+    value = b"v" * value_size
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    assert oversized(key, value, headers) == (size if size > MAX_REQUEST_BYTES else None)
 
 
 class Metadata(PendingProducer):

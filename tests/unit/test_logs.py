@@ -8,8 +8,10 @@ import json
 import logging
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
-from bridge.logs import HEX_MASK, MASK, configure, get_logger, secret_variants
+from bridge.logs import HEX_MASK, MASK, configure, get_logger, secret_replacer, secret_variants
 
 pytestmark = pytest.mark.unit
 
@@ -75,3 +77,29 @@ def test_variants() -> None:
         "0xabcdef12",
         "abcdef12",
     ]
+
+
+KEYS = st.text("0123456789abcdef-", min_size=6, max_size=40)
+
+
+@given(
+    secrets=st.lists(KEYS, min_size=1, max_size=80, unique=True),
+    words=st.lists(st.text("ghijk 0123", max_size=12), max_size=12),
+    picks=st.lists(st.integers(0, 79), max_size=12),
+)
+def test_many_secrets_are_masked_as_a_few_are(
+    secrets: list[str], words: list[str], picks: list[int]
+) -> None:
+    """Beyond a few dozen secrets (one per stream) they are found by prefix in one pass:
+    the same text as looking for each in turn, and no secret left."""
+    assume(not any(a != b and a in b for a in secrets for b in secrets))
+    values = sorted(secrets, key=len, reverse=True)
+    chosen = [values[p % len(values)] for p in picks]
+    text = " ".join(w for pair in zip(words, chosen, strict=False) for w in pair)
+    one_by_one = text
+    for secret in values:
+        one_by_one = one_by_one.replace(secret, MASK)
+    never = [f"zz{i:04d}zz" for i in range(40)]  # absent: makes the many-secrets path run
+    masked = secret_replacer(sorted(values + never, key=len, reverse=True))(text)
+    assert masked == one_by_one
+    assert not any(secret in masked for secret in values)

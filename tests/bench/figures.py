@@ -306,7 +306,7 @@ def tls_server(directory: Path) -> tuple[ssl.SSLContext, Path]:
     return context, ca_file
 
 
-async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
+async def fanout(bootstrap: str, streams: int, seconds: int, rate: float = 1.0) -> dict[str, Any]:
     topics = unique_topics()
     await create_topics(bootstrap, topics)
     # One API key per simulated account, as at the venue: nonces are checked per key.
@@ -316,7 +316,7 @@ async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
         sim = AquanowSimulator(
             KEY,
             SECRET,
-            rate=1,
+            rate=rate,
             seed=3,
             extra_credentials=keys,
             ssl=context,
@@ -357,6 +357,7 @@ async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
                     raise BenchFailed("the bridge did not exit cleanly")
     return {
         "streams": streams,
+        "rate_per_stream": rate,
         "tls": True,
         "pushes_per_s": round(pushed / elapsed, 1),
         "published_all": True,
@@ -367,7 +368,7 @@ async def fanout(bootstrap: str, streams: int, seconds: int) -> dict[str, Any]:
         "scrape_s": spread(scrapes, 3),
         "healthz": probe.summary(),
         "window_s": seconds,
-        "command": command("fanout", f" --fanout-streams {streams}"),
+        "command": command("fanout", f" --fanout-streams {streams}@{rate:g}"),
     }
 
 

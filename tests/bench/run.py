@@ -12,7 +12,7 @@ raises `BenchFailed`: the command exits non-zero and writes no results (measure.
   ceiling ÷ bridge, never as bare rates. /healthz response times bound the loop's lag.
 - latency: frame received → broker append, p50/p99/p99.9, at 1,000 records/s (the bench
   topics use LogAppendTime: a record's Kafka timestamp is the broker's append time).
-- fanout: N streams at 1 push/s each over TLS (a CA made at run time): RSS, CPU, every push
+- fanout: N streams at R push/s each (1,000 and 3,000 at 1/s, 10,000 at 0.1/s) over TLS (a CA made at run time): RSS, CPU, every push
   published, no reconnect, and the time a /metrics scrape takes.
 - recovery: from the venue accepting connections again to resubscribed with the snapshot
   published, minus the configured backoff delay.
@@ -37,7 +37,7 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bridge.dev.kafka import kafka_bootstrap
 from tests.bench import figures
@@ -57,6 +57,16 @@ FIGURES = [
     "diskbuffer",
     "fleet",
 ]
+
+
+# Fan-out runs of a full `make bench`: the targets' 1,000 and 3,000 streams at 1 push/s, and
+# 10,000 mostly idle ones (the simulator, in this process, cannot push 10,000/s over TLS).
+FANOUT_SIZES: Final = [(1000, 1.0), (3000, 1.0), (10_000, 0.1)]
+
+
+def fanout_size(text: str) -> tuple[int, float]:
+    streams, _, rate = text.partition("@")
+    return int(streams), float(rate or 1)
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -135,10 +145,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["latency"] = await figures.latency(bootstrap, 10 if quick else 30)
             print(json.dumps(results["latency"]), flush=True)
         if "fanout" in args.only:
-            sizes = args.fanout_streams or ([200] if quick else [1000])
+            sizes = args.fanout_streams or ([(200, 1.0)] if quick else FANOUT_SIZES)
             results["fanout"] = []
-            for streams in sizes:
-                run = await figures.fanout(bootstrap, streams, 10 if quick else 30)
+            for streams, rate in sizes:
+                run = await figures.fanout(bootstrap, streams, 10 if quick else 30, rate)
                 results["fanout"].append(run)
                 print(json.dumps(run), flush=True)
         if "recovery" in args.only:
@@ -169,7 +179,12 @@ if __name__ == "__main__":
     parser.add_argument("--records", type=int, help="records per throughput round")
     parser.add_argument("--repeats", type=int, default=3, help="throughput rounds")
     parser.add_argument(
-        "--fanout-streams", type=int, nargs="+", help="fan-out sizes (default 1000)"
+        "--fanout-streams",
+        type=fanout_size,
+        nargs="+",
+        help="fan-out sizes, N or N@R (N streams at R pushes/s each; default "
+        + " ".join(f"{n}@{r:g}" for n, r in FANOUT_SIZES)
+        + ")",
     )
     parser.add_argument(
         "--max-batch-bytes", type=int, help="producer batch size, bridge and ceilings alike"

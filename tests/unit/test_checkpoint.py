@@ -4,8 +4,10 @@ acknowledgement, how entries fold back into a stream's memory, and the shard fun
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from types import SimpleNamespace
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bridge.changelog import FLUSH_SLICE, Changelog
 from bridge.checkpoint import (
     META,
     ORDER_TIME_EVERY_US,
@@ -33,6 +36,7 @@ from bridge.dev.simulator.credentials import (
 from bridge.dev.simulator.satori import SatoriSimulator, rest_order, rest_position
 from bridge.dev.simulator.wire import json_text
 from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, VenueRecord
+from bridge.sections import StateSettings
 from bridge.shards import shard_key, shard_of
 from bridge.stream import StreamState
 from bridge.venues.aquanow import AquanowVenue
@@ -318,3 +322,32 @@ def test_shards_are_stable_shared_per_key_and_reveal_nothing() -> None:
 
 
 PINNED = [1, 0, 5, 8, 2, 5]  # SHA-256 based: these never change
+
+
+async def test_a_large_flush_gives_the_loop_turns_between_slices() -> None:
+    """A flush publishes every entry of every stream; with a sink that never has to wait
+    (room in the buffer), it must still let pushes, pings and /healthz run (FLUSH_SLICE)."""
+
+    class BusySink:
+        async def publish(self, entry: object) -> None:
+            until = time.monotonic() + 0.001  # encoding and batching, no suspension
+            while time.monotonic() < until:
+                pass
+
+    changelog = Changelog(StateSettings(), BusySink(), CODEC.store, 1)  # type: ignore[arg-type]
+    entries = _drained(make.balance(stream="s", asset="USD"))[:1] * 30
+    changelog.entries = lambda final=False: entries  # type: ignore[method-assign]
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    worker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    assert await changelog.flush() == 30
+    worker.cancel()
+    assert turns - before >= 30 * 0.001 // FLUSH_SLICE  # one turn per slice at least

@@ -178,7 +178,9 @@ class CheckpointReader:
 # it only widens a restart's window of finished orders (bridge/snapshot.py `_since`), which
 # goes back `since_margin` further anyway; written at every flush, it was a third of the
 # records a busy stream of new orders makes (tests/bench fan-out: 0.28 → 0.20 of a core
-# without the checkpoint). Versions and facts are written at the next flush, as before.
+# without the checkpoint). Versions and facts are written at the next flush, as before, and
+# so is a time becoming known or unknown: no time is not an older one, it sends a restart back
+# only `lookback` (tests/e2e/test_restart_e2e.py lost the orders of a longer downtime so).
 ORDER_TIME_EVERY_US: Final = 10_000_000
 
 
@@ -264,7 +266,8 @@ class Tracker:
                     if said[2] == meta.said[2]:
                         meta.dirty = False
                         continue
-                    if not final and now_us - meta.said_at < ORDER_TIME_EVERY_US:
+                    due = meta.said_at + ORDER_TIME_EVERY_US <= now_us
+                    if not (final or due or meta.said[2] is None or said[2] is None):
                         meta.dirty = True  # only the order time moved: written when due
                         continue
                 meta.dirty, meta.said, meta.said_at = False, said, now_us

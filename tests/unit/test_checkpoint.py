@@ -236,6 +236,26 @@ def test_a_meta_entry_whose_order_time_alone_moved_waits_its_interval() -> None:
     assert meta_after(ORDER_TIME_EVERY_US + 6, final=True) == 4000
 
 
+def test_a_first_known_order_time_is_written_at_once() -> None:
+    """No order time (a first start's gap, held at an unknown mark) is not an older time: a
+    restart reading it fetches finished orders only `lookback` back. The first known time is
+    written at the next flush, not after the interval."""
+    state = StreamState("s", "aquanow", sink=None)  # type: ignore[arg-type]
+    state.session_started(reconciles=True)  # a first start: the mark is unknown
+    tracker = Tracker()
+
+    def meta_after(now: int) -> int | str | None:
+        tracker.acked(make.order(stream="s", order_id=str(now), event_time=1000 + now))
+        drained = tracker.drain(now, encode, lambda s: {}, lambda s: state.order_hold)
+        metas = [e for e in drained if e.topic == META]
+        return metas[0].last_order_time if metas else "not written"
+
+    assert meta_after(0) is None  # held: the gap's mark is unknown
+    state.gap_reconciled()
+    assert meta_after(1) == 1001  # known now: written at once
+    assert meta_after(2) == "not written"  # an older time stands until due
+
+
 def test_the_hold_ends_only_once_the_sink_acknowledged_the_snapshots_records() -> None:
     """Handed to the sink is not written: a fleet handover aborts what its transaction has not
     committed. The hold waits for the ledger to acknowledge everything admitted before the

@@ -197,6 +197,7 @@ class Changelog:
         self._venues: dict[str, Venue] = {}
         self._states: dict[str, StreamState] = {}
         self.tracker = Tracker()
+        self._unwritten: list[StateEntry] = []  # drained by a flush that was cancelled
         self._log = get_logger(component="state")
 
     def add(self, shard_key: str, venue: Venue, state: StreamState, cp: Checkpoint) -> None:
@@ -234,13 +235,18 @@ class Changelog:
     async def flush(self, final: bool = False) -> int:
         """Write what was acknowledged since the last flush; the number of entries. `final`:
         the last before the process ends (every meta entry up to date)."""
-        entries = self.entries(final)
-        started = time.monotonic()
-        for entry in entries:
-            await self._sink.publish(entry)  # suspends only when the buffer is full
-            if time.monotonic() - started > FLUSH_SLICE:
-                await asyncio.sleep(0)  # pushes, pings and /healthz go on meanwhile
-                started = time.monotonic()
+        entries, self._unwritten = [*self._unwritten, *self.entries(final)], []
+        started, written = time.monotonic(), 0
+        try:
+            for entry in entries:
+                await self._sink.publish(entry)  # suspends only when the buffer is full
+                written += 1
+                if time.monotonic() - started > FLUSH_SLICE:
+                    await asyncio.sleep(0)  # pushes, pings and /healthz go on meanwhile
+                    started = time.monotonic()
+        except asyncio.CancelledError:
+            self._unwritten = entries[written:]  # the shutdown's last flush writes them
+            raise
         return len(entries)
 
     def entries(self, final: bool = False) -> list[StateEntry]:

@@ -43,6 +43,7 @@ from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall
 from bridge.venues.satori.venue import SatoriVenue
 from tests import records as make
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -371,3 +372,33 @@ async def test_a_large_flush_gives_the_loop_turns_between_slices() -> None:
     assert await changelog.flush() == 30
     worker.cancel()
     assert turns - before >= 30 * 0.001 // FLUSH_SLICE  # one turn per slice at least
+
+
+async def test_entries_of_a_cancelled_flush_are_written_by_the_next() -> None:
+    """The shutdown cancels the periodic flush, then flushes one last time: entries the
+    cancelled flush had drained but not published must not be lost (the checkpoint would lag
+    and a quiet restart publish again)."""
+    published: list[object] = []
+    gate = asyncio.Event()
+
+    class GatedSink:
+        async def publish(self, entry: object) -> None:
+            if len(published) == 2 and not gate.is_set():
+                await gate.wait()  # the buffer is full: the flush waits here
+            published.append(entry)
+
+    changelog = Changelog(StateSettings(), GatedSink(), CODEC.store, 1)  # type: ignore[arg-type]
+    tracker = Tracker()
+    for asset in ("A1", "A2", "A3", "A4"):
+        tracker.acked(make.balance(stream="s", asset=asset))
+    first = tracker.drain(1, encode, lambda stream: {})
+    changelog.entries = lambda final=False: first  # type: ignore[method-assign]
+    flushing = asyncio.create_task(changelog.flush())
+    await wait_until(lambda: len(published) == 2, "two entries written, the third waiting")
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    gate.set()
+    changelog.entries = lambda final=False: []  # type: ignore[method-assign]
+    assert await changelog.flush(final=True) == len(first) - 2
+    assert published == first

@@ -178,6 +178,23 @@ def test_the_tracker_writes_the_newest_acknowledged_state_per_key_and_the_meta_f
     assert tracker.drain(6, encode, lambda stream: {}) == []  # nothing new: nothing written
 
 
+def meta_time(
+    tracker: Tracker,
+    now: int,
+    *acked: Any,
+    facts: Callable[[str], dict[str, str]] = lambda stream: {},
+    held: Callable[[str], tuple[int | None] | None] = lambda stream: None,
+    final: bool = False,
+) -> int | str | None:
+    """`acked` acknowledged, then a drain at `now`: the order time of the one meta entry it
+    wrote, or "not written"."""
+    for record in acked:
+        tracker.acked(record)
+    metas = [e for e in tracker.drain(now, encode, facts, held, final) if e.topic == META]
+    assert len(metas) <= 1, metas
+    return metas[0].last_order_time if metas else "not written"
+
+
 def test_an_unreconciled_gap_holds_the_checkpoints_order_time_at_its_mark() -> None:
     """Pushes acknowledged while the gap's snapshot is still publishing older orders must not
     move the restart's "updated since" past them (a fleet handover aborting the snapshot's
@@ -188,13 +205,10 @@ def test_an_unreconciled_gap_holds_the_checkpoints_order_time_at_its_mark() -> N
     state.last_order_ms = 5000  # a push of the new session, published and acknowledged
     state.session_started(reconciles=True)  # dropped and back before the snapshot finished
     tracker = Tracker()
-    tracker.acked(make.order(stream="s", order_id="9", event_time=5000))
+    push = make.order(stream="s", order_id="9", event_time=5000)
 
-    def meta(held: Callable[[str], tuple[int | None] | None]) -> int | None:
-        drained = tracker.drain(1, encode, lambda s: {}, held, final=True)
-        (entry,) = [e for e in drained if e.topic == "meta"]
-        tracker.acked(make.order(stream="s", order_id="9", event_time=5000))
-        return entry.last_order_time
+    def meta(held: Callable[[str], tuple[int | None] | None]) -> int | str | None:
+        return meta_time(tracker, 1, push, held=held, final=True)
 
     assert meta(lambda s: state.order_hold) == 1000  # the first gap's mark, not 5000
     state.gap_reconciled()
@@ -213,11 +227,7 @@ def test_a_meta_entry_whose_order_time_alone_moved_waits_its_interval() -> None:
     tracker, facts = Tracker(), {"rest_account": "CA1"}
 
     def meta_after(now: int, *records: Any, final: bool = False) -> int | str | None:
-        for record in records:
-            tracker.acked(record)
-        drained = tracker.drain(now, encode, lambda stream: facts, final=final)
-        metas = [e for e in drained if e.topic == META]
-        return metas[0].last_order_time if metas else "not written"
+        return meta_time(tracker, now, *records, facts=lambda stream: facts, final=final)
 
     order = functools.partial(make.order, stream="s", is_final=False)
     assert meta_after(0, order(order_id="1", event_time=1000)) == 1000  # a first entry
@@ -246,10 +256,8 @@ def test_a_first_known_order_time_is_written_at_once() -> None:
     tracker = Tracker()
 
     def meta_after(now: int) -> int | str | None:
-        tracker.acked(make.order(stream="s", order_id=str(now), event_time=1000 + now))
-        drained = tracker.drain(now, encode, lambda s: {}, lambda s: state.order_hold)
-        metas = [e for e in drained if e.topic == META]
-        return metas[0].last_order_time if metas else "not written"
+        order = make.order(stream="s", order_id=str(now), event_time=1000 + now)
+        return meta_time(tracker, now, order, held=lambda s: state.order_hold)
 
     assert meta_after(0) is None  # held: the gap's mark is unknown
     state.gap_reconciled()

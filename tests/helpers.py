@@ -7,6 +7,7 @@ the end-to-end tests check what a real downstream consumer would see.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import io
 import json
@@ -209,6 +210,32 @@ async def wait_until(
             extra = f"\n{detail()}" if detail is not None else ""
             raise AssertionError(f"not within {timeout:g} s: {what}{extra}")
         await asyncio.sleep(interval)
+
+
+class LoopTurns:
+    """`async with LoopTurns() as turns:` counts the event loop's turns while the block runs
+    (`turns.count`): a task that yields at every turn. A block that never suspends counts 0."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopTurns:
+        self._task = asyncio.create_task(self._turn())
+        await asyncio.sleep(0)  # the counter runs from here
+        self.count = 0
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _turn(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
 
 
 def free_port() -> int:

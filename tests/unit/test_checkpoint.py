@@ -43,7 +43,7 @@ from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall
 from bridge.venues.satori.venue import SatoriVenue
 from tests import records as make
-from tests.helpers import wait_until
+from tests.helpers import LoopTurns, wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -366,20 +366,9 @@ async def test_a_large_flush_gives_the_loop_turns_between_slices() -> None:
     changelog = Changelog(StateSettings(), BusySink(), CODEC.store, 1)  # type: ignore[arg-type]
     entries = _drained(make.balance(stream="s", asset="USD"))[:1] * 30
     changelog.entries = lambda final=False: entries  # type: ignore[method-assign]
-    turns = 0
-
-    async def other_work() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await asyncio.sleep(0)
-
-    worker = asyncio.create_task(other_work())
-    await asyncio.sleep(0)
-    before = turns
-    assert await changelog.flush() == 30
-    worker.cancel()
-    assert turns - before >= 30 * 0.001 // FLUSH_SLICE  # one turn per slice at least
+    async with LoopTurns() as turns:
+        assert await changelog.flush() == 30
+    assert turns.count >= 30 * 0.001 // FLUSH_SLICE  # one turn per slice at least
 
 
 async def test_entries_of_a_cancelled_flush_are_written_by_the_next() -> None:

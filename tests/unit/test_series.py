@@ -4,8 +4,6 @@ operations give the same exposition text, byte for byte, and the same samples th
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +17,7 @@ from bridge.series import (
     HistogramFamily,
     render_lines,
 )
+from tests.helpers import LoopTurns
 
 pytestmark = pytest.mark.unit
 
@@ -89,22 +88,9 @@ async def test_a_scrape_of_many_streams_yields_to_the_loop() -> None:
     metrics = Metrics()
     for i in range(300):
         metrics.add_stream(f"acct-{i:04d}", "aquanow")
-    ticks = 0
-    rendering = True
-
-    async def tick() -> None:
-        nonlocal ticks
-        while rendering:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    started = ticks
-    text = await metrics.render_async()
-    rendering = False
-    await ticker
+    async with LoopTurns() as turns:
+        text = await metrics.render_async()
     bridge_part = text.split(b"# HELP process_")[0]
     assert bridge_part == metrics.render().split(b"# HELP process_")[0]
     assert bridge_part.count(b"\n") > 300 * 80
-    assert ticks - started >= 300 * 19 // 100, "the loop ran between slices"
+    assert turns.count >= 300 * 19 // 100, "the loop ran between slices"

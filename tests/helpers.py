@@ -244,6 +244,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` in a /metrics text whose labels include `labels` (0 when
+    absent). One scrape can serve several figures: each costs the bridge ~1 ms of CPU."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in sample for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
 class BridgeProcess:
     """`python -m bridge run --config …` as a child process, logs (JSON) kept in a file."""
 
@@ -311,14 +324,7 @@ class BridgeProcess:
     async def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
         _, text = await self.get("/metrics")
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            sample, value = line.rsplit(" ", 1)
-            if all(f'{k}="{v}"' in sample for k, v in labels.items()):
-                total += float(value)
-        return total
+        return metric_sum(text, name, **labels)
 
     async def wait_metric(
         self, name: str, at_least: float, timeout: float = 30.0, **labels: str

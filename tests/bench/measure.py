@@ -21,6 +21,10 @@ from typing import Any
 
 import aiohttp
 
+from tests.helpers import BridgeProcess, metric_sum
+
+RECONNECTS = "bridge_ws_reconnects_total"
+
 
 class BenchFailed(AssertionError):
     """A run that cannot be reported: it lost its connection, missed its target, or died."""
@@ -52,16 +56,21 @@ def quantile(ordered: list[float], q: float) -> float:
 
 @dataclass
 class HealthProbe:
-    """GET /healthz every `interval` seconds from another process (tests/bench/probe.py),
-    timing each answer: the bridge's event loop answers it, so the times bound its lag."""
+    """GET `path` every `interval` seconds from another process (tests/bench/probe.py),
+    timing each answer: the bridge's event loop answers /healthz, so its times bound the loop's
+    lag; /metrics times a scrape as Prometheus sees it."""
 
     port: int
     interval: float = 0.05
+    path: str = "/healthz"
     times_ms: list[float] = field(default_factory=list)
     _process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> HealthProbe:
-        argv = [sys.executable, "-m", "tests.bench.probe", str(self.port), str(self.interval)]
+        argv = [
+            *(sys.executable, "-m", "tests.bench.probe"),
+            *(str(self.port), str(self.interval), self.path),
+        ]
         self._process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         return self
 
@@ -72,7 +81,7 @@ class HealthProbe:
 
     def summary(self) -> dict[str, Any]:
         if len(self.times_ms) < 3:
-            raise BenchFailed(f"/healthz answered {len(self.times_ms)} times: the loop starved")
+            raise BenchFailed(f"{self.path} answered {len(self.times_ms)} times: the loop starved")
         ordered = sorted(self.times_ms)
         return {
             "probes": len(ordered),
@@ -82,31 +91,31 @@ class HealthProbe:
         }
 
 
-async def reconnects(bridge: Any) -> float:
-    return float(await bridge.metric("bridge_ws_reconnects_total"))
-
-
 @dataclass
 class Guard:
     """Fails the run when the bridge died, reconnected, or a simulator cut it off."""
 
-    bridge: Any
+    bridge: BridgeProcess
     simulators: list[Any]
     reconnects_at_start: float = 0.0
     connections_at_start: int = 0
 
     async def start(self) -> None:
-        self.reconnects_at_start = await reconnects(self.bridge)
+        self.reconnects_at_start = await self.bridge.metric(RECONNECTS)
         self.connections_at_start = sum(s.connections_total for s in self.simulators)
 
-    async def check(self, what: str) -> None:
+    async def check(self, what: str) -> str:
+        """The /metrics text it read, for the caller's own figures: a scrape costs the
+        bridge ~1 ms of CPU, which a run's CPU per record would count."""
         process = self.bridge.process
+        assert process is not None, "the bridge was never started"
         if process.poll() is not None:
             raise BenchFailed(f"{what}: the bridge exited with {process.returncode}")
         try:
-            lost = await reconnects(self.bridge) - self.reconnects_at_start
+            _, text = await self.bridge.get("/metrics")
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             raise BenchFailed(f"{what}: /metrics did not answer ({exc!r})") from exc
+        lost = metric_sum(text, RECONNECTS) - self.reconnects_at_start
         again = sum(s.connections_total for s in self.simulators) - self.connections_at_start
         cut = sum(s.slow_consumers for s in self.simulators)
         if lost or again or cut:
@@ -114,3 +123,4 @@ class Guard:
                 f"{what}: {lost:.0f} reconnects, {again} new connections, {cut} slow consumers "
                 "cut off: the run did not survive its own load"
             )
+        return text

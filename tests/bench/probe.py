@@ -1,8 +1,8 @@
-"""GET /healthz every INTERVAL seconds until stdin closes, then print the response times (ms)
-as a JSON list. Its own process: a thread in the benchmark process would wait for the GIL
-behind the simulators, and time that instead of the bridge's loop.
+"""GET PATH (/healthz unless given) every INTERVAL seconds until stdin closes, then print the
+response times (ms) as a JSON list. Its own process, as Prometheus is: a thread or a task in the
+benchmark process would wait behind the simulators, and time that instead of the bridge.
 
-    python -m tests.bench.probe PORT INTERVAL
+    python -m tests.bench.probe PORT INTERVAL [PATH]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 
-def main(port: int, interval: float) -> list[float]:
+def main(port: int, interval: float, path: str = "/healthz") -> list[float]:
     stop = threading.Event()
 
     def wait_for_eof() -> None:
@@ -22,7 +22,7 @@ def main(port: int, interval: float) -> list[float]:
         stop.set()
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
-    url = f"http://127.0.0.1:{port}/healthz"
+    url = f"http://127.0.0.1:{port}{path}"
     times: list[float] = []
     while not stop.wait(interval):
         started = time.perf_counter()
@@ -36,4 +36,4 @@ def main(port: int, interval: float) -> list[float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]), float(sys.argv[2]))))
+    print(json.dumps(main(int(sys.argv[1]), float(sys.argv[2]), *sys.argv[3:4])))

@@ -12,8 +12,11 @@ raises `BenchFailed`: the command exits non-zero and writes no results (measure.
   ceiling ÷ bridge, never as bare rates. /healthz response times bound the loop's lag.
 - latency: frame received → broker append, p50/p99/p99.9, at 1,000 records/s (the bench
   topics use LogAppendTime: a record's Kafka timestamp is the broker's append time).
-- fanout: N streams at R push/s each (1,000 and 3,000 at 1/s, 10,000 at 0.1/s) over TLS (a CA made at run time): RSS, CPU, every push
-  published, no reconnect, and the time a /metrics scrape takes.
+- fanout: N streams at R push/s each (1,000 and 3,000 at 1/s, 10,000 at 0.1/s) over TLS (a CA
+  made at run time): RSS, every push published, no reconnect; CPU over a window of the streams
+  alone, then a window with a scrape every 2 s from another process (as Prometheus scrapes),
+  which times the scrapes and gives a scrape's CPU; the CPU figure is the streams' plus one
+  scrape per 30 s (the chart's interval).
 - recovery: from the venue accepting connections again to resubscribed with the snapshot
   published, minus the configured backoff delay.
 - fleet: fleet mode's failover time, streams restarted per membership change, and the latency

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import contextlib
 import ssl
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.credentials import AQUANOW_KEY, AQUANOW_SECRET
 from bridge.records import Balance
 from bridge.venues.aquanow import AquanowVenue
-from tests.loop.conftest import eventually, running
+from tests.loop.conftest import eventually, running, stream_settings
 from tests.loop.test_connection import aquanow
 
 pytestmark = pytest.mark.loop
@@ -115,3 +116,41 @@ async def test_a_burst_of_frames_leaves_the_loop_its_turns() -> None:
     # one long gap is allowed for the machine's own scheduling.
     long_gaps = sorted(g for g in gaps if g > 0.05)
     assert len(long_gaps) <= 1, f"the loop waited {[round(g * 1000) for g in long_gaps]} ms"
+
+
+@pytest.mark.parametrize("spread", [True, False])
+async def test_spread_pushes_reach_the_accounts_over_the_interval(spread: bool) -> None:
+    """The fan-out bench's load: one event reaches N accounts spread over 1 / rate (as
+    independent accounts' events do), or, without `spread`, all at once (a burst)."""
+    keys = {f"spread-key-{i}": f"spread-secret-{i}" for i in range(4)}
+    sim = AquanowSimulator(
+        AQUANOW_KEY, AQUANOW_SECRET, rate=2, seed=6, extra_credentials=keys, spread=spread
+    )
+    async with sim, contextlib.AsyncExitStack() as streams:
+        runs = [
+            await streams.enter_async_context(
+                running(
+                    stream_settings(
+                        venue="aquanow",
+                        url=sim.url,
+                        name=f"acct-{i}",
+                        api_key=key,
+                        api_secret=secret,
+                    )
+                )
+            )
+            for i, (key, secret) in enumerate(keys.items())
+        ]
+        await eventually(lambda: all(r.state.subscribed for r in runs), "every account subscribed")
+        sim.pause()
+        await sim.quiesce()
+        first = len(sim.sent)
+        sim.pause(False)
+        await eventually(lambda: len(sim.sent) >= first + 4, "one event to the four accounts")
+    times = [s.at for s in sim.sent[first : first + 4]]
+    assert len({s.connection for s in sim.sent[first : first + 4]}) == 4
+    span = times[-1] - times[0]
+    if spread:  # three gaps of 0.5 s / 4
+        assert span >= 0.3, f"delivered within {span:.3f} s"
+    else:
+        assert span < 0.2, f"a burst took {span:.3f} s"

@@ -81,6 +81,7 @@ class VenueSimulator:
         ssl: ssl_module.SSLContext | None = None,
         send_buffer_bytes: int = SEND_BUFFER_BYTES,
         slow_consumer_timeout: float | None = None,
+        spread: bool = False,
     ) -> None:
         self.host = host
         # wss:// with this server context (the client must trust its CA).
@@ -96,6 +97,9 @@ class VenueSimulator:
         self.port = port
         self.rest_port = rest_port
         self.rate = rate  # events per second while anyone is subscribed; 0 = as fast as possible
+        # True: an event reaches the subscribed connections spread evenly over 1 / rate, as
+        # independent accounts' events do; False: every connection at once (a burst).
+        self.spread = spread
         self.count = count  # stop generating after this many events
         # True: the venue's state keeps changing while nobody is connected (gaps lose pushes,
         # only the REST snapshot can tell); False: events wait for a subscriber.
@@ -239,7 +243,12 @@ class VenueSimulator:
             return
         if self.push_delay:
             await asyncio.sleep(self.push_delay)
-        for session in list(self.sessions.values()):
+        sessions = list(self.sessions.values())
+        gap = 1 / self.rate / len(sessions) if self.spread and self.rate > 0 and sessions else 0
+        started = time.monotonic()
+        for i, session in enumerate(sessions):
+            if gap and (wait := started + i * gap - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             if session.stalled:
                 continue
             for key in sorted(session.subscriptions & event.keys):

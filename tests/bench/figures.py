@@ -311,7 +311,9 @@ def tls_server(directory: Path) -> tuple[ssl.SSLContext, Path]:
     return context, ca_file
 
 
-async def fanout(bootstrap: str, streams: int, seconds: int, rate: float = 1.0) -> dict[str, Any]:
+async def fanout(
+    bootstrap: str, streams: int, seconds: int, rate: float = 1.0, burst: bool = False
+) -> dict[str, Any]:
     topics = unique_topics()
     await create_topics(bootstrap, topics)
     # One API key per simulated account, as at the venue: nonces are checked per key.
@@ -326,7 +328,7 @@ async def fanout(bootstrap: str, streams: int, seconds: int, rate: float = 1.0) 
             extra_credentials=keys,
             ssl=context,
             slow_consumer_timeout=20,
-            spread=True,  # each account's push at its own moment of the second, not all at once
+            spread=not burst,  # each account's push at its own moment of the second
         )
         async with sim:
             accounts = [
@@ -368,6 +370,7 @@ async def fanout(bootstrap: str, streams: int, seconds: int, rate: float = 1.0) 
     return {
         "streams": streams,
         "rate_per_stream": rate,
+        "spread": not burst,
         "tls": True,
         "pushes_per_s": round(pushed / (elapsed + scraped_s), 1),
         "published_all": True,
@@ -380,7 +383,9 @@ async def fanout(bootstrap: str, streams: int, seconds: int, rate: float = 1.0) 
         "scrape_s": spread(scrapes, 3),
         "healthz": probe.summary(),
         "window_s": seconds,
-        "command": command("fanout", f" --fanout-streams {streams}@{rate:g}"),
+        "command": command(
+            "fanout", f" --fanout-streams {streams}@{rate:g}{':burst' if burst else ''}"
+        ),
     }
 
 

@@ -38,9 +38,10 @@ def _label_text(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 class CounterChild:
-    __slots__ = ("value",)
+    __slots__ = ("labels", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, labels: str) -> None:
+        self.labels = labels  # `{a="x",b="y"}`, formatted once
         self.value = 0.0
 
     def inc(self, amount: float = 1.0) -> None:
@@ -48,9 +49,10 @@ class CounterChild:
 
 
 class GaugeChild:
-    __slots__ = ("_function", "value")
+    __slots__ = ("_function", "labels", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, labels: str) -> None:
+        self.labels = labels
         self.value = 0.0
         self._function: Callable[[], float] | None = None
 
@@ -71,9 +73,10 @@ class GaugeChild:
 class HistogramChild:
     """Per-bucket (non-cumulative) counts and the sum; cumulated when rendered."""
 
-    __slots__ = ("_bounds", "counts", "sum")
+    __slots__ = ("_bounds", "counts", "labels", "sum")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    def __init__(self, labels: str, bounds: tuple[float, ...]) -> None:
+        self.labels = labels
         self._bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
         self.sum = 0.0
@@ -95,8 +98,7 @@ class Family:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self.children: dict[tuple[str, ...], Child] = {}
-        self.prefixes: dict[tuple[str, ...], str] = {}  # label values → `{...}` text
+        self.children: dict[tuple[str, ...], Child] = {}  # label values → series
         escaped_help = documentation.replace("\\", r"\\").replace("\n", r"\n")
         self.header = f"# HELP {name} {escaped_help}\n# TYPE {name} {self.kind}\n"
 
@@ -105,7 +107,7 @@ class Family:
         if not self.labelnames:
             self._child(())
 
-    def _new(self) -> Child:
+    def _new(self, labels: str) -> Child:
         raise NotImplementedError
 
     def _child(self, values: tuple[str, ...]) -> Child:
@@ -113,8 +115,8 @@ class Family:
         if child is None:
             if len(values) != len(self.labelnames):
                 raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-            child = self.children[values] = self._new()
-            self.prefixes[values] = _label_text(zip(self.labelnames, values, strict=True))
+            labels = _label_text(zip(self.labelnames, values, strict=True))
+            child = self.children[values] = self._new(labels)
         return child
 
     def _labels(self, values: tuple[str, ...]) -> dict[str, str]:
@@ -143,8 +145,8 @@ class CounterFamily(Family):
         super().__init__(name, documentation, labelnames)
         self._init_unlabelled()
 
-    def _new(self) -> CounterChild:
-        return CounterChild()
+    def _new(self, labels: str) -> CounterChild:
+        return CounterChild(labels)
 
     def labels(self, *values: str) -> CounterChild:
         child = self._child(values)
@@ -155,9 +157,9 @@ class CounterFamily(Family):
         self.labels().inc(amount)
 
     def text(self, values: list[tuple[str, ...]]) -> str:
-        name, prefixes, children = self.name, self.prefixes, self.children
+        name, children = self.name, self.children
         return "".join(
-            [f"{name}{prefixes[v]} {_format(children[v].value)}\n" for v in values]  # type: ignore[union-attr]
+            [f"{name}{c.labels} {_format(c.value)}\n" for c in map(children.__getitem__, values)]  # type: ignore[union-attr]
         )
 
     def metric(self) -> Metric:
@@ -175,8 +177,8 @@ class GaugeFamily(Family):
         super().__init__(name, documentation, labelnames)
         self._init_unlabelled()
 
-    def _new(self) -> GaugeChild:
-        return GaugeChild()
+    def _new(self, labels: str) -> GaugeChild:
+        return GaugeChild(labels)
 
     def labels(self, *values: str) -> GaugeChild:
         child = self._child(values)
@@ -190,9 +192,9 @@ class GaugeFamily(Family):
         self.labels().set_function(function)
 
     def text(self, values: list[tuple[str, ...]]) -> str:
-        name, prefixes, children = self.name, self.prefixes, self.children
+        name, children = self.name, self.children
         return "".join(
-            [f"{name}{prefixes[v]} {_format(children[v].get())}\n" for v in values]  # type: ignore[union-attr]
+            [f"{name}{c.labels} {_format(c.get())}\n" for c in map(children.__getitem__, values)]  # type: ignore[union-attr]
         )
 
     def metric(self) -> Metric:
@@ -212,18 +214,27 @@ class HistogramFamily(Family):
         super().__init__(name, documentation, labelnames)
         self.bounds = tuple(float(b) for b in buckets if b != math.inf)
         self._les = [*(_format(b) for b in self.bounds), "+Inf"]
+        # A bucket's labels are the series' with `le` among them, sorted: `le` first when it
+        # sorts before every label name (the bridge's own histograms), so a bucket line is
+        # written from the series' label text; otherwise each series' bucket texts are cached.
+        self._le_first = all(n > "le" for n in self.labelnames)
+        self._le_heads = [f'{name}_bucket{{le="{le}"' for le in self._les]
         self._bucket_prefixes: dict[tuple[str, ...], list[str]] = {}
         self._init_unlabelled()
 
-    def _new(self) -> HistogramChild:
-        return HistogramChild(self.bounds)
+    def _new(self, labels: str) -> HistogramChild:
+        return HistogramChild(labels, self.bounds)
 
     def labels(self, *values: str) -> HistogramChild:
         child = self._child(values)
         assert isinstance(child, HistogramChild)
         return child
 
-    def _buckets(self, values: tuple[str, ...]) -> list[str]:
+    def _buckets(self, values: tuple[str, ...], labels: str) -> list[str]:
+        """Each bucket's line up to its value."""
+        if self._le_first:
+            rest = ("," + labels[1:] if labels else "}") + " "
+            return [f"{le}{rest}" for le in self._le_heads]
         prefixes = self._bucket_prefixes.get(values)
         if prefixes is None:
             pairs = list(zip(self.labelnames, values, strict=True))
@@ -241,11 +252,11 @@ class HistogramFamily(Family):
             child = self.children[v]
             assert isinstance(child, HistogramChild)
             counts, total = list(child.counts), child.sum  # one consistent copy
+            labels = child.labels
             cumulative = 0
-            for prefix, count in zip(self._buckets(v), counts, strict=True):
+            for prefix, count in zip(self._buckets(v, labels), counts, strict=True):
                 cumulative += count
                 add(f"{prefix}{_format(cumulative)}\n")
-            labels = self.prefixes[v]
             add(f"{count_name}{labels} {_format(cumulative)}\n")
             add(f"{sum_name}{labels} {_format(total)}\n")
         return "".join(out)

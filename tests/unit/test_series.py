@@ -37,11 +37,16 @@ def both(operations: list[tuple[str, tuple[str, str], float]]) -> tuple[str, str
     gauge = Gauge("x_level", "Level", LABELS, registry=reference)
     histogram = Histogram("x_seconds", "Time", LABELS, buckets=LATENCY_BUCKETS, registry=reference)
     plain = Gauge("x_plain", "No labels", registry=reference)
+    # Bucket labels: `le` sorts first for LABELS; a label before it ("kind"), and none at all.
+    kinds = Histogram("x_kinds_seconds", "By kind", ("kind", "venue"), registry=reference)
+    bare = Histogram("x_bare_seconds", "No labels", buckets=(0.5, 2.0), registry=reference)
     ours = [
         CounterFamily("x_events_total", "Events\nwith a \\ help", LABELS),
         GaugeFamily("x_level", "Level", LABELS),
         HistogramFamily("x_seconds", "Time", LABELS, LATENCY_BUCKETS),
         GaugeFamily("x_plain", "No labels"),
+        HistogramFamily("x_kinds_seconds", "By kind", ("kind", "venue"), Histogram.DEFAULT_BUCKETS),
+        HistogramFamily("x_bare_seconds", "No labels", (), (0.5, 2.0)),
     ]
     for op, labels, value in operations:
         if op == "inc":
@@ -53,6 +58,10 @@ def both(operations: list[tuple[str, tuple[str, str], float]]) -> tuple[str, str
         elif op == "observe":
             histogram.labels(*labels).observe(value)
             ours[2].labels(*labels).observe(value)  # type: ignore[attr-defined]
+            kinds.labels(*labels).observe(value)
+            ours[4].labels(*labels).observe(value)  # type: ignore[attr-defined]
+            bare.observe(value)
+            ours[5].labels().observe(value)  # type: ignore[attr-defined]
         else:
             plain.set(value)
             ours[3].set(value)  # type: ignore[attr-defined]

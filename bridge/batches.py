@@ -48,11 +48,11 @@ _RECORD_SLACK: Final = 61 + 36
 _HEADER_SLACK: Final = 10
 
 
-def oversized(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> int | None:
+def oversized(key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> int | None:
     """The size of a record aiokafka's `send()` would refuse (over MAX_REQUEST_BYTES), or
     None. A record whose size is bounded well below the limit is not measured: aiokafka's
     estimate was ~2 % of a record's CPU (tests/bench)."""
-    bound = len(key) + len(value) + _RECORD_SLACK
+    bound = len(key) + len(value or b"") + _RECORD_SLACK
     for name, data in headers:
         bound += 4 * len(name) + len(data) + _HEADER_SLACK  # UTF-8: ≤ 4 bytes a character
     if bound <= MAX_REQUEST_BYTES:
@@ -122,7 +122,9 @@ class Batcher:
             self._close(lane)
             batch = self._open_batch(lane, new_builder)
             if not _append(batch, encoded):  # an empty batch takes any record under the limit
-                raise RuntimeError(f"record of {len(encoded.value)} bytes refused by a new batch")
+                raise RuntimeError(
+                    f"record of {len(encoded.value or b'')} bytes refused by a new batch"
+                )
         batch.pendings.append(pending)
 
     def flush(self) -> None:

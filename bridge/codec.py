@@ -26,7 +26,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from bridge.avro import Body, compile_writer, decimal_bytes
 from bridge.errors import EncodeError
-from bridge.records import PRIVATE_TOPICS, RECORD_TYPES, Envelope
+from bridge.records import PRIVATE_TOPICS, RECORD_TYPES, Envelope, StateTombstone
 
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 CONFLUENT_MAGIC: Final = b"\x00"
@@ -117,7 +117,7 @@ class Encoded:
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None  # None: a tombstone (StateTombstone)
     headers: list[tuple[str, bytes]]
 
 
@@ -190,7 +190,11 @@ class Codec:
         return decode_record(self.store, single_object_prefix(sv) + value[5:])
 
     def encode(self, record: Envelope) -> Encoded:
-        writer = self._writers[type(record)]
+        writer = self._writers.get(type(record))
+        if writer is None:
+            assert isinstance(record, StateTombstone), type(record)
+            headers = [("stream", record.stream.encode()), ("source", record.source.encode())]
+            return Encoded(record.TOPIC, record.key().encode(), None, headers)
         try:
             value = writer.prefix + writer.body(record)
         except (ValueError, TypeError, OverflowError, ArithmeticError, AttributeError) as exc:
@@ -204,6 +208,12 @@ class Codec:
             ("source", record.source.encode()),
         ]
         return Encoded(record.TOPIC, record.key().encode(), value, headers)
+
+    def value(self, record: Envelope) -> bytes:
+        """`encode(record).value` of a record (never a tombstone: it has no value)."""
+        value = self.encode(record).value
+        assert value is not None, record
+        return value
 
     def single_object(self, record: Envelope, value: bytes) -> bytes:
         """A value this codec wrote for `record` (`encode(record).value`), in single-object

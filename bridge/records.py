@@ -305,6 +305,20 @@ class StateEntry(Envelope):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StateTombstone(Envelope):
+    """Deletes one state key's entry from the checkpoint topic: a null value under its key,
+    which compaction then drops (bridge/checkpoint.py, finished orders and positions)."""
+
+    TOPIC: ClassVar[str] = "state"
+
+    topic: str
+    record_key: str
+
+    def key(self) -> str:
+        return f"{self.stream}|{self.topic}|{self.record_key}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlRecord(Envelope):
     """Gap markers, heartbeats and operator signals of one stream (schemas/control/v1.avsc)."""
 

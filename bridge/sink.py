@@ -91,7 +91,7 @@ class Sink:
         # Hooks for the checkpoint (bridge/changelog.py): who hears of each acknowledged
         # record (with the value bytes Kafka holds and the digest given to `publish`), and
         # which partition a record must go to (None: the key's partition).
-        self.on_acked: Callable[[Envelope, bytes, str | None], None] | None = None
+        self.on_acked: Callable[[Envelope, bytes | None, str | None], None] | None = None
         self.partition_of: Callable[[Envelope], int | None] | None = None
         if report_buffer:  # a fleet member reports the sum over its shards' sinks
             metrics.buffer_capacity.set(settings.buffer_records)

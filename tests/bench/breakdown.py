@@ -174,10 +174,10 @@ def checkpoint_per_record(records: list[Any], codec: Codec) -> dict[str, float]:
     the digest and an open record's bytes again (before issue 17 phase 3), or taking the ones
     the publish path made (the admission digest, the acknowledged value) with them."""
     state = [r for r in records if r.TOPIC in STATE_TOPICS]
-    made = [(r, codec.encode(r).value, state_digest(r)) for r in state]
+    made = [(r, codec.value(r), state_digest(r)) for r in state]
 
     def encode(record: Any) -> bytes:
-        return codec.encode(record).value
+        return codec.value(record)
 
     def before() -> None:
         tracker = Tracker()

@@ -125,10 +125,10 @@ async def write(bootstrap: str, codec: Codec, keys: int) -> tuple[str, list[str]
             for record in records:
                 tracker.acked(record)
             partition = shard_of(shard_key("aquanow", f"key-of-{stream}"), PARTITIONS)
-            entries = tracker.drain(1, lambda r: codec.encode(r).value, lambda s: {})
+            entries = tracker.drain(1, lambda r: codec.value(r), lambda s: {})
             sends = [
                 await producer.send(
-                    checkpoint, codec.encode(e).value, key=e.key().encode(), partition=partition
+                    checkpoint, codec.value(e), key=e.key().encode(), partition=partition
                 )
                 for e in entries
             ]

@@ -44,7 +44,7 @@ def old_consumer_files(tmp_path: Path) -> Path:
 
 def test_consumers_must_get_the_new_schema_files_before_the_bridge(tmp_path: Path) -> None:
     store = SchemaStore.load()
-    new_record = Codec(store).encode(BALANCE).value  # what the upgraded bridge writes
+    new_record = Codec(store).value(BALANCE)  # what the upgraded bridge writes
     written = store.by_fingerprint(new_record[2:10])
     assert written is not None
     assert written.version >= 2

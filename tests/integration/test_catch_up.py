@@ -28,7 +28,7 @@ async def send(bootstrap: str, topic: str, records: list[tuple[Envelope, int]]) 
     await producer.start()
     try:
         for record, at_ms in records:
-            value = CODEC.encode(record).value
+            value = CODEC.value(record)
             await producer.send_and_wait(topic, value, partition=0, timestamp_ms=at_ms)
     finally:
         await producer.stop()

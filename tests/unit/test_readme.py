@@ -53,7 +53,7 @@ def test_consumer_example_decodes_a_bridge_record(monkeypatch: pytest.MonkeyPatc
         credit_limit=None,
         created_at=None,
     )
-    decoded = namespace["decode"](Codec(SchemaStore.load()).encode(record).value)
+    decoded = namespace["decode"](Codec(SchemaStore.load()).value(record))
     assert decoded["adjusted_mtm"] == Decimal("49215.15490545314")
     assert decoded["account"] == "CA1"
     assert os.path.basename(os.getcwd()) == ROOT.name

@@ -69,8 +69,8 @@ async def test_decoder_reads_both_framings_to_the_same_record() -> None:
     v2 = STORE.latest("balances")
     registry = FakeRegistry({7: v2.text})
     decoder = RecordDecoder(STORE, registry)  # type: ignore[arg-type]
-    single = await decoder.decode(Codec(STORE).encode(BALANCE).value)
-    framed = Codec(STORE, prefix_for=lambda sv: confluent_prefix(7)).encode(BALANCE).value
+    single = await decoder.decode(Codec(STORE).value(BALANCE))
+    framed = Codec(STORE, prefix_for=lambda sv: confluent_prefix(7)).value(BALANCE)
     assert framed[:5] == b"\x00\x00\x00\x00\x07"
     confluent = await decoder.decode(framed)
     await decoder.decode(framed)
@@ -89,7 +89,7 @@ async def test_a_writer_this_build_does_not_know_is_decoded_with_the_registrys_s
     future = json.loads(STORE.latest("balances").text)
     future["fields"].append({"name": "extra", "type": ["null", "long"], "default": None})
     decoder = RecordDecoder(STORE, FakeRegistry({9: json.dumps(future)}))  # type: ignore[arg-type]
-    value = confluent_prefix(9) + Codec(STORE).encode(BALANCE).value[10:] + b"\x00"
+    value = confluent_prefix(9) + Codec(STORE).value(BALANCE)[10:] + b"\x00"
     decoded = await decoder.decode(value)
     assert (decoded.schema, decoded.version, decoded.schema_id) == (
         "bridge.records.Balance",
@@ -120,7 +120,7 @@ class FakeMessage:
 
 
 async def test_tail_line_is_one_readable_json_object() -> None:
-    decoded = await RecordDecoder(STORE).decode(Codec(STORE).encode(BALANCE).value)
+    decoded = await RecordDecoder(STORE).decode(Codec(STORE).value(BALANCE))
     line: dict[str, Any] = json.loads(tail_line(FakeMessage(), decoded))
     assert list(line) == [
         "topic",

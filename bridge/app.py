@@ -41,7 +41,7 @@ from bridge.settings import Settings, StreamSettings
 from bridge.shards import shard_of
 from bridge.sink import FATAL_DELIVERY_ERRORS, Sink
 from bridge.snapshot import Snapshotter
-from bridge.stream import StreamState
+from bridge.stream import StreamState, forget_after_ms
 from bridge.venues.base import Venue
 
 
@@ -193,7 +193,9 @@ class App:
 
     def build_stream(self, stream: StreamSettings, sink: Sink) -> Stream:
         venue = stream.build_venue(self.settings.serialization.decoder)
-        state = StreamState(stream.name, venue.name, sink)
+        snapshot = stream.snapshot
+        forget = forget_after_ms(snapshot.lookback, snapshot.interval, snapshot.since_margin)
+        state = StreamState(stream.name, venue.name, sink, forget_after_ms=forget)
         self.health.streams.append(state)
         return Stream(stream, venue, state)
 

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bridge.checkpoint import (
-    META,
+    ENDING_TOPICS,
     Checkpoint,
     CheckpointReader,
     Tracker,
@@ -31,7 +31,7 @@ from bridge.codec import Codec, SchemaStore, decode_record, decode_single_object
 from bridge.errors import KafkaAccessError, SinkError
 from bridge.kafka import KafkaAccess
 from bridge.logs import get_logger
-from bridge.records import Envelope, Order, Position, StateEntry, VenueRecord
+from bridge.records import Envelope, Order, Position, StateEntry, StateTombstone, VenueRecord
 from bridge.sections import StateSettings
 from bridge.shards import shard_of
 from bridge.sink import Sink
@@ -151,11 +151,14 @@ def _catch_up_one(
         opened, ident = cp.open_positions, record.position_id
     else:
         return 0
-    cp.digests.setdefault(record.TOPIC, {})[record.key()] = state_digest(record)
+    state_key = (record.TOPIC, record.key())
+    cp.digests.setdefault(record.TOPIC, {})[state_key[1]] = state_digest(record)
+    cp.finished.pop(state_key, None)
     if is_open(record):
         opened[ident] = record
     else:
         opened.pop(ident, None)
+        cp.finished[state_key] = record.event_time or record.received_at // 1000
     return 1
 
 
@@ -176,10 +179,9 @@ def _apply(
         return
     entry = decode_single_object(store, value)
     entry["received_at"] = timestamp_ms * 1000
-    if topic == META and isinstance(entry["last_order_time"], dt.datetime):
-        entry["last_order_time"] = (entry["last_order_time"] - _EPOCH) // dt.timedelta(
-            milliseconds=1
-        )
+    for name in ("last_order_time", "event_time"):  # timestamp-millis: back to epoch ms
+        if isinstance(entry[name], dt.datetime):
+            entry[name] = (entry[name] - _EPOCH) // dt.timedelta(milliseconds=1)
     reader.apply(topic, record_key, entry)
 
 
@@ -197,7 +199,8 @@ class Changelog:
         self._venues: dict[str, Venue] = {}
         self._states: dict[str, StreamState] = {}
         self.tracker = Tracker()
-        self._unwritten: list[StateEntry] = []  # drained by a flush that was cancelled
+        # drained by a flush that was cancelled
+        self._unwritten: list[StateEntry | StateTombstone] = []
         self._log = get_logger(component="state")
 
     def add(self, shard_key: str, venue: Venue, state: StreamState, cp: Checkpoint) -> None:
@@ -206,10 +209,12 @@ class Changelog:
         self._venues[state.name] = venue
         self._states[state.name] = state
         self.tracker.seed(venue.name, cp)
+        state.on_forget = lambda topic, key: self.tracker.forget(state.name, topic, key)
+        state.forget_finished()  # what the last run left behind the horizon
 
     def partition_of(self, record: Envelope) -> int | None:
         """The sink's partitioner: checkpoint entries go to their stream's shard."""
-        if isinstance(record, StateEntry):
+        if isinstance(record, (StateEntry, StateTombstone)):
             return self._shards.get(record.stream)
         return None
 
@@ -219,12 +224,23 @@ class Changelog:
         """The sink's `on_acked`: the value Kafka holds and the admission digest ride along,
         so the drain neither encodes an open record again nor digests it again (fleet mode's
         transactions give the record alone: both are made at drain)."""
-        if isinstance(record, StateEntry):
+        if isinstance(record, (StateEntry, StateTombstone)):
             return
-        if value is not None and isinstance(record, VenueRecord) and is_open(record):
+        if isinstance(record, VenueRecord) and self._forgotten(record):
+            # acknowledged after the stream forgot it (a finished order already behind the
+            # horizon when it was published): the checkpoint must not remember it either
+            self.tracker.acked(record)
+            self.tracker.forget(record.stream, record.TOPIC, record.key())
+        elif value is not None and isinstance(record, VenueRecord) and is_open(record):
             self.tracker.acked(record, self._sink.single_object(record, value), digest)
         else:
             self.tracker.acked(record, None, digest)
+
+    def _forgotten(self, record: VenueRecord) -> bool:
+        state = self._states.get(record.stream)
+        if state is None or record.TOPIC not in ENDING_TOPICS:
+            return False
+        return record.key() not in state.digests[record.TOPIC]
 
     async def run(self) -> None:
         """Forever: flush every `flush_interval` seconds."""
@@ -249,11 +265,11 @@ class Changelog:
             raise
         return len(entries)
 
-    def entries(self, final: bool = False) -> list[StateEntry]:
-        """The entries for what was acknowledged since the last call."""
+    def entries(self, final: bool = False) -> list[StateEntry | StateTombstone]:
+        """The entries for what was acknowledged (or forgotten) since the last call."""
         return self.tracker.drain(
             time.time_ns() // 1000,
-            lambda record: self._codec.encode(record).value,
+            self._codec.value,
             lambda stream: self._venues[stream].checkpoint_facts(),
             lambda stream: self._held(stream),
             final,

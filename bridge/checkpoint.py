@@ -36,6 +36,7 @@ from bridge.records import (
     Order,
     Position,
     StateEntry,
+    StateTombstone,
     Trade,
     VenueRecord,
     make_event_id,
@@ -43,6 +44,9 @@ from bridge.records import (
 
 META: Final = "meta"
 STATE_TOPICS: Final = frozenset({"balances", "orders", "positions", "credit"})
+# Keys that end: a finished order, a closed position. Their digests are forgotten once no
+# reconciliation window reaches back to them (bridge/stream.py `forget_finished`).
+ENDING_TOPICS: Final = frozenset({"orders", "positions"})
 
 # The fields that describe each kind of state: what the venue would say about the key right
 # now. Not the envelope (`received_at`, `source`, `event_id`, `raw`), not what describes the
@@ -120,6 +124,9 @@ class Checkpoint:
     digests: dict[str, dict[str, str]] = field(default_factory=dict)  # topic → key → digest
     open_orders: dict[str, Order] = field(default_factory=dict)  # by order id
     open_positions: dict[str, Position] = field(default_factory=dict)  # by position id
+    # finished orders and closed positions: (topic, key) → their event time (venue ms; the
+    # entry's time when the venue gave none), in the order their entries were written
+    finished: dict[tuple[str, str], int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
     last_order_ms: int | None = None
@@ -152,15 +159,19 @@ class CheckpointReader:
                 cp.last_order_ms = entry["last_order_time"]
             return
         digests = cp.digests.setdefault(topic, {})
+        state_key = (topic, record_key)
+        cp.finished.pop(state_key, None)
         if entry is None:
             digests.pop(record_key, None)
-            self._open.pop((topic, record_key), None)
+            self._open.pop(state_key, None)
             return
         digests[record_key] = entry["digest"]
         if entry["open"] and entry["record"] is not None:
-            self._open[(topic, record_key)] = entry["record"]
+            self._open[state_key] = entry["record"]
         else:
-            self._open.pop((topic, record_key), None)
+            self._open.pop(state_key, None)
+            if topic in ENDING_TOPICS and not entry["open"]:
+                cp.finished[state_key] = entry["event_time"] or entry["received_at"] // 1000
 
     def result(self, decode: Callable[[bytes], Envelope]) -> Checkpoint:
         cp = self.checkpoint
@@ -202,8 +213,9 @@ class Tracker:
 
     def __init__(self) -> None:
         # per state key: the newest acknowledged record, its single-object bytes when it is
-        # open (None: encode at drain) and its digest (None: compute at drain)
-        self._pending: dict[tuple[str, str, str], _Acked] = {}
+        # open (None: encode at drain) and its digest (None: compute at drain); None when the
+        # stream forgot the key (a tombstone)
+        self._pending: dict[tuple[str, str, str], _Acked | None] = {}
         self._meta: dict[str, _Meta] = {}
 
     def seed(self, venue: str, checkpoint: Checkpoint) -> None:
@@ -224,6 +236,24 @@ class Tracker:
             self._note(record)
         elif isinstance(record, Trade) and record.account is not None:
             self._note(record)  # an own fill: its id is a watermark
+
+    def forget(self, stream: str, topic: str, record_key: str) -> None:
+        """The stream forgot a finished key (bridge/stream.py): its entry is deleted at the
+        next drain (a tombstone), unless the key is acknowledged again before."""
+        self._pending[(stream, topic, record_key)] = None
+
+    def _tombstone(self, key: tuple[str, str, str], now_us: int) -> StateTombstone:
+        stream, topic, record_key = key
+        meta = self._meta.get(stream)
+        return StateTombstone(
+            venue=meta.venue if meta is not None else "",
+            stream=stream,
+            received_at=now_us,
+            source=SOURCE_BRIDGE,
+            event_id=make_event_id(stream, "forget", topic, record_key, now_us),
+            topic=topic,
+            record_key=record_key,
+        )
 
     def _note(self, record: VenueRecord) -> None:
         meta = self._meta.get(record.stream)
@@ -249,15 +279,18 @@ class Tracker:
         facts: Callable[[str], Mapping[str, str]],
         held: Callable[[str], tuple[int | None] | None] = lambda stream: None,
         final: bool = False,
-    ) -> list[StateEntry]:
-        """The entries to write now; `encode` gives an open record's bytes, `facts(stream)` the
-        venue module's restart facts (written with the stream's meta entry), `held(stream)`
-        the order time its meta entry may not pass while a gap is unreconciled
-        (`StreamState.order_hold`). A stream's meta entry is written when its versions or
-        facts changed, or its order time did and the last one is `ORDER_TIME_EVERY_US` old
-        (`final`: at once, the last flush before the process ends)."""
-        entries = [_entry(acked, now_us, encode) for acked in self._pending.values()]
-        streams = {stream for stream, _, _ in self._pending}
+    ) -> list[StateEntry | StateTombstone]:
+        """The entries to write now, a tombstone for each key forgotten; `encode` gives an
+        open record's bytes, `facts(stream)` the venue module's restart facts (written with the
+        stream's meta entry), `held(stream)` the order time its meta entry may not pass while a
+        gap is unreconciled (`StreamState.order_hold`). A stream's meta entry is written when
+        its versions or facts changed, or its order time did and the last one is
+        `ORDER_TIME_EVERY_US` old (`final`: at once, the last flush before the process ends)."""
+        entries: list[StateEntry | StateTombstone] = [
+            _entry(acked, now_us, encode) if acked else self._tombstone(key, now_us)
+            for key, acked in self._pending.items()
+        ]
+        streams = {stream for (stream, _, _), acked in self._pending.items() if acked}
         self._pending.clear()
         for stream, meta in self._meta.items():
             if meta.dirty or stream in streams:

@@ -90,7 +90,6 @@ class Snapshotter:
         self._m_last = metrics.snapshot_last_success.labels(*labels)
         self._m_drift = metrics.reconcile_drift
         self._labels = labels
-        self._last_began: int | None = None
         self.waiting: str | None = None  # what the first run waits for, while it does
 
     async def run(self) -> None:
@@ -135,7 +134,7 @@ class Snapshotter:
     async def run_once(self, trigger: str = "subscribe") -> Reconciliation:
         started = time.monotonic()
         state = self._state
-        gap_start = state.gap_start if trigger == "subscribe" else self._last_began
+        gap_start = state.gap_start if trigger == "subscribe" else state.reconcile_began
         requests = state.take_resync_requests()
         result = Reconciliation(trigger, time.time_ns() // 1000, gap_start, requests)
         state.begin_snapshot()
@@ -154,7 +153,7 @@ class Snapshotter:
         finally:
             state.end_snapshot()
         self._m_last.set(time.time())
-        self._last_began = result.began_at
+        state.reconcile_began = result.began_at
         self._report(result, time.monotonic() - started)
         if self._announce is not None:
             await self._announce(state, result)
@@ -190,8 +189,8 @@ class Snapshotter:
         (restored after a restart), or on schedule the previous run's start; `lookback` ago
         when neither is known (a first start)."""
         last = self._state.order_mark
-        if trigger != "subscribe" and self._last_began is not None:
-            last = self._last_began // 1000
+        if trigger != "subscribe" and self._state.reconcile_began is not None:
+            last = self._state.reconcile_began // 1000
         if last is None:
             return now_ms - int(self._settings.lookback * 1000)
         return last - int(self._settings.since_margin * 1000)

@@ -16,16 +16,24 @@ any earlier copy, so consumers deduplicate).
 Change-only rule (Debezium's snapshot window): a snapshot record is also skipped when its state
 digest (bridge/checkpoint.py) equals the digest of the last record published for its key: a
 reconnect or a restart then adds no duplicate. Pushes are always published.
+
+Forgetting: a finished order or closed position is listed again only by a reconciliation whose
+window of finished orders reaches back to it. Once the newest order time is `forget_after_ms`
+past it (further back than any window: bridge/snapshot.py `_since`, `forget_after_ms` below),
+its digest is dropped and its checkpoint entry deleted (`on_forget`): memory, the checkpoint
+topic and a restart's restore stay bounded by the open keys and the recent ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from bridge.checkpoint import STATE_TOPICS, Checkpoint, state_digest
+from bridge.checkpoint import ORDER_TIME_EVERY_US, STATE_TOPICS, Checkpoint, state_digest
 from bridge.delivery import Ledger
 from bridge.disklog import Ticket
 from bridge.records import (
@@ -39,6 +47,16 @@ from bridge.records import (
 )
 
 StateKey = tuple[str, str]  # (logical topic, record key)
+
+
+def forget_after_ms(lookback: float, interval: float, since_margin: float) -> int:
+    """How far behind the stream's newest order time (venue ms) a finished order or closed
+    position is forgotten, from its `snapshot` settings: further back than any window of
+    finished orders a reconciliation fetches (`lookback` on a first start, a scheduled run's
+    `interval`, `since_margin` on either side), plus how far the checkpoint's order time may lag
+    (`ORDER_TIME_EVERY_US`)."""
+    seconds = max(lookback, interval) + 2 * since_margin
+    return int(seconds * 1000) + ORDER_TIME_EVERY_US // 1000
 
 
 class Publisher(Protocol):
@@ -88,6 +106,13 @@ class StreamState:
     digests: dict[str, dict[str, str]] = field(
         default_factory=lambda: {topic: {} for topic in STATE_TOPICS}
     )
+    # Finished orders and closed positions, in the order they ended: key → event time (venue
+    # ms). Forgotten `forget_after_ms` behind the newest order time (None: never); the
+    # checkpoint hears of each (`on_forget(topic, key)`).
+    finished: OrderedDict[StateKey, int] = field(default_factory=OrderedDict)
+    forget_after_ms: int | None = None
+    on_forget: Callable[[str, str], None] | None = None
+    _sweep_at: int = 0  # the newest order time (ms) at which the oldest finished key may go
     last_record_at: int | None = None  # wall clock (µs) of the last record handed over
     last_record_mono: float | None = None
     pushed: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first push
@@ -97,6 +122,7 @@ class StreamState:
     gap_start: int | None = None
     gap_end: int | None = None
     subscribed_mono: float = 0.0  # time.monotonic() when the current session subscribed
+    reconcile_began: int | None = None  # wall clock (µs) the last completed reconciliation began
     resync: asyncio.Event = field(default_factory=asyncio.Event)  # set: requests are waiting
     _resync_requests: list[str] = field(default_factory=list)
     # The current snapshot run: records skipped for a newer push, skipped as unchanged, and
@@ -112,6 +138,7 @@ class StreamState:
             self.digests.setdefault(topic, {}).update(digests)
         self.open_orders.update(checkpoint.open_orders)
         self.open_positions.update(checkpoint.open_positions)
+        self.finished.update(sorted(checkpoint.finished.items(), key=lambda item: item[1]))
         self.last_order_ms = checkpoint.last_order_ms
         self.restored_at = self.gap_start = checkpoint.written_at
 
@@ -210,11 +237,15 @@ class StreamState:
                 self._fresh.discard((topic, key))
         if isinstance(record, Order):
             _put_back(self.open_orders, record.order_id, record, opened)
+            if record.order_id in self.open_orders:
+                self.finished.pop((record.TOPIC, record.key()), None)
             if record.event_time is not None and self.last_order_ms is not None:
                 floor = min(last_order_ms or 0, record.event_time - 1)
                 self.last_order_ms = min(self.last_order_ms, floor) or None
         elif isinstance(record, Position):
             _put_back(self.open_positions, record.position_id, record, opened)
+            if record.position_id in self.open_positions:
+                self.finished.pop((record.TOPIC, record.key()), None)
 
     def _track(self, record: Envelope) -> Order | Position | None:
         """Follow the open orders and positions and the newest order time; returns the open
@@ -222,18 +253,57 @@ class StreamState:
         if isinstance(record, Order):
             if record.event_time is not None:
                 self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
+            self._ended(record, record.is_final)
             if record.is_final:
                 return self.open_orders.pop(record.order_id, None)
             replaced: Order | Position | None = self.open_orders.get(record.order_id)
             self.open_orders[record.order_id] = record
             return replaced
         if isinstance(record, Position):
+            self._ended(record, not record.is_open)
             if not record.is_open:
                 return self.open_positions.pop(record.position_id, None)
             replaced = self.open_positions.get(record.position_id)
             self.open_positions[record.position_id] = record
             return replaced
         return None
+
+    def _ended(self, record: Order | Position, ended: bool) -> None:
+        """Follow the finished keys (`finished`), forgetting the oldest ones first."""
+        if self.forget_after_ms is None:
+            return
+        key = (record.TOPIC, record.key())
+        self.finished.pop(key, None)
+        if ended:
+            self.finished[key] = record.event_time or record.received_at // 1000
+            newest = self.last_order_ms or (self.reconcile_began or 0) // 1000
+            if newest >= self._sweep_at:  # else the oldest cannot be behind the horizon yet
+                self.forget_finished()
+
+    def forget_finished(self) -> int:
+        """Drop the digests of the finished keys `forget_after_ms` behind the newest order
+        time, the oldest first, and tell `on_forget`; how many. The newest order time is the
+        earliest of the published one, the current session's mark and the checkpoint's hold:
+        the windows a reconciliation or a restart fetches from (bridge/snapshot.py `_since`),
+        and when the last completed reconciliation began (a scheduled run's window)."""
+        began = None if self.reconcile_began is None else self.reconcile_began // 1000
+        times = [self.last_order_ms, self.order_mark, *(self.order_hold or ()), began]
+        known = [t for t in times if t is not None]
+        if self.forget_after_ms is None or not known:
+            return 0
+        horizon, forgotten = min(known) - self.forget_after_ms, 0
+        while self.finished:
+            key, ended_at = next(iter(self.finished.items()))
+            if ended_at >= horizon:
+                break
+            self.finished.popitem(last=False)
+            self.digests[key[0]].pop(key[1], None)
+            if self.on_forget is not None:
+                self.on_forget(*key)
+            forgotten += 1
+        oldest = next(iter(self.finished.values()), None)
+        self._sweep_at = 0 if oldest is None else oldest + self.forget_after_ms + 1
+        return forgotten
 
     def session_started(self, reconciles: bool = False) -> None:
         """A new session connected: mark where the gap before it began. With a snapshot to

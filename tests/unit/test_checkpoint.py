@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from bridge.changelog import FLUSH_SLICE, Changelog
+from bridge.changelog import _apply as read_entry
 from bridge.checkpoint import (
     META,
     ORDER_TIME_EVERY_US,
+    Checkpoint,
     CheckpointReader,
     Tracker,
     state_digest,
@@ -35,7 +37,15 @@ from bridge.dev.simulator.credentials import (
 )
 from bridge.dev.simulator.satori import SatoriSimulator, rest_order, rest_position
 from bridge.dev.simulator.wire import json_text
-from bridge.records import SOURCE_SNAPSHOT, Balance, Order, Position, StateEntry, VenueRecord
+from bridge.records import (
+    SOURCE_SNAPSHOT,
+    Balance,
+    Order,
+    Position,
+    StateEntry,
+    StateTombstone,
+    VenueRecord,
+)
 from bridge.sections import StateSettings
 from bridge.shards import shard_key, shard_of
 from bridge.stream import StreamState
@@ -144,7 +154,7 @@ def _order_fields(order: Order) -> dict[str, Any]:
 
 # -- what is written, after which acknowledgement ----------------------------------------------
 def encode(record: Any) -> bytes:
-    return CODEC.encode(record).value
+    return CODEC.value(record)
 
 
 def test_the_tracker_writes_the_newest_acknowledged_state_per_key_and_the_meta_facts() -> None:
@@ -157,7 +167,7 @@ def test_the_tracker_writes_the_newest_acknowledged_state_per_key_and_the_meta_f
     tracker.acked(make.balance(stream="s", asset="USD", version=41))
     tracker.acked(make.balance(stream="s", asset="USD", version=40))  # an older logId
     tracker.acked(make.own_fill(stream="s", trade_id="19868095"))
-    entries = tracker.drain(5, encode, lambda stream: {"rest_account": "CA1"})
+    entries = written(tracker.drain(5, encode, lambda stream: {"rest_account": "CA1"}))
     by_key = {e.key(): e for e in entries}
     assert set(by_key) == {
         f"s|orders|{filled.key()}",
@@ -190,7 +200,7 @@ def meta_time(
     wrote, or "not written"."""
     for record in acked:
         tracker.acked(record)
-    metas = [e for e in tracker.drain(now, encode, facts, held, final) if e.topic == META]
+    metas = [e for e in written(tracker.drain(now, encode, facts, held, final)) if e.topic == META]
     assert len(metas) <= 1, metas
     return metas[0].last_order_time if metas else "not written"
 
@@ -323,13 +333,161 @@ def test_entries_are_state_records_of_the_private_topic() -> None:
     encoded = CODEC.encode(entry)
     assert encoded.topic == "state"
     assert encoded.key == b"s|balances|aquanow||USD"
-    assert encoded.value[:2] == b"\xc3\x01"  # single-object, whatever the serialization mode
+    assert CODEC.value(entry)[:2] == b"\xc3\x01"  # single-object, whatever the serialization mode
 
 
 def _drained(record: Any) -> list[StateEntry]:
     tracker = Tracker()
     tracker.acked(record)
-    return tracker.drain(1, encode, lambda stream: {})
+    return written(tracker.drain(1, encode, lambda stream: {}))
+
+
+def written(drained: list[StateEntry | StateTombstone]) -> list[StateEntry]:
+    """A drain's entries, none of them a tombstone."""
+    assert all(isinstance(e, StateEntry) for e in drained), drained
+    return [e for e in drained if isinstance(e, StateEntry)]
+
+
+# -- forgetting finished orders and closed positions -------------------------------------------
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    async def publish(self, record: Any, received_mono: float | None = None) -> None:
+        self.records.append(record)
+
+
+def _ending(order_id: str, time_ms: int, final: bool = True, **fields: Any) -> Order:
+    status = "filled" if final else "open"
+    return make.order(
+        stream="s", order_id=order_id, event_time=time_ms, is_final=final, status=status, **fields
+    )
+
+
+async def test_finished_keys_are_forgotten_once_no_reconciliation_can_list_them_again() -> None:
+    """A finished order or closed position is dropped (digest and checkpoint entry) once the
+    newest order time is `forget_after_ms` past it: memory and the checkpoint stay bounded.
+    Open keys and recent finished ones stay; a forgotten key the venue lists again is
+    published again (the price of forgetting, never a loss)."""
+    tracker = Tracker()
+    tracker.seed("aquanow", Checkpoint("s"))
+    state = StreamState("s", "aquanow", Recorder(), forget_after_ms=1000)
+    state.on_forget = lambda topic, key: tracker.forget("s", topic, key)
+    closed = make.position(stream="s", position_id="p3", is_open=False, event_time=1600)
+    for record in (
+        _ending("1", 1000),
+        _ending("2", 1100, final=False),  # open: never forgotten, however old
+        closed,
+        _ending("4", 1900),
+    ):
+        assert await state.publish(record)
+        tracker.acked(record)
+    assert list(state.finished) == [
+        ("orders", _ending("1", 0).key()),
+        ("positions", closed.key()),
+        ("orders", _ending("4", 0).key()),
+    ]
+    tracker.drain(1, encode, lambda stream: {})
+    assert await state.publish(_ending("5", 2100))  # the newest order time passes 1 + 1000 ms
+    assert list(state.finished) == [
+        ("positions", closed.key()),
+        ("orders", _ending("4", 0).key()),
+        ("orders", _ending("5", 0).key()),
+    ]
+    assert _ending("1", 0).key() not in state.digests["orders"]
+    assert _ending("2", 0).key() in state.digests["orders"]
+    assert set(state.open_orders) == {"2"}
+    (tombstone,) = tracker.drain(2, encode, lambda stream: {})
+    assert isinstance(tombstone, StateTombstone)
+    encoded = CODEC.encode(tombstone)
+    assert (encoded.topic, encoded.key, encoded.value) == ("state", b"s|orders|aquanow||1", None)
+    # the venue lists it again: a correction, not "unchanged"
+    state.begin_snapshot()
+    assert await state.publish(dataclasses.replace(_ending("1", 1000), source=SOURCE_SNAPSHOT))
+    assert not await state.publish(dataclasses.replace(_ending("4", 1900), source=SOURCE_SNAPSHOT))
+    state.end_snapshot()
+
+
+async def test_the_horizon_is_the_oldest_window_a_reconciliation_may_fetch() -> None:
+    """Not the newest order time alone: the current session's mark (its gap's snapshot
+    fetches from there), a held checkpoint time (a restart fetches from there) and the last
+    completed reconciliation's start (a scheduled run fetches from there) hold it back."""
+    state = StreamState("s", "aquanow", Recorder(), forget_after_ms=1000)
+    assert await state.publish(_ending("1", 1000))
+    state.session_started(reconciles=True)  # mark and hold: 1000
+    assert await state.publish(_ending("2", 5000))
+    assert state.forget_finished() == 0  # 1000 - 1000 is the horizon
+    state.gap_reconciled()
+    state.held()  # the test sink has no ledger: the hold ended
+    state.session_started()  # mark: 5000
+    state.reconcile_began = 1_500_000  # µs: a scheduled run fetches from 1.5 s
+    assert state.forget_finished() == 0
+    state.reconcile_began = 2_500_000
+    assert state.forget_finished() == 1
+    assert list(state.finished) == [("orders", _ending("2", 0).key())]
+    assert StreamState("s", "aquanow", Recorder()).forget_finished() == 0  # never configured
+
+
+async def test_an_order_reopened_or_never_handed_over_is_not_finished() -> None:
+    state = StreamState("s", "aquanow", FailingSink(), forget_after_ms=1000)
+    state.sink = Recorder()
+    assert await state.publish(_ending("1", 1000))
+    assert await state.publish(_ending("1", 1100, final=False))  # reopened (a venue's amend)
+    assert list(state.finished) == []
+    state.sink = FailingSink()
+    with pytest.raises(RuntimeError):
+        await state.publish(_ending("1", 1200))  # the sink failed: still open as Kafka knows
+    assert list(state.finished) == []
+    assert set(state.open_orders) == {"1"}
+
+
+class FailingSink:
+    async def publish(self, record: Any, received_mono: float | None = None) -> None:
+        raise RuntimeError("sink failed")
+
+
+def test_a_forgotten_key_acknowledged_again_is_written_again() -> None:
+    tracker = Tracker()
+    tracker.forget("s", "orders", "aquanow||1")
+    again = _ending("1", 3000)
+    tracker.acked(again)  # the venue re-pushed it and Kafka acknowledged it
+    (entry,) = [e for e in tracker.drain(1, encode, lambda stream: {}) if e.topic != META]
+    assert isinstance(entry, StateEntry)
+    assert entry.record_key == again.key()
+    tracker.acked(again)
+    tracker.forget("s", "orders", again.key())
+    drained = [e for e in tracker.drain(2, encode, lambda stream: {}) if e.topic != META]
+    assert [type(e) for e in drained] == [StateTombstone]
+
+
+def test_a_restored_checkpoint_knows_when_its_finished_keys_ended_and_forgets_at_once() -> None:
+    """Entries carry the finished key's event time (else their own time): a restart goes on
+    forgetting where the last run was, and tombstones what fell behind while it was down."""
+    tracker = Tracker()
+    old, recent, opened = _ending("1", 1000), _ending("2", 9000), _ending("3", 500, final=False)
+    untimed = make.position(stream="s", position_id="p", is_open=False)
+    for record in (old, recent, opened, untimed):
+        tracker.acked(record)
+    reader = CheckpointReader("s")
+    for entry in tracker.drain(4_000_000, encode, lambda stream: {}):
+        e = CODEC.encode(entry)  # read back as a restore reads the topic
+        read_entry({"s": reader}, e.key, e.value, entry.received_at // 1000, CODEC.store)
+    read_entry({"s": reader}, b"s|orders|aquanow||gone", None, 4000, CODEC.store)
+    cp = reader.result(lambda data: decode_record(CODEC.store, data))
+    assert cp.finished == {
+        ("orders", old.key()): 1000,
+        ("orders", recent.key()): 9000,
+        ("positions", untimed.key()): 4000,  # no event time: the entry's (µs → ms)
+    }
+    changelog = Changelog(StateSettings(), SimpleNamespace(), CODEC.store, 1)  # type: ignore[arg-type]
+    state = StreamState("s", "aquanow", Recorder(), forget_after_ms=4500)
+    state.restore(cp)
+    changelog.add("s", SimpleNamespace(name="aquanow"), state, cp)
+    assert list(state.finished) == [("orders", recent.key())]
+    assert set(state.digests["orders"]) == {recent.key(), opened.key()}
+    forgotten = [e for e in changelog.entries() if isinstance(e, StateTombstone)]
+    assert sorted(e.record_key for e in forgotten) == sorted([old.key(), untimed.key()])
+    assert {e.venue for e in forgotten} == {"aquanow"}
 
 
 # -- shards ------------------------------------------------------------------------------------
@@ -364,7 +522,9 @@ async def test_a_large_flush_gives_the_loop_turns_between_slices() -> None:
                 pass
 
     changelog = Changelog(StateSettings(), BusySink(), CODEC.store, 1)  # type: ignore[arg-type]
-    entries = _drained(make.balance(stream="s", asset="USD"))[:1] * 30
+    entries: list[StateEntry | StateTombstone] = [
+        *_drained(make.balance(stream="s", asset="USD"))[:1] * 30
+    ]
     changelog.entries = lambda final=False: entries  # type: ignore[method-assign]
     async with LoopTurns() as turns:
         assert await changelog.flush() == 30

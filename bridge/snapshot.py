@@ -90,6 +90,7 @@ class Snapshotter:
         self._m_last = metrics.snapshot_last_success.labels(*labels)
         self._m_drift = metrics.reconcile_drift
         self._labels = labels
+        self._last_began: int | None = None
         self.waiting: str | None = None  # what the first run waits for, while it does
 
     async def run(self) -> None:
@@ -134,7 +135,7 @@ class Snapshotter:
     async def run_once(self, trigger: str = "subscribe") -> Reconciliation:
         started = time.monotonic()
         state = self._state
-        gap_start = state.gap_start if trigger == "subscribe" else state.reconcile_began
+        gap_start = state.gap_start if trigger == "subscribe" else self._last_began
         requests = state.take_resync_requests()
         result = Reconciliation(trigger, time.time_ns() // 1000, gap_start, requests)
         state.begin_snapshot()
@@ -153,7 +154,7 @@ class Snapshotter:
         finally:
             state.end_snapshot()
         self._m_last.set(time.time())
-        state.reconcile_began = result.began_at
+        self._last_began = result.began_at
         self._report(result, time.monotonic() - started)
         if self._announce is not None:
             await self._announce(state, result)
@@ -186,14 +187,19 @@ class Snapshotter:
 
     def _since(self, now_ms: int, trigger: str) -> int:
         """From when finished orders are fetched: the newest order published before the gap
-        (restored after a restart), or on schedule the previous run's start; `lookback` ago
-        when neither is known (a first start)."""
+        (restored after a restart), or on schedule and on request the previous run's start
+        (at most `max(lookback, interval) + since_margin` back: a run after hours of failures,
+        or a request with no schedule, reaches no further than finished orders are remembered,
+        bridge/stream.py `forget_after_ms`); `lookback` ago when nothing is known (a first
+        start). `since_margin` earlier still: the venue's clock and ours differ."""
+        s = self._settings
         last = self._state.order_mark
-        if trigger != "subscribe" and self._state.reconcile_began is not None:
-            last = self._state.reconcile_began // 1000
+        if trigger != "subscribe" and self._last_began is not None:
+            reach = now_ms - int((max(s.lookback, s.interval) + s.since_margin) * 1000)
+            last = max(self._last_began // 1000, reach)
         if last is None:
-            return now_ms - int(self._settings.lookback * 1000)
-        return last - int(self._settings.since_margin * 1000)
+            return now_ms - int(s.lookback * 1000)
+        return last - int(s.since_margin * 1000)
 
     async def _drain(
         self,

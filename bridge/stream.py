@@ -52,9 +52,10 @@ StateKey = tuple[str, str]  # (logical topic, record key)
 def forget_after_ms(lookback: float, interval: float, since_margin: float) -> int:
     """How far behind the stream's newest order time (venue ms) a finished order or closed
     position is forgotten, from its `snapshot` settings: further back than any window of
-    finished orders a reconciliation fetches (`lookback` on a first start, a scheduled run's
-    `interval`, `since_margin` on either side), plus how far the checkpoint's order time may lag
-    (`ORDER_TIME_EVERY_US`)."""
+    finished orders a reconciliation fetches (`lookback` on a first start, a scheduled or
+    requested run `max(lookback, interval) + since_margin`, then `since_margin` earlier),
+    plus 10 s: how far the checkpoint's order time may lag (`ORDER_TIME_EVERY_US`), and how far
+    the venue's clock may run ahead of ours."""
     seconds = max(lookback, interval) + 2 * since_margin
     return int(seconds * 1000) + ORDER_TIME_EVERY_US // 1000
 
@@ -122,7 +123,6 @@ class StreamState:
     gap_start: int | None = None
     gap_end: int | None = None
     subscribed_mono: float = 0.0  # time.monotonic() when the current session subscribed
-    reconcile_began: int | None = None  # wall clock (µs) the last completed reconciliation began
     resync: asyncio.Event = field(default_factory=asyncio.Event)  # set: requests are waiting
     _resync_requests: list[str] = field(default_factory=list)
     # The current snapshot run: records skipped for a newer push, skipped as unchanged, and
@@ -276,18 +276,17 @@ class StreamState:
         self.finished.pop(key, None)
         if ended:
             self.finished[key] = record.event_time or record.received_at // 1000
-            newest = self.last_order_ms or (self.reconcile_began or 0) // 1000
-            if newest >= self._sweep_at:  # else the oldest cannot be behind the horizon yet
+            if (self.last_order_ms or 0) >= self._sweep_at:  # else nothing can go yet
                 self.forget_finished()
 
     def forget_finished(self) -> int:
         """Drop the digests of the finished keys `forget_after_ms` behind the newest order
         time, the oldest first, and tell `on_forget`; how many. The newest order time is the
         earliest of the published one, the current session's mark and the checkpoint's hold:
-        the windows a reconciliation or a restart fetches from (bridge/snapshot.py `_since`),
-        and when the last completed reconciliation began (a scheduled run's window)."""
-        began = None if self.reconcile_began is None else self.reconcile_began // 1000
-        times = [self.last_order_ms, self.order_mark, *(self.order_hold or ()), began]
+        the windows a reconciliation after a gap or a restart fetches from (bridge/snapshot.py
+        `_since`; a scheduled or requested run reaches back `max(lookback, interval)` at
+        most, and `forget_after_ms` is longer)."""
+        times = [self.last_order_ms, self.order_mark, *(self.order_hold or ())]
         known = [t for t in times if t is not None]
         if self.forget_after_ms is None or not known:
             return 0

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, TypeVar, overload
 import aiohttp
 import fastavro
 import yaml
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +155,29 @@ async def collect(
 
 
 T = TypeVar("T")
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, partition_count: int = 1
+) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) of `topic`'s partitions, from their beginning to the end offsets
+    they had when reading began (a tombstone's value is None)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(partition_count)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        found: list[tuple[bytes, bytes | None]] = []
+        left = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
+        while left:
+            for messages in (await consumer.getmany(*left, timeout_ms=1000)).values():
+                found += [(m.key, m.value) for m in messages]
+            left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+        return found
+    finally:
+        await consumer.stop()
 
 
 @overload

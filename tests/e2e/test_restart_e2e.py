@@ -20,7 +20,14 @@ from bridge.dev.simulator.aquanow import AquanowSimulator
 from bridge.dev.simulator.base import VenueSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
 from tests.e2e.expected import aquanow_truth, mismatches, satori_truth
-from tests.helpers import AvroReader, BridgeProcess, Message, unique_topics, wait_until
+from tests.helpers import (
+    AvroReader,
+    BridgeProcess,
+    Message,
+    read_to_end,
+    unique_topics,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -218,3 +225,51 @@ def figures(messages: list[Message], boundaries: list[float], problems: list[str
         f"FIGURES keys={len(last_records(messages))} stale_keys={len(problems)} "
         f"duplicates_by_run={dict(sorted(duplicates.items()))} records={len(messages)}"
     )
+
+
+async def test_finished_orders_are_forgotten_and_a_restart_does_not_publish_them_again(
+    kafka: KafkaEndpoint, tmp_path: Path
+) -> None:
+    """`lookback: 0` and `interval: 0`: a finished order is forgotten once the newest order is
+    2 * since_margin + 10 s newer (bridge/stream.py `forget_finished`). The running bridge
+    deletes their checkpoint entries (tombstones on the state topic), and a restart restores
+    without them and publishes none of them again."""
+    sims: dict[str, Any] = {
+        "aq": AquanowSimulator(AQ_KEY, AQ_SECRET, rate=30, seed=43),
+        "sat": SatoriSimulator(
+            SAT_KEY, SAT_WALLET, rate=30, seed=44, coins=("USD", "ETH"), pairs=("ETH-USD",)
+        ),
+    }
+    topics = unique_topics()
+    for sim in sims.values():
+        await sim.start()
+    try:
+        cfg = config(kafka, topics, sims, lookback=0)
+        bridge = await start(tmp_path, "run1", cfg)
+        began = time.time()
+        keep = 2 * cfg["streams"][0]["snapshot"]["since_margin"] + 10
+        await wait_until(lambda: time.time() > began + keep + 4, "orders older than keep", 60)
+        for sim in sims.values():
+            sim.pause()
+        assert bridge.stop() == 0, bridge.log_text()[-3000:]
+        written = await read_to_end(kafka.bootstrap_servers, topics["state"], 4)
+        last: dict[bytes, bytes | None] = dict(written)
+        forgotten = [key.decode() for key, value in last.items() if value is None]
+        remembered = [key.decode() for key, value in last.items() if value is not None]
+        print(
+            f"FIGURES forget entries={len(written)} forgotten={len(forgotten)} kept={len(remembered)}"
+        )
+        assert forgotten, "no finished order was forgotten"
+        assert all(key.split("|")[1] in ("orders", "positions") for key in forgotten)
+
+        quiet = await start(tmp_path, "run2", cfg)  # the venues changed nothing since
+        state_records = sum(
+            [await quiet.metric("bridge_records_published_total", topic=t) for t in STATE]
+        )
+        assert quiet.stop() == 0
+        assert state_records == 0  # no forgotten order listed and published again
+        problems, _ = await converge(kafka.bootstrap_servers, topics, sims, timeout=30)
+        assert problems == [], problems[:10]
+    finally:
+        for sim in sims.values():
+            await sim.stop()

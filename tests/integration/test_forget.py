@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.changelog import Changelog, restore
 from bridge.checkpoint import Checkpoint
@@ -20,7 +19,7 @@ from bridge.sections import KafkaSettings, StateSettings, TopicNames
 from bridge.sink import Sink
 from bridge.stream import StreamState
 from tests import records as make
-from tests.helpers import unique_topics
+from tests.helpers import read_to_end, unique_topics
 
 pytestmark = pytest.mark.integration
 
@@ -30,23 +29,6 @@ def order(order_id: str, time_ms: int, final: bool = True) -> Order:
     return make.order(
         stream="s1", order_id=order_id, event_time=time_ms, is_final=final, status=status
     )
-
-
-async def values_by_key(bootstrap: str, topic: str) -> list[tuple[bytes, bytes | None]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    tp = TopicPartition(topic, 0)
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        found: list[tuple[bytes, bytes | None]] = []
-        while await consumer.position(tp) < end:
-            for messages in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                found += [(m.key, m.value) for m in messages]
-        return found
-    finally:
-        await consumer.stop()
 
 
 async def test_forgotten_orders_are_tombstoned_and_not_restored(kafka: KafkaEndpoint) -> None:
@@ -72,7 +54,7 @@ async def test_forgotten_orders_are_tombstoned_and_not_restored(kafka: KafkaEndp
     finally:
         assert await sink.stop(5)
 
-    written = await values_by_key(kafka.bootstrap_servers, topics["state"])
+    written = await read_to_end(kafka.bootstrap_servers, topics["state"])
     tombstones = {key for key, value in written if value is None}
     assert tombstones == {f"s1|orders|{r.key()}".encode() for r in old}
     checkpoint = (

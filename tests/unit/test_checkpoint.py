@@ -37,6 +37,7 @@ from bridge.dev.simulator.credentials import (
 )
 from bridge.dev.simulator.satori import SatoriSimulator, rest_order, rest_position
 from bridge.dev.simulator.wire import json_text
+from bridge.metrics import Metrics
 from bridge.records import (
     SOURCE_SNAPSHOT,
     Balance,
@@ -46,9 +47,11 @@ from bridge.records import (
     StateTombstone,
     VenueRecord,
 )
-from bridge.sections import StateSettings
+from bridge.sections import ReconnectSettings, StateSettings
+from bridge.settings import validate_settings
 from bridge.shards import shard_key, shard_of
-from bridge.stream import StreamState
+from bridge.snapshot import Snapshotter
+from bridge.stream import StreamState, forget_after_ms
 from bridge.venues.aquanow import AquanowVenue
 from bridge.venues.base import Frame, RestCall
 from bridge.venues.satori.venue import SatoriVenue
@@ -410,22 +413,53 @@ async def test_finished_keys_are_forgotten_once_no_reconciliation_can_list_them_
 
 async def test_the_horizon_is_the_oldest_window_a_reconciliation_may_fetch() -> None:
     """Not the newest order time alone: the current session's mark (its gap's snapshot
-    fetches from there), a held checkpoint time (a restart fetches from there) and the last
-    completed reconciliation's start (a scheduled run fetches from there) hold it back."""
+    fetches from there) and a held checkpoint time (a restart fetches from there) hold it
+    back."""
     state = StreamState("s", "aquanow", Recorder(), forget_after_ms=1000)
     assert await state.publish(_ending("1", 1000))
     state.session_started(reconciles=True)  # mark and hold: 1000
     assert await state.publish(_ending("2", 5000))
     assert state.forget_finished() == 0  # 1000 - 1000 is the horizon
+    state.session_started()  # a new session: mark 5000, the unreconciled gap's hold stays
+    assert state.forget_finished() == 0
     state.gap_reconciled()
     state.held()  # the test sink has no ledger: the hold ended
-    state.session_started()  # mark: 5000
-    state.reconcile_began = 1_500_000  # µs: a scheduled run fetches from 1.5 s
-    assert state.forget_finished() == 0
-    state.reconcile_began = 2_500_000
     assert state.forget_finished() == 1
     assert list(state.finished) == [("orders", _ending("2", 0).key())]
     assert StreamState("s", "aquanow", Recorder()).forget_finished() == 0  # never configured
+
+
+def test_a_scheduled_or_requested_run_reaches_back_no_further_than_orders_are_remembered() -> None:
+    """With no schedule (`interval: 0`) a requested run used to fetch finished orders from the
+    previous run's start, however old: now at most `max(lookback, interval) + since_margin`
+    back, and every finished order it no longer reaches is one already forgotten."""
+    stream = validate_settings(
+        {
+            "streams": [
+                {
+                    "name": "s",
+                    "venue": "aquanow",
+                    "url": "wss://venue.invalid",
+                    "rest_url": "https://venue.invalid",
+                    "api_key": "k",
+                    "api_secret": "x",
+                    "snapshot": {"lookback": 10, "interval": 0, "since_margin": 1},
+                }
+            ]
+        }
+    ).streams[0]
+    snap = stream.snapshot
+    state = StreamState("s", "aquanow", Recorder())
+    snapshotter = Snapshotter(
+        stream.build_venue(), "https://venue.invalid", state, Metrics(), snap, ReconnectSettings()
+    )
+    now = 10_000_000
+    snapshotter._last_began = (now - 3_600_000) * 1000  # the last run an hour ago
+    assert snapshotter._since(now, "request") == now - 12_000
+    snapshotter._last_began = (now - 5_000) * 1000
+    assert snapshotter._since(now, "schedule") == now - 6_000  # nearer: from its start
+    forget = forget_after_ms(snap.lookback, snap.interval, snap.since_margin)
+    assert now - forget < now - 12_000  # the newest order at `now` forgets only older ones
 
 
 async def test_an_order_reopened_or_never_handed_over_is_not_finished() -> None:

@@ -199,8 +199,7 @@ class Changelog:
         self._venues: dict[str, Venue] = {}
         self._states: dict[str, StreamState] = {}
         self.tracker = Tracker()
-        # drained by a flush that was cancelled
-        self._unwritten: list[StateEntry | StateTombstone] = []
+        self._unwritten: list[StateEntry | StateTombstone] = []  # drained by a cancelled flush
         self._log = get_logger(component="state")
 
     def add(self, shard_key: str, venue: Venue, state: StreamState, cp: Checkpoint) -> None:

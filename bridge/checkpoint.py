@@ -287,10 +287,10 @@ class Tracker:
         its versions or facts changed, or its order time did and the last one is
         `ORDER_TIME_EVERY_US` old (`final`: at once, the last flush before the process ends)."""
         entries: list[StateEntry | StateTombstone] = [
-            _entry(acked, now_us, encode) if acked else self._tombstone(key, now_us)
+            self._tombstone(key, now_us) if acked is None else _entry(acked, now_us, encode)
             for key, acked in self._pending.items()
         ]
-        streams = {stream for (stream, _, _), acked in self._pending.items() if acked}
+        streams = {stream for (stream, _, _), acked in self._pending.items() if acked is not None}
         self._pending.clear()
         for stream, meta in self._meta.items():
             if meta.dirty or stream in streams:

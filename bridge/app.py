@@ -58,13 +58,16 @@ class App:
 
     settings: Settings
     config_path: Path | None = None  # named in messages (`bridge topics create --config …`)
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics = field(init=False)
     health: Health = field(default_factory=Health)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _http: web.AppRunner | None = None
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _disk: DiskBuffer | None = None
     _owed: list[Entry] = field(default_factory=list)  # what the disk buffer replays first
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.settings.metrics.stream_histograms)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -249,11 +252,12 @@ class App:
     def seed(self, stream: Stream, cp: Checkpoint, changelog: Changelog) -> None:
         stream.state.restore(cp)
         stream.venue.restore(cp.versions, cp.facts)
-        changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
+        forgotten = changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
         self.metrics.restored_keys.labels(stream.settings.name, stream.venue.name).set(cp.keys)
         get_logger(stream=stream.settings.name, component="state").info(
             "stream state restored",
             keys=cp.keys,
+            forgotten=forgotten,
             open_orders=len(cp.open_orders),
             open_positions=len(cp.open_positions),
             entries=cp.entries,

@@ -202,14 +202,15 @@ class Changelog:
         self._unwritten: list[StateEntry | StateTombstone] = []  # drained by a cancelled flush
         self._log = get_logger(component="state")
 
-    def add(self, shard_key: str, venue: Venue, state: StreamState, cp: Checkpoint) -> None:
-        """A stream whose checkpoint this writes (seeded with what it restored)."""
+    def add(self, shard_key: str, venue: Venue, state: StreamState, cp: Checkpoint) -> int:
+        """A stream whose checkpoint this writes (seeded with what it restored); the finished
+        keys it forgot at once (behind the horizon since the last run)."""
         self._shards[state.name] = shard_of(shard_key, self._partitions)
         self._venues[state.name] = venue
         self._states[state.name] = state
         self.tracker.seed(venue.name, cp)
         state.on_forget = lambda topic, key: self.tracker.forget(state.name, topic, key)
-        state.forget_finished()  # what the last run left behind the horizon
+        return state.forget_finished()
 
     def partition_of(self, record: Envelope) -> int | None:
         """The sink's partitioner: checkpoint entries go to their stream's shard."""

@@ -31,6 +31,7 @@ from bridge.series import (
     FamiliesCollector,
     Family,
     GaugeFamily,
+    HistogramChild,
     HistogramFamily,
     render_chunks,
     render_lines,
@@ -90,8 +91,9 @@ class Metrics:
     No `*_created` series: they would double every counter and nothing reads them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stream_histograms: bool = True) -> None:
         self._families: list[Family] = []
+        self._stream_histograms = stream_histograms
         self.registry = CollectorRegistry()
         self.registry.register(FamiliesCollector(lambda: self._families))
         self._process = CollectorRegistry()
@@ -140,15 +142,16 @@ class Metrics:
             "Records the producer failed to deliver (each is retried), by logical topic",
             (*sv, "topic"),
         )
+        hv = sv if stream_histograms else ("venue",)  # metrics.stream_histograms
         self.event_lag = self._histogram(
             "bridge_event_lag_seconds",
             "Broker ack time minus the venue's event time (stream records that carry one)",
-            sv,
+            hv,
         )
         self.pipeline_latency = self._histogram(
             "bridge_pipeline_latency_seconds",
             "Frame received to broker ack",
-            sv,
+            hv,
         )
         self.buffer_records = self._gauge(
             "bridge_producer_buffer_records",
@@ -328,8 +331,13 @@ class Metrics:
         for topic in STATE_TOPICS:
             self.reconcile_drift.labels(*labels, topic)
         self.restored_keys.labels(*labels)
-        self.event_lag.labels(*labels)
-        self.pipeline_latency.labels(*labels)
+        self.latencies(stream, venue)
+
+    def latencies(self, stream: str, venue: str) -> tuple[HistogramChild, HistogramChild]:
+        """A stream's series of `pipeline_latency` and `event_lag`: its own, or its venue's
+        (`metrics.stream_histograms: false`)."""
+        labels = (stream, venue) if self._stream_histograms else (venue,)
+        return self.pipeline_latency.labels(*labels), self.event_lag.labels(*labels)
 
     def render(self) -> bytes:
         return render_lines(self._families).encode() + generate_latest(self._process)

@@ -76,11 +76,12 @@ class SinkReports:
         children = self._children.get(key)
         if children is None:
             m = self._metrics
+            latency, lag = m.latencies(stream, venue)
             children = _Children(
                 published=m.records_published.labels(stream, venue, topic),
                 snapshot=m.snapshot_records.labels(stream, venue),
-                latency=m.pipeline_latency.labels(stream, venue),
-                lag=m.event_lag.labels(stream, venue),
+                latency=latency,
+                lag=lag,
             )
             self._children[key] = children
         return children

@@ -158,23 +158,32 @@ T = TypeVar("T")
 
 
 async def read_to_end(
-    bootstrap: str, topic: str, partition_count: int = 1
-) -> list[tuple[bytes, bytes | None]]:
-    """Every (key, value) of `topic`'s partitions, from their beginning to the end offsets
-    they had when reading began (a tombstone's value is None)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    bootstrap: str,
+    partitions: list[TopicPartition],
+    isolation_level: str = "read_uncommitted",
+    timeout: float = 60.0,
+) -> list[Any]:
+    """Every message (aiokafka's ConsumerRecord; a tombstone's value is None) of `partitions`,
+    from their beginning to the end offsets they had when reading began (read_committed: the
+    last stable offsets). AssertionError when that takes longer than `timeout`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level=isolation_level, enable_auto_commit=False
+    )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(partition_count)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
-        found: list[tuple[bytes, bytes | None]] = []
+        found: list[Any] = []
+        deadline = time.monotonic() + timeout
         left = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
-        while left:
-            for messages in (await consumer.getmany(*left, timeout_ms=1000)).values():
-                found += [(m.key, m.value) for m in messages]
+        while left and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(*left, timeout_ms=500)).values():
+                found += [
+                    m for m in messages if m.offset < end[TopicPartition(m.topic, m.partition)]
+                ]
             left = {tp for tp in left if await consumer.position(tp) < end[tp]}
+        assert not left, f"could not read {sorted(map(str, left))} in {timeout} s"
         return found
     finally:
         await consumer.stop()
@@ -292,7 +301,8 @@ class BridgeProcess:
     ):
         self._python_args = python_args  # e.g. a profiler: ("-m", "pyinstrument", ...)
         self.metrics_port = free_port()
-        config = {**config, "metrics": {"host": "127.0.0.1", "port": self.metrics_port}}
+        metrics = {**config.get("metrics", {}), "host": "127.0.0.1", "port": self.metrics_port}
+        config = {**config, "metrics": metrics}
         # Each test's topics are new: the bridge creates them at start unless a test says not.
         config["kafka"] = {"create_topics": True, **config.get("kafka", {})}
         config.setdefault("log", {"format": "json"})

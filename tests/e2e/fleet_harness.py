@@ -29,7 +29,7 @@ from bridge.dev.simulator.base import VenueSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.records import StateEntry, VenueRecord
 from tests.e2e.expected import aquanow_truth, mismatches, satori_truth
-from tests.helpers import AvroReader, BridgeProcess, unique_topics, wait_until
+from tests.helpers import AvroReader, BridgeProcess, read_to_end, unique_topics, wait_until
 
 STATE = ("balances", "orders", "positions", "credit")
 CODEC = Codec(SchemaStore.load())
@@ -264,44 +264,21 @@ class Fleet:
         offsets now), with the member that wrote it."""
         reader = AvroReader()
         logical = {self.topics[t]: t for t in (*STATE, "trades")}
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.kafka.bootstrap_servers,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
+        partitions = [TopicPartition(name, 0) for name in logical]  # one partition each
         out: list[Written] = []
-        try:
-            await consumer.topics()  # the metadata partitions_for_topic reads
-            partitions = [
-                TopicPartition(name, p)
-                for name in logical
-                for p in (consumer.partitions_for_topic(name) or {0})
-            ]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            end = await consumer.end_offsets(partitions)  # the last stable offsets
-            deadline = time.monotonic() + timeout
-            left = {tp for tp in partitions if end[tp] > 0}
-            while left and time.monotonic() < deadline:
-                for batch in (await consumer.getmany(*left, timeout_ms=500)).values():
-                    for m in batch:
-                        _, _, record = reader.decode(m.value)
-                        headers = dict(m.headers)
-                        out.append(
-                            Written(
-                                logical[m.topic],
-                                m.partition,
-                                m.offset,
-                                headers.get("member", b"").decode(),
-                                record["stream"],
-                                _micros(record["received_at"]),
-                            )
-                        )
-                left = {tp for tp in left if await consumer.position(tp) < end[tp]}
-            assert not left, f"could not read {sorted(map(str, left))} in {timeout} s"
-        finally:
-            await consumer.stop()
+        bootstrap = self.kafka.bootstrap_servers
+        for m in await read_to_end(bootstrap, partitions, "read_committed", timeout):
+            _, _, record = reader.decode(m.value)
+            out.append(
+                Written(
+                    logical[m.topic],
+                    m.partition,
+                    m.offset,
+                    dict(m.headers).get("member", b"").decode(),
+                    record["stream"],
+                    _micros(record["received_at"]),
+                )
+            )
         return out
 
     async def explain(self, problems: list[str], keys: int = 2) -> str:
@@ -323,29 +300,14 @@ class Fleet:
 
     async def _history(self, topic: str, key: str, last: int = 12) -> list[str]:
         seen: dict[str, dict[tuple[int, int], str]] = {}
+        name = self.topics[topic]  # the data topics have one partition, state a shard each
+        tps = [TopicPartition(name, p) for p in range(self.shards if topic == "state" else 1)]
         for isolation in ("read_committed", "read_uncommitted"):
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.kafka.bootstrap_servers,
-                isolation_level=isolation,
-                enable_auto_commit=False,
-            )
-            await consumer.start()
-            try:
-                name = self.topics[topic]  # the data topics have one partition, state a shard each
-                tps = [
-                    TopicPartition(name, p) for p in range(self.shards if topic == "state" else 1)
-                ]
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                end = await consumer.end_offsets(tps)
-                found = seen[isolation] = {}
-                while any([await consumer.position(tp) < end[tp] for tp in tps]):
-                    for batch in (await consumer.getmany(*tps, timeout_ms=500)).values():
-                        for m in batch:
-                            if m.key is not None and m.key.decode() == key and m.value:
-                                found[(m.partition, m.offset)] = _described(m.value, m.headers)
-            finally:
-                await consumer.stop()
+            seen[isolation] = {
+                (m.partition, m.offset): _described(m.value, m.headers)
+                for m in await read_to_end(self.kafka.bootstrap_servers, tps, isolation)
+                if m.key is not None and m.key.decode() == key and m.value
+            }
         committed = seen["read_committed"]
         return [
             f"  @{p}:{o} {'' if (p, o) in committed else 'NOT COMMITTED '}{text}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bridge.checkpoint import STATE_FIELDS
 from bridge.dev.kafka import KafkaEndpoint
@@ -252,8 +252,9 @@ async def test_finished_orders_are_forgotten_and_a_restart_does_not_publish_them
         for sim in sims.values():
             sim.pause()
         assert bridge.stop() == 0, bridge.log_text()[-3000:]
-        written = await read_to_end(kafka.bootstrap_servers, topics["state"], 4)
-        last: dict[bytes, bytes | None] = dict(written)
+        state = [TopicPartition(topics["state"], p) for p in range(4)]
+        written = await read_to_end(kafka.bootstrap_servers, state)
+        last: dict[bytes, bytes | None] = {m.key: m.value for m in written}
         forgotten = [key.decode() for key, value in last.items() if value is None]
         remembered = [key.decode() for key, value in last.items() if value is not None]
         print(

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from bridge.changelog import Changelog, restore
 from bridge.checkpoint import Checkpoint
@@ -54,8 +55,8 @@ async def test_forgotten_orders_are_tombstoned_and_not_restored(kafka: KafkaEndp
     finally:
         assert await sink.stop(5)
 
-    written = await read_to_end(kafka.bootstrap_servers, topics["state"])
-    tombstones = {key for key, value in written if value is None}
+    written = await read_to_end(kafka.bootstrap_servers, [TopicPartition(topics["state"], 0)])
+    tombstones = {m.key for m in written if m.value is None}
     assert tombstones == {f"s1|orders|{r.key()}".encode() for r in old}
     checkpoint = (
         await restore(

@@ -15,7 +15,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.codec import Codec, SchemaStore
-from bridge.metrics import DEADLETTER_REASONS, RECONNECT_REASONS, TOPICS, Health, Metrics
+from bridge.metrics import (
+    DEADLETTER_REASONS,
+    LATENCY_BUCKETS,
+    RECONNECT_REASONS,
+    TOPICS,
+    Health,
+    Metrics,
+)
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
 from bridge.stream import StreamState
@@ -124,6 +131,37 @@ async def test_lag_and_published_count_are_observed_on_the_broker_ack() -> None:
     assert value("bridge_pipeline_latency_seconds_sum", s1) >= 0.05  # type: ignore[operator]
     assert value("bridge_records_published_total", {**s1, "topic": "balances"}) == 1
     assert value("bridge_producer_buffer_records") == 0
+    assert await sink.stop(1)
+
+
+async def test_venue_histograms_cut_a_streams_series_and_still_see_every_ack() -> None:
+    """`metrics.stream_histograms: false`: the two latency histograms are the venue's, shared
+    by its streams; every other series stays per stream."""
+    per_stream, per_venue = Metrics(), Metrics(stream_histograms=False)
+    for metrics in (per_stream, per_venue):
+        for stream in ("s1", "s2"):
+            metrics.add_stream(stream, "aquanow")
+
+    def lines(metrics: Metrics, stream: str) -> int:
+        return metrics.render().decode().count(f'stream="{stream}"')
+
+    assert lines(per_stream, "s1") == 91
+    assert lines(per_venue, "s1") == 91 - 2 * (len(LATENCY_BUCKETS) + 3)
+    producer = PendingProducer()
+    sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), per_venue, lambda **_: producer)
+    await sink.start()
+    records = [balance("BTC", "1"), dataclasses.replace(balance("ETH", "2"), stream="s2")]
+    for record in records:
+        await sink.publish(record, received_mono=time.monotonic())
+    await asyncio.wait_for(producer.sent.get(), 5)  # one batch: one topic and partition
+    assert producer.batches == [[Codec(SchemaStore.load()).value(r) for r in records]]
+    producer.futures[0].set_result(None)
+    await asyncio.sleep(0)
+    value = per_venue.registry.get_sample_value
+    assert value("bridge_pipeline_latency_seconds_count", {"venue": "aquanow"}) == 2
+    assert value("bridge_event_lag_seconds_count", {"venue": "aquanow"}) == 2
+    s2 = {"stream": "s2", "venue": "aquanow", "topic": "balances"}
+    assert value("bridge_records_published_total", s2) == 1
     assert await sink.stop(1)
 
 

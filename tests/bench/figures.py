@@ -311,8 +311,18 @@ def tls_server(directory: Path) -> tuple[ssl.SSLContext, Path]:
     return context, ca_file
 
 
+def size_text(streams: int, rate: float, burst: bool, venue: bool) -> str:
+    """A fan-out size as `--fanout-streams` takes it."""
+    return f"{streams}@{rate:g}{':burst' if burst else ''}{':venue' if venue else ''}"
+
+
 async def fanout(
-    bootstrap: str, streams: int, seconds: int, rate: float = 1.0, burst: bool = False
+    bootstrap: str,
+    streams: int,
+    seconds: int,
+    rate: float = 1.0,
+    burst: bool = False,
+    venue_histograms: bool = False,
 ) -> dict[str, Any]:
     topics = unique_topics()
     await create_topics(bootstrap, topics)
@@ -336,6 +346,7 @@ async def fanout(
                 for i, (key, secret) in enumerate(keys.items())
             ]
             cfg = bridge_config(bootstrap, topics, accounts)
+            cfg["metrics"] = {"stream_histograms": not venue_histograms}
             env = {"SSL_CERT_FILE": str(ca_file)}
             with BridgeProcess(Path(tmp), cfg, env=env) as bridge:
                 assert bridge.process is not None
@@ -371,6 +382,7 @@ async def fanout(
         "streams": streams,
         "rate_per_stream": rate,
         "spread": not burst,
+        "stream_histograms": not venue_histograms,
         "tls": True,
         "pushes_per_s": round(pushed / (elapsed + scraped_s), 1),
         "published_all": True,
@@ -384,7 +396,7 @@ async def fanout(
         "healthz": probe.summary(),
         "window_s": seconds,
         "command": command(
-            "fanout", f" --fanout-streams {streams}@{rate:g}{':burst' if burst else ''}"
+            "fanout", f" --fanout-streams {size_text(streams, rate, burst, venue_histograms)}"
         ),
     }
 

@@ -67,21 +67,23 @@ FIGURES = [
 # Fan-out runs of a full `make bench`: the targets' 1,000 and 3,000 streams at 1 push/s, and
 # 10,000 mostly idle ones (the simulator, in this process, cannot push 10,000/s over TLS).
 FANOUT_SIZES: Final = [
-    (1000, 1.0, False),
-    (1000, 1.0, True),  # the burst
-    (3000, 1.0, False),
-    (10_000, 0.1, False),
+    (1000, 1.0, False, False),
+    (1000, 1.0, True, False),  # the burst
+    (1000, 1.0, False, True),  # metrics.stream_histograms: false
+    (3000, 1.0, False, False),
+    (10_000, 0.1, False, False),
 ]
+FanoutSize = tuple[int, float, bool, bool]  # streams, pushes/s each, burst, venue histograms
 
 
-def fanout_size(text: str) -> tuple[int, float, bool]:
-    """`N@R`: N streams at R pushes/s each, spread over the second; `N@R:burst`: all at once
-    (the last of the three: burst or not)."""
-    size, _, shape = text.partition(":")
+def fanout_size(text: str) -> FanoutSize:
+    """`N@R`: N streams at R pushes/s each, spread over the second; `:burst` after it: all at
+    once; `:venue`: with `metrics.stream_histograms: false`."""
+    size, *shapes = text.split(":")
     streams, _, rate = size.partition("@")
-    if shape not in ("", "burst"):
-        raise argparse.ArgumentTypeError(f"{text}: the shape after ':' can only be 'burst'")
-    return int(streams), float(rate or 1), shape == "burst"
+    if set(shapes) - {"burst", "venue"}:
+        raise argparse.ArgumentTypeError(f"{text}: after ':' only 'burst' or 'venue'")
+    return int(streams), float(rate or 1), "burst" in shapes, "venue" in shapes
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, bool]:
@@ -94,8 +96,8 @@ def verdicts(results: dict[str, Any]) -> dict[str, bool]:
     if "latency" in results:
         out["latency_p99_ms"] = results["latency"]["p99_ms"] <= TARGETS["latency_p99_ms"]
     for run in results.get("fanout", []):
-        if not run["spread"]:
-            continue  # the burst shape is reported, the targets are about independent accounts
+        if not run["spread"] or not run.get("stream_histograms", True):
+            continue  # reported; the targets are about independent accounts, default settings
         if run["streams"] == 1000:
             out["fanout_1000_rss_mb"] = run["rss_mb_max"] <= TARGETS["fanout_1000_rss_mb"]
             out["fanout_1000_cpu"] = run["cpu_core_fraction"] <= TARGETS["fanout_1000_cpu"]
@@ -128,7 +130,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         axes[1].axhline(TARGETS["latency_p99_ms"], color="red", linestyle="--")
         axes[1].set_title(f"frame → broker (ms), {lat['rate_per_s']}/s")
     if results.get("fanout"):
-        runs = [r for r in results["fanout"] if r["spread"]]
+        runs = [r for r in results["fanout"] if r["spread"] and r.get("stream_histograms", True)]
         axes[2].plot([r["streams"] for r in runs], [r["rss_mb_max"] for r in runs], marker="o")
         axes[2].set_xlabel("TLS streams")
         axes[2].set_title("fan-out RSS (MB)")
@@ -162,11 +164,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["latency"] = await figures.latency(bootstrap, 10 if quick else 30)
             print(json.dumps(results["latency"]), flush=True)
         if "fanout" in args.only:
-            sizes = args.fanout_streams or ([(200, 1.0, False)] if quick else FANOUT_SIZES)
+            sizes = args.fanout_streams or ([(200, 1.0, False, False)] if quick else FANOUT_SIZES)
             results["fanout"] = []
-            for streams, rate, burst in sizes:
+            for streams, rate, burst, venue in sizes:
                 window = 10 if quick else 30
-                run = await figures.fanout(bootstrap, streams, window, rate, burst)
+                run = await figures.fanout(bootstrap, streams, window, rate, burst, venue)
                 results["fanout"].append(run)
                 print(json.dumps(run), flush=True)
         if "recovery" in args.only:
@@ -200,10 +202,9 @@ if __name__ == "__main__":
         "--fanout-streams",
         type=fanout_size,
         nargs="+",
-        help="fan-out sizes, N, N@R or N@R:burst (N streams at R pushes/s each, spread over "
-        "the second or all at once; default "
-        + " ".join(f"{n}@{r:g}{':burst' if burst else ''}" for n, r, burst in FANOUT_SIZES)
-        + ")",
+        help="fan-out sizes, N, N@R, N@R:burst, N@R:venue (N streams at R pushes/s each, "
+        "spread over the second or all at once; venue: metrics.stream_histograms false; "
+        "default " + " ".join(figures.size_text(*size) for size in FANOUT_SIZES) + ")",
     )
     parser.add_argument(
         "--max-batch-bytes", type=int, help="producer batch size, bridge and ceilings alike"

@@ -188,6 +188,7 @@ def _fold(reader: CheckpointReader, record: Envelope) -> None:
             "digest": state_digest(record),
             "open": is_open(record),
             "record": None,
+            "event_time": record.event_time,
         },
     )
 

@@ -284,8 +284,8 @@ class StreamState:
         time, the oldest first, and tell `on_forget`; how many. The newest order time is the
         earliest of the published one, the current session's mark and the checkpoint's hold:
         the windows a reconciliation after a gap or a restart fetches from (bridge/snapshot.py
-        `_since`; a scheduled or requested run reaches back `max(lookback, interval)` at
-        most, and `forget_after_ms` is longer)."""
+        `_since`; a scheduled or requested run reaches back `max(lookback, interval) +
+        since_margin` at most, and `forget_after_ms` is longer)."""
         times = [self.last_order_ms, self.order_mark, *(self.order_hold or ())]
         known = [t for t in times if t is not None]
         if self.forget_after_ms is None or not known:

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from bridge.dev.tls import PrivateCA
+from bridge.sections import MetricsSettings
 from bridge.settings import path_keys
 from tests.tools import ALERT_TESTS, ALERTS, CHART, DASHBOARD, ROOT, run, tool
 
@@ -148,7 +149,8 @@ def test_rendered_config_is_accepted_by_bridge_check(case: str, tmp_path: Path) 
     tls = PrivateCA(tmp_path / "tls")
     text = config_map(docs)["data"]["bridge.yaml"]
     config = yaml.safe_load(text)
-    assert config["metrics"] == {"host": "0.0.0.0", "port": 9108}  # noqa: S104 - in the pod
+    metrics = {"host": "0.0.0.0", "port": 9108, "stream_histograms": True}  # noqa: S104
+    assert config["metrics"] == metrics  # the chart's own: the listener in the pod
     # The pod sees the Secret's keys next to bridge.yaml (projected volume): so does the check.
     # Files under /etc/bridge (the projected volume) or another mount (extraVolumeMounts):
     # each one is made under tmp_path, and the config points there.
@@ -368,6 +370,17 @@ def test_config_change_changes_the_checksum() -> None:
         return value
 
     assert checksum() != checksum("--set", "config.log.level=debug")
+
+
+def test_latency_histograms_can_be_kept_per_venue() -> None:
+    """`metrics.streamHistograms: false` reaches the config the bridge reads, as the bool its
+    settings take (unset in a user's values: true)."""
+    for flag, expected in (("false", False), ("true", True)):
+        code, out = helm(*template_args(None, "--set", f"metrics.streamHistograms={flag}"))
+        assert code == 0, out
+        config = yaml.safe_load(config_map(documents(out))["data"]["bridge.yaml"])
+        assert config["metrics"]["stream_histograms"] is expected
+        assert MetricsSettings(**config["metrics"]).stream_histograms is expected
 
 
 def test_secret_is_used_from_an_existing_one_or_created() -> None:

@@ -59,7 +59,7 @@ informative and left out: the digest decides). */}}
 {{/* The bridge's config file: the user's `config` plus the metrics listener the chart owns. */}}
 {{- define "bridge.config" -}}
 {{- $config := deepCopy .Values.config }}
-{{- $_ := set $config "metrics" (dict "host" "0.0.0.0" "port" (int .Values.metrics.port)) }}
+{{- $_ := set $config "metrics" (dict "host" "0.0.0.0" "port" (int .Values.metrics.port) "stream_histograms" (not (eq .Values.metrics.streamHistograms false))) }}
 {{- toYaml $config }}
 {{- end }}
 

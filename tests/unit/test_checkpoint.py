@@ -463,8 +463,7 @@ def test_a_scheduled_or_requested_run_reaches_back_no_further_than_orders_are_re
 
 
 async def test_an_order_reopened_or_never_handed_over_is_not_finished() -> None:
-    state = StreamState("s", "aquanow", FailingSink(), forget_after_ms=1000)
-    state.sink = Recorder()
+    state = StreamState("s", "aquanow", Recorder(), forget_after_ms=1000)
     assert await state.publish(_ending("1", 1000))
     assert await state.publish(_ending("1", 1100, final=False))  # reopened (a venue's amend)
     assert list(state.finished) == []

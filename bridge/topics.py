@@ -12,6 +12,8 @@ the two lists equal.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -95,7 +97,23 @@ async def ensure_topics(
             f"kafka: missing topics: {names}. Create them with `{create_command(config)}`, "
             "or set kafka.create_topics: true",
         )
-    return await create_topics(access, missing)
+    created = await create_topics(access, missing)
+    await _until_listed(access, created)
+    return created
+
+
+async def _until_listed(access: KafkaAccess, names: list[str]) -> None:
+    """CreateTopics answers once the controller has the topics; a broker's metadata lists them
+    a moment later. Until it does, the checks that follow at start (the Kafka watch, the
+    state topic's partitions) would find them missing (CI saw "topics gone" right after a
+    creation). Waits at most `request_timeout_ms`."""
+    deadline = time.monotonic() + access.settings.request_timeout_ms / 1000
+    while not all(s.exists for s in await access.topics(names)):
+        if time.monotonic() > deadline:
+            raise KafkaAccessError(
+                "create", f"kafka: created {', '.join(names)}, but no broker lists them yet"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def create_topics(access: KafkaAccess, missing: list[TopicPlan]) -> list[str]:

@@ -24,6 +24,7 @@ from bridge.checkpoint import (
     Checkpoint,
     CheckpointReader,
     Tracker,
+    ended_at,
     is_open,
     state_digest,
 )
@@ -153,12 +154,12 @@ def _catch_up_one(
         return 0
     state_key = (record.TOPIC, record.key())
     cp.digests.setdefault(record.TOPIC, {})[state_key[1]] = state_digest(record)
-    cp.finished.pop(state_key, None)
     if is_open(record):
         opened[ident] = record
+        cp.ended(state_key, None)
     else:
         opened.pop(ident, None)
-        cp.finished[state_key] = record.event_time or record.received_at // 1000
+        cp.ended(state_key, ended_at(record))
     return 1
 
 

@@ -109,6 +109,12 @@ def state_digest(record: VenueRecord) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
+def ended_at(record: VenueRecord) -> int:
+    """When a finished order or closed position ended, as forgetting measures it: its event time
+    (venue ms), else when the bridge received it."""
+    return record.event_time or record.received_at // 1000
+
+
 def is_open(record: VenueRecord) -> bool:
     """An order or position reconciliation must follow up on if the venue stops listing it."""
     if isinstance(record, Order):
@@ -137,6 +143,12 @@ class Checkpoint:
     def keys(self) -> int:
         return sum(len(d) for d in self.digests.values())
 
+    def ended(self, state_key: tuple[str, str], at: int | None) -> None:
+        """The key's newest entry or record: finished at `at` (ms), or not finished (None)."""
+        self.finished.pop(state_key, None)
+        if at is not None:
+            self.finished[state_key] = at
+
 
 class CheckpointReader:
     """Folds one stream's entries, in partition order, into its `Checkpoint`. Open records stay
@@ -160,18 +172,20 @@ class CheckpointReader:
             return
         digests = cp.digests.setdefault(topic, {})
         state_key = (topic, record_key)
-        cp.finished.pop(state_key, None)
         if entry is None:
             digests.pop(record_key, None)
             self._open.pop(state_key, None)
+            cp.ended(state_key, None)
             return
         digests[record_key] = entry["digest"]
         if entry["open"] and entry["record"] is not None:
             self._open[state_key] = entry["record"]
         else:
             self._open.pop(state_key, None)
-            if topic in ENDING_TOPICS and not entry["open"]:
-                cp.finished[state_key] = entry["event_time"] or entry["received_at"] // 1000
+        ending = topic in ENDING_TOPICS and not entry["open"]
+        cp.ended(
+            state_key, (entry["event_time"] or entry["received_at"] // 1000) if ending else None
+        )
 
     def result(self, decode: Callable[[bytes], Envelope]) -> Checkpoint:
         cp = self.checkpoint

@@ -33,7 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from bridge.checkpoint import ORDER_TIME_EVERY_US, STATE_TOPICS, Checkpoint, state_digest
+from bridge.checkpoint import (
+    ORDER_TIME_EVERY_US,
+    STATE_TOPICS,
+    Checkpoint,
+    ended_at,
+    state_digest,
+)
 from bridge.delivery import Ledger
 from bridge.disklog import Ticket
 from bridge.records import (
@@ -275,7 +281,7 @@ class StreamState:
         key = (record.TOPIC, record.key())
         self.finished.pop(key, None)
         if ended:
-            self.finished[key] = record.event_time or record.received_at // 1000
+            self.finished[key] = ended_at(record)
             if (self.last_order_ms or 0) >= self._sweep_at:  # else nothing can go yet
                 self.forget_finished()
 

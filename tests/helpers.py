@@ -28,6 +28,7 @@ import aiohttp
 import fastavro
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,17 @@ async def collect(
 
 
 T = TypeVar("T")
+
+
+async def topic_partitions(bootstrap: str, names: list[str]) -> list[TopicPartition]:
+    """Every partition of the topics `names`, as the cluster describes them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
 
 
 async def read_to_end(

@@ -29,7 +29,14 @@ from bridge.dev.simulator.base import VenueSimulator
 from bridge.dev.simulator.satori import SatoriSimulator
 from bridge.records import StateEntry, VenueRecord
 from tests.e2e.expected import aquanow_truth, mismatches, satori_truth
-from tests.helpers import AvroReader, BridgeProcess, read_to_end, unique_topics, wait_until
+from tests.helpers import (
+    AvroReader,
+    BridgeProcess,
+    read_to_end,
+    topic_partitions,
+    unique_topics,
+    wait_until,
+)
 
 STATE = ("balances", "orders", "positions", "credit")
 CODEC = Codec(SchemaStore.load())
@@ -264,9 +271,9 @@ class Fleet:
         offsets now), with the member that wrote it."""
         reader = AvroReader()
         logical = {self.topics[t]: t for t in (*STATE, "trades")}
-        partitions = [TopicPartition(name, 0) for name in logical]  # one partition each
-        out: list[Written] = []
         bootstrap = self.kafka.bootstrap_servers
+        partitions = await topic_partitions(bootstrap, list(logical))
+        out: list[Written] = []
         for m in await read_to_end(bootstrap, partitions, "read_committed", timeout):
             _, _, record = reader.decode(m.value)
             out.append(

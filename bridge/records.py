@@ -9,12 +9,13 @@ none), `received_at` is our wall-clock receive time in epoch microseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 
@@ -349,6 +350,36 @@ RECORD_TYPES: Final[tuple[type[Envelope], ...]] = (
     StateEntry,
     ControlRecord,
 )
+
+
+def _fast_init(cls: type[Envelope]) -> None:
+    """Give a record dataclass an `__init__` that sets its fields through the slots' own
+    descriptors. The frozen dataclass's sets each through `object.__setattr__`: 4.6 µs for an
+    Order's 34 fields against 2.7 µs, on every record's path (tests/bench breakdown,
+    `record_init_us`). Same keyword-only signature and defaults; instances stay frozen."""
+    fields = dataclasses.fields(cls)
+    setters: dict[str, Any] = {}
+    params, body = [], []
+    for f in fields:
+        assert f.default_factory is dataclasses.MISSING, f"{cls.__name__}.{f.name}"
+        owner = next(c for c in cls.__mro__ if f.name in c.__dict__.get("__slots__", ()))
+        setters[f"_set_{f.name}"] = owner.__dict__[f.name].__set__
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            setters[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        body.append(f"    _set_{f.name}(self, {f.name})\n")
+    source = f"def __init__(self, *, {', '.join(params)}):\n{''.join(body)}"
+    exec(compile(source, f"<record {cls.__name__}>", "exec"), setters)  # noqa: S102
+    init = setters["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    setattr(cls, "__init__", init)  # noqa: B010 (mypy refuses assigning a method)
+
+
+for _record_type in (*RECORD_TYPES, StateTombstone):
+    _fast_init(_record_type)
+
 # Topics the bridge's own consumers read, not a contract with anyone else: always encoded
 # with single-object framing and never registered in a schema registry.
 PRIVATE_TOPICS: Final = frozenset({StateEntry.TOPIC})

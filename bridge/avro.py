@@ -16,10 +16,9 @@ maps of primitives, and unions of `null` with one of those. Any other schema get
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any, Final
 
-_WIDE: Final = Context(prec=80)
 _LONG_MIN: Final = -(2**63)
 _LONG_MAX: Final = 2**63 - 1
 _INT_MIN: Final = -(2**31)
@@ -74,13 +73,16 @@ def write_boolean(value: bool) -> bytes:
 def decimal_bytes(value: Decimal, scale: int) -> bytes:
     """An Avro `decimal` body: the unscaled value, big-endian two's complement.
 
-    fastavro would do this too, digit by digit in a loop; C-level Decimal operations are faster.
-    A value with more fraction digits than the scale is refused, never rounded.
+    fastavro would do this too, digit by digit in a loop; the value's exact integer ratio
+    (C-level) gives it in a few operations. A value with more fraction digits than the scale is
+    refused, never rounded.
     """
-    scaled = value.scaleb(scale, _WIDE)
-    unscaled = int(scaled)
-    if unscaled != scaled:
+    numerator, denominator = value.as_integer_ratio()
+    power: int = 10**scale
+    factor, rest = divmod(power, denominator)
+    if rest:
         raise ValueError(f"{value} has more than {scale} decimal places")
+    unscaled = numerator * factor
     return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
 
 

@@ -70,9 +70,17 @@ class Partitioner:
         self._partitions: dict[str, list[int]] = {}
 
     async def partition(self, producer: Any, topic: str, key: bytes) -> int:
+        if topic not in self._partitions:
+            self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        partition = self.known(topic, key)
+        assert partition is not None
+        return partition
+
+    def known(self, topic: str, key: bytes) -> int | None:
+        """The key's partition if the topic's partition list is at hand, else None."""
         partitions = self._partitions.get(topic)
         if partitions is None:
-            partitions = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+            return None
         if len(partitions) == 1:
             return partitions[0]
         return partitions[key_hash(key) % len(partitions)]

@@ -80,6 +80,7 @@ class Sink:
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
         self._enqueuing = asyncio.Lock()  # records join batches in admission order
+        self._enqueue_waits = 0  # publishers in `_enqueue`'s slow path (holding or awaiting it)
         self._recovery: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._reports = SinkReports(metrics)
@@ -185,16 +186,28 @@ class Sink:
         # In admission order: a record that waits for its topic's partitions (the first of a
         # topic on a new producer: a metadata request) must not be overtaken by one admitted
         # after it, or a key's older record lands last (a fleet shard's start-up snapshot
-        # record after a newer push). Free of waiting once the partitions are known.
-        async with self._enqueuing:
-            producer = self._producer.current
+        # record after a newer push). While none waits, a record whose partition is known
+        # joins its batch at once (the lock's round trip was ~2 % of a record, tests/bench).
+        if not self._enqueue_waits:
             partition = self.partition_of(pending.record) if self.partition_of else None
-            while partition is None:
-                try:
-                    partition = await self._partitioner.partition(producer, topic, encoded.key)
-                except UnknownTopicOrPartitionError:
-                    self._missing_topic(pending, topic)  # after aiokafka's metadata wait: again
-            self._batcher.add((topic, partition), pending, producer.create_batch)
+            if partition is None:
+                partition = self._partitioner.known(topic, encoded.key)
+            if partition is not None:
+                self._batcher.add((topic, partition), pending, self._producer.current.create_batch)
+                return
+        self._enqueue_waits += 1
+        try:
+            async with self._enqueuing:
+                producer = self._producer.current
+                partition = self.partition_of(pending.record) if self.partition_of else None
+                while partition is None:
+                    try:
+                        partition = await self._partitioner.partition(producer, topic, encoded.key)
+                    except UnknownTopicOrPartitionError:
+                        self._missing_topic(pending, topic)  # after aiokafka's metadata wait
+                self._batcher.add((topic, partition), pending, producer.create_batch)
+        finally:
+            self._enqueue_waits -= 1
 
     async def _send_batch(self, batch: Batch) -> None:
         """Hand one closed batch to the producer (its lane waits meanwhile). While the

@@ -207,3 +207,26 @@ async def test_a_record_waiting_for_its_topics_partitions_is_not_overtaken() -> 
     assert values == [codec.value(older), codec.value(newer)]
     sent.set_result(None)
     assert await sink.stop(1)
+
+
+async def test_a_record_whose_partition_is_known_does_not_overtake_one_waiting_to_enqueue() -> None:
+    """K1 waits behind a record of its topic that is looking up the topic's partitions; the
+    lookup answers and K2 arrives before K1 resumes. The partitions are known by then, but K2
+    must still join the batch after K1 (bridge/sink.py `_enqueue`'s fast path stays shut while
+    anyone waits)."""
+    producer = SlowMetadata()
+    codec = Codec(SchemaStore.load())
+    sink = Sink(KafkaSettings(), codec, Metrics(), lambda **_: producer)
+    await sink.start()
+    j1, k1, k2 = balance("J", "1"), balance("K", "1"), balance("K", "2")
+    first = asyncio.create_task(sink.publish(j1))
+    await eventually(lambda: producer.lookups == 1, "J1 looking up the partitions")
+    second = asyncio.create_task(sink.publish(k1))
+    await eventually(lambda: sink.ledger.in_flight == 2, "K1 admitted, waiting to enqueue")
+    producer.metadata.set()  # J1 resumes first, then K2 starts, then K1 would resume
+    third = asyncio.create_task(sink.publish(k2))
+    await asyncio.gather(first, second, third)
+    values, sent = await next_send(producer)
+    assert values == [codec.value(j1), codec.value(k1), codec.value(k2)]
+    sent.set_result(None)
+    assert await sink.stop(1)

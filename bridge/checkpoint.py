@@ -273,14 +273,14 @@ class Tracker:
         meta = self._meta.get(record.stream)
         if meta is None:
             meta = self._meta[record.stream] = _Meta(record.venue)
-        before = (dict(meta.versions), meta.last_order_ms)
         if isinstance(record, Order) and record.event_time is not None:
-            meta.last_order_ms = max(meta.last_order_ms or 0, record.event_time)
+            if meta.last_order_ms is None or record.event_time > meta.last_order_ms:
+                meta.last_order_ms = record.event_time
+                meta.dirty = True
         elif isinstance(record, Balance) and record.version is not None:
-            _raise(meta.versions, f"balance:{record.asset}", record.version)
+            meta.dirty |= _raise(meta.versions, f"balance:{record.asset}", record.version)
         elif isinstance(record, Trade) and record.trade_id.isdigit():
-            _raise(meta.versions, f"fill:{record.symbol}", int(record.trade_id))
-        meta.dirty |= before != (meta.versions, meta.last_order_ms)
+            meta.dirty |= _raise(meta.versions, f"fill:{record.symbol}", int(record.trade_id))
 
     @property
     def pending(self) -> int:
@@ -322,8 +322,12 @@ class Tracker:
         return entries
 
 
-def _raise(versions: dict[str, int], name: str, value: int) -> None:
-    versions[name] = max(versions.get(name, value), value)
+def _raise(versions: dict[str, int], name: str, value: int) -> bool:
+    """Raise a version to `value`; whether it changed."""
+    if name in versions and versions[name] >= value:
+        return False
+    versions[name] = value
+    return True
 
 
 _Acked = tuple[VenueRecord, bytes | None, str | None]  # record, encoded if open, digest

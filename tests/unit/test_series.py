@@ -4,17 +4,20 @@ operations give the same exposition text, byte for byte, and the same samples th
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from bridge.metrics import LATENCY_BUCKETS, Metrics
+from bridge.metrics import LATENCY_BUCKETS, RENDER_SLICE_S, RENDER_SLICE_SERIES, Metrics
 from bridge.series import (
     CounterFamily,
     FamiliesCollector,
     GaugeFamily,
     HistogramFamily,
+    render_chunks,
     render_lines,
 )
 from tests.helpers import LoopTurns
@@ -93,13 +96,22 @@ def test_a_registry_sees_the_same_samples() -> None:
     assert registry.get_sample_value("x_seconds_sum", s1) == pytest.approx(400.004)
 
 
-async def test_a_scrape_of_many_streams_yields_to_the_loop() -> None:
+@pytest.mark.parametrize("step", [2 * RENDER_SLICE_S, 0.0], ids=["slices-per-read", "frozen"])
+async def test_a_scrape_of_many_streams_yields_to_the_loop_whenever_a_slice_is_up(
+    step: float,
+) -> None:
+    """The render gives the loop a turn each time `RENDER_SLICE_S` has passed (the clock is
+    read once per `RENDER_SLICE_SERIES` label sets): after every chunk when each read is two
+    slices later, never when the clock stands still."""
     metrics = Metrics()
     for i in range(300):
         metrics.add_stream(f"acct-{i:04d}", "aquanow")
+    reads = itertools.count()
     async with LoopTurns() as turns:
-        text = await metrics.render_async()
+        text = await metrics.render_async(lambda: next(reads) * step)
     bridge_part = text.split(b"# HELP process_")[0]
     assert bridge_part == metrics.render().split(b"# HELP process_")[0]
     assert bridge_part.count(b"\n") > 300 * 80
-    assert turns.count >= 300 * 19 // 100, "the loop ran between slices"
+    chunks = len(list(render_chunks(metrics._families, RENDER_SLICE_SERIES)))
+    assert chunks >= 300 * 19 // 100
+    assert turns.count == (chunks if step else 0)

@@ -5,6 +5,7 @@ Each figure is the minimum of three repeats."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -81,6 +82,28 @@ class InstantAcks:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
+
+
+def record_init(records: list[Any]) -> dict[str, float]:
+    """Building the records, per record: the frozen dataclass's own `__init__` (each field
+    through `object.__setattr__`, before session 8) and the records' (bridge/records.py
+    `_fast_init`), with the same values."""
+    made = [(type(r), {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}) for r in records]
+    plain = {
+        kind: dataclasses.make_dataclass(
+            f"Dataclass{kind.__name__}",
+            [(f.name, Any) for f in dataclasses.fields(kind)],
+            frozen=True,
+            slots=True,
+            kw_only=True,
+        )
+        for kind in {kind for kind, _ in made}
+    }
+    n = len(made)
+    return {
+        "before": cpu_us(lambda: [plain[kind](**values) for kind, values in made], n),
+        "after": cpu_us(lambda: [kind(**values) for kind, values in made], n),
+    }
 
 
 def metrics_per_record(n: int) -> dict[str, float]:
@@ -217,6 +240,7 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
             "after": cpu_us(lambda: [generated.encode(r) for r in records], n),
         },
         "metrics_per_record_us": metrics_per_record(n),
+        "record_init_us": record_init(records),
         "scrape_1000_streams": scrape_1000_streams(),
         "checkpoint_us": checkpoint_per_record(records, generated),
         "tls_kib_per_connection": {

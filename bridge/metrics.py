@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar, get_args
 
@@ -348,17 +348,23 @@ class Metrics:
     def render(self) -> bytes:
         return render_lines(self._families).encode() + generate_latest(self._process)
 
-    async def render_async(self, clock: Callable[[], float] = time.monotonic) -> bytes:
-        """`render` in slices of `RENDER_SLICE_S` seconds, yielding to the event loop between
-        them: a scrape of thousands of streams must not hold pings and pushes."""
+    async def render_slices(
+        self, clock: Callable[[], float] = time.monotonic
+    ) -> AsyncIterator[bytes]:
+        """`render`, handed out a slice at a time: after each `RENDER_SLICE_S` seconds of
+        rendering, what it made so far, then a turn for the loop. A scrape of thousands of
+        streams must not hold pings and pushes, nor be held whole in memory (the text, its
+        pieces and its bytes at once: ~23 MB for 1,000 streams, tests/bench fan-out RSS)."""
         parts: list[str] = []
         started = clock()
         for chunk in render_chunks(self._families, RENDER_SLICE_SERIES):
             parts.append(chunk)
             if clock() - started >= RENDER_SLICE_S:
+                yield "".join(parts).encode()
+                parts.clear()
                 await asyncio.sleep(0)
                 started = clock()
-        return "".join(parts).encode() + generate_latest(self._process)
+        yield "".join(parts).encode() + generate_latest(self._process)
 
 
 class Readiness(Protocol):
@@ -396,9 +402,13 @@ async def start_http_server(
     """Serve /metrics, /healthz (the process is alive) and /readyz. Port 0 picks a free port;
     read it back with `bound_port(runner)`."""
 
-    async def get_metrics(_: web.Request) -> web.Response:
-        body = await metrics.render_async()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def get_metrics(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        await response.prepare(request)
+        async for piece in metrics.render_slices():
+            await response.write(piece)  # waits while the scraper is behind
+        await response.write_eof()
+        return response
 
     async def get_health(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

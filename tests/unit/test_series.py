@@ -108,10 +108,12 @@ async def test_a_scrape_of_many_streams_yields_to_the_loop_whenever_a_slice_is_u
         metrics.add_stream(f"acct-{i:04d}", "aquanow")
     reads = itertools.count()
     async with LoopTurns() as turns:
-        text = await metrics.render_async(lambda: next(reads) * step)
+        pieces = [piece async for piece in metrics.render_slices(lambda: next(reads) * step)]
+    text = b"".join(pieces)
     bridge_part = text.split(b"# HELP process_")[0]
     assert bridge_part == metrics.render().split(b"# HELP process_")[0]
     assert bridge_part.count(b"\n") > 300 * 80
     chunks = len(list(render_chunks(metrics._families, RENDER_SLICE_SERIES)))
     assert chunks >= 300 * 19 // 100
     assert turns.count == (chunks if step else 0)
+    assert len(pieces) == turns.count + 1

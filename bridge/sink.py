@@ -188,8 +188,8 @@ class Sink:
         # after it, or a key's older record lands last (a fleet shard's start-up snapshot
         # record after a newer push). While none waits, a record whose partition is known
         # joins its batch at once (the lock's round trip was ~2 % of a record, tests/bench).
+        partition = self.partition_of(pending.record) if self.partition_of else None
         if not self._enqueue_waits:
-            partition = self.partition_of(pending.record) if self.partition_of else None
             if partition is None:
                 partition = self._partitioner.known(topic, encoded.key)
             if partition is not None:
@@ -199,7 +199,6 @@ class Sink:
         try:
             async with self._enqueuing:
                 producer = self._producer.current
-                partition = self.partition_of(pending.record) if self.partition_of else None
                 while partition is None:
                     try:
                         partition = await self._partitioner.partition(producer, topic, encoded.key)

@@ -79,8 +79,10 @@ class Sink:
         self.ledger = Ledger(settings.buffer_records)
         self._changed = asyncio.Event()  # set whenever the ledger changes: waiters look again
         self._admission = asyncio.Lock()
-        self._enqueuing = asyncio.Lock()  # records join batches in admission order
-        self._enqueue_waits = 0  # publishers in `_enqueue`'s slow path (holding or awaiting it)
+        # Per topic: records join batches in admission order (`_enqueue`), and how many
+        # publishers are in the slow path (holding or awaiting the topic's lock).
+        self._enqueuing: dict[str, asyncio.Lock] = {}
+        self._enqueue_waits: dict[str, int] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._reports = SinkReports(metrics)
@@ -186,18 +188,21 @@ class Sink:
         # In admission order: a record that waits for its topic's partitions (the first of a
         # topic on a new producer: a metadata request) must not be overtaken by one admitted
         # after it, or a key's older record lands last (a fleet shard's start-up snapshot
-        # record after a newer push). While none waits, a record whose partition is known
-        # joins its batch at once (the lock's round trip was ~2 % of a record, tests/bench).
+        # record after a newer push). Per topic: keys are, and a topic deleted under the
+        # bridge (its records wait here) holds no other topic's. While none waits, a record
+        # whose partition is known joins its batch at once (the lock's round trip was ~2 % of
+        # a record, tests/bench).
         partition = self.partition_of(pending.record) if self.partition_of else None
-        if not self._enqueue_waits:
+        waits = self._enqueue_waits
+        if not waits.get(topic):
             if partition is None:
                 partition = self._partitioner.known(topic, encoded.key)
             if partition is not None:
                 self._batcher.add((topic, partition), pending, self._producer.current.create_batch)
                 return
-        self._enqueue_waits += 1
+        waits[topic] = waits.get(topic, 0) + 1
         try:
-            async with self._enqueuing:
+            async with self._enqueuing.setdefault(topic, asyncio.Lock()):
                 producer = self._producer.current
                 while partition is None:
                     try:
@@ -206,7 +211,7 @@ class Sink:
                         self._missing_topic(pending, topic)  # after aiokafka's metadata wait
                 self._batcher.add((topic, partition), pending, producer.create_batch)
         finally:
-            self._enqueue_waits -= 1
+            waits[topic] -= 1
 
     async def _send_batch(self, batch: Batch) -> None:
         """Hand one closed batch to the producer (its lane waits meanwhile). While the

@@ -38,7 +38,7 @@ from bridge.sink import Sink
 from bridge.topics import ensure_topics
 from tests.helpers import ROOT, wait_until
 from tests.oidc import CLIENT_ID, CLIENT_SECRET, TokenEndpoint
-from tests.records import live_balance
+from tests.records import live_balance, order
 
 pytestmark = pytest.mark.integration
 
@@ -363,6 +363,15 @@ async def test_a_topic_deleted_under_a_running_sink_holds_its_records(
             ),
             timeout=30,
             what="a publish error for the missing topic",
+        )
+        assert not publishing.done()
+        # Other topics go on meanwhile: an order is taken and acknowledged.
+        await asyncio.wait_for(sink.publish(order(stream="s1", order_id="o1", raw="{}")), 10)
+        orders = {**labels, "topic": "orders"}
+        await wait_until(
+            lambda: metrics.registry.get_sample_value("bridge_records_published_total", orders),
+            timeout=10,
+            what="the order acknowledged while the balances topic is missing",
         )
         assert not publishing.done()
         await ensure_topics(access, create=True)  # the operator recreates it

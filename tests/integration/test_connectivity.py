@@ -353,6 +353,12 @@ async def test_a_topic_deleted_under_a_running_sink_holds_its_records(
         assert problem.problem == "topics"
         assert topics["balances"] in str(problem)
         assert metrics.registry.get_sample_value("bridge_kafka_up") == 0
+        # The sink's producer learns it too: on stale metadata the record would be sent, fail
+        # with NotLeaderForPartition and take the resend path (the sink pauses meanwhile).
+        client = sink._producer.current.client
+        async with asyncio.timeout(10):
+            while topics["balances"] in client.cluster.topics():
+                await client.force_metadata_update()
         # The first send waits for metadata, cannot find the topic, and keeps the record.
         record = live_balance("USD", "1.5")
         labels = {"stream": record.stream, "venue": record.venue, "topic": "balances"}

@@ -405,9 +405,12 @@ async def start_http_server(
     async def get_metrics(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
         await response.prepare(request)
-        async for piece in metrics.render_slices():
-            await response.write(piece)  # waits while the scraper is behind
-        await response.write_eof()
+        try:
+            async for piece in metrics.render_slices():
+                await response.write(piece)  # waits while the scraper is behind
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the scraper gave up (its scrape_timeout): no one to answer, nothing to log
         return response
 
     async def get_health(_: web.Request) -> web.Response:

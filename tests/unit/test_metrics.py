@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from bridge.metrics import (
     TOPICS,
     Health,
     Metrics,
+    bound_port,
+    start_http_server,
 )
 from bridge.settings import KafkaSettings
 from bridge.sink import Sink
@@ -261,3 +264,33 @@ async def test_frame_data_never_becomes_a_label() -> None:
     assert {name for name, _ in labels} <= {"stream", "venue", "reason", "topic", "le", "version"}
     frame_values = {record.event_id, record.account, record.asset, record.raw, "1.5"}
     assert {value for _, value in labels} & frame_values == set()
+
+
+async def test_a_scraper_that_leaves_mid_scrape_is_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/metrics is streamed: a scraper that gives up halfway (its scrape_timeout) leaves
+    nothing in the log above debug, and the next scrape reads the whole text."""
+    metrics = Metrics()
+    for i in range(1000):
+        metrics.add_stream(f"acct-{i:04d}", "aquanow")
+    runner = await start_http_server(metrics, Health(), "127.0.0.1", 0)
+    request = b"GET /metrics HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n"
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", bound_port(runner))
+                writer.write(request)
+                await reader.readexactly(65536)
+                writer.transport.abort()
+            reader, writer = await asyncio.open_connection("127.0.0.1", bound_port(runner))
+            writer.write(request)
+            whole = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+    finally:
+        await runner.cleanup()
+    assert [r.getMessage() for r in caplog.records] == []
+    head, _, body = whole.partition(b"\r\n\r\n")
+    assert b"200 OK" in head.split(b"\r\n")[0]
+    assert b"bridge_records_published_total" in body
+    assert b"acct-0999" in body

@@ -115,6 +115,16 @@ def ended_at(record: VenueRecord) -> int:
     return record.event_time or record.received_at // 1000
 
 
+def mark_ended(
+    finished: dict[tuple[str, str], int], state_key: tuple[str, str], at: int | None
+) -> None:
+    """A key's newest record or entry in `finished` (ending order, the order forgetting walks):
+    finished at `at` (ms), moved last; or not finished (None), dropped."""
+    finished.pop(state_key, None)
+    if at is not None:
+        finished[state_key] = at
+
+
 def is_open(record: VenueRecord) -> bool:
     """An order or position reconciliation must follow up on if the venue stops listing it."""
     if isinstance(record, Order):
@@ -145,9 +155,7 @@ class Checkpoint:
 
     def ended(self, state_key: tuple[str, str], at: int | None) -> None:
         """The key's newest entry or record: finished at `at` (ms), or not finished (None)."""
-        self.finished.pop(state_key, None)
-        if at is not None:
-            self.finished[state_key] = at
+        mark_ended(self.finished, state_key, at)
 
 
 class CheckpointReader:

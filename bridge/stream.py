@@ -38,6 +38,7 @@ from bridge.checkpoint import (
     STATE_TOPICS,
     Checkpoint,
     ended_at,
+    mark_ended,
     state_digest,
 )
 from bridge.delivery import Ledger
@@ -278,12 +279,9 @@ class StreamState:
         """Follow the finished keys (`finished`), forgetting the oldest ones first."""
         if self.forget_after_ms is None:
             return
-        key = (record.TOPIC, record.key())
-        self.finished.pop(key, None)
-        if ended:
-            self.finished[key] = ended_at(record)
-            if (self.last_order_ms or 0) >= self._sweep_at:  # else nothing can go yet
-                self.forget_finished()
+        mark_ended(self.finished, (record.TOPIC, record.key()), ended_at(record) if ended else None)
+        if ended and (self.last_order_ms or 0) >= self._sweep_at:  # else nothing can go yet
+            self.forget_finished()
 
     def forget_finished(self) -> int:
         """Drop the digests of the finished keys `forget_after_ms` behind the newest order

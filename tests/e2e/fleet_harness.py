@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from eth_account import Account
 
 from bridge.checkpoint import state_digest
@@ -307,8 +307,7 @@ class Fleet:
 
     async def _history(self, topic: str, key: str, last: int = 12) -> list[str]:
         seen: dict[str, dict[tuple[int, int], str]] = {}
-        name = self.topics[topic]  # the data topics have one partition, state a shard each
-        tps = [TopicPartition(name, p) for p in range(self.shards if topic == "state" else 1)]
+        tps = await topic_partitions(self.kafka.bootstrap_servers, [self.topics[topic]])
         for isolation in ("read_committed", "read_uncommitted"):
             seen[isolation] = {
                 (m.partition, m.offset): _described(m.value, m.headers)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
+import signal
 import ssl
 import statistics
 import subprocess
@@ -112,6 +114,7 @@ def aquanow_stream(name: str, sim: AquanowSimulator, **extra: Any) -> dict[str, 
 VENUE_TOPICS = ("balances", "orders", "positions", "trades", "credit", "deadletter")
 SCRAPE_EVERY_S = 2.0  # the fan-out's scrape window: enough scrapes to time
 CHART_SCRAPE_S = 30.0  # helm/bridge/values.yaml serviceMonitor.interval
+OWNERS_HOOK = Path(__file__).resolve().parent / "owners"  # --owners: the bridge loads it
 POLL_S = 0.25  # between two scrapes while waiting: a scrape costs the bridge ~1 ms of CPU
 
 
@@ -323,7 +326,10 @@ async def fanout(
     rate: float = 1.0,
     burst: bool = False,
     venue_histograms: bool = False,
+    owners: bool = False,
 ) -> dict[str, Any]:
+    """`owners`: also what the bridge's memory is held by, per stream, written by
+    tests/bench/owners/sitecustomize.py after the measured windows."""
     topics = unique_topics()
     await create_topics(bootstrap, topics)
     # One API key per simulated account, as at the venue: nonces are checked per key.
@@ -348,6 +354,10 @@ async def fanout(
             cfg = bridge_config(bootstrap, topics, accounts)
             cfg["metrics"] = {"stream_histograms": not venue_histograms}
             env = {"SSL_CERT_FILE": str(ca_file)}
+            owners_path = Path(tmp) / "owners.json"
+            if owners:
+                path = [str(OWNERS_HOOK), *filter(None, [os.environ.get("PYTHONPATH")])]
+                env |= {"PYTHONPATH": os.pathsep.join(path), "BENCH_OWNERS_OUT": str(owners_path)}
             with BridgeProcess(Path(tmp), cfg, env=env) as bridge:
                 assert bridge.process is not None
                 started = time.monotonic()
@@ -376,6 +386,7 @@ async def fanout(
                     raise BenchFailed(f"{len(scrapes)} scrapes answered in {seconds} s")
                 scrape_cpu = max(0.0, (scraped_cpu - cpu) * scraped_s / len(scrapes))
                 await guard.check(f"{streams} streams")
+                held = await memory_owners(bridge, owners_path) if owners else None
                 if bridge.stop(60) != 0:
                     raise BenchFailed("the bridge did not exit cleanly")
     return {
@@ -395,8 +406,11 @@ async def fanout(
         "scrape_s": spread(scrapes, 3),
         "healthz": probe.summary(),
         "window_s": seconds,
+        **({"owners": held} if held is not None else {}),
         "command": command(
-            "fanout", f" --fanout-streams {size_text(streams, rate, burst, venue_histograms)}"
+            "fanout",
+            f" --fanout-streams {size_text(streams, rate, burst, venue_histograms)}"
+            + (" --owners" if owners else ""),
         ),
     }
 
@@ -417,6 +431,15 @@ async def wait_ready(bridge: BridgeProcess, timeout: float) -> None:
             pass
         await asyncio.sleep(0.5)
     raise BenchFailed(f"not ready within {timeout} s")
+
+
+async def memory_owners(bridge: BridgeProcess, path: Path) -> dict[str, Any]:
+    """Ask the bridge (SIGUSR1) what its memory is held by; the report its hook wrote."""
+    assert bridge.process is not None
+    bridge.process.send_signal(signal.SIGUSR1)
+    await wait_until(path.exists, "the memory owners report", timeout=300)
+    report: dict[str, Any] = json.loads(await asyncio.to_thread(path.read_text))
+    return report
 
 
 async def sample_window(pid: int, seconds: float) -> tuple[list[float], float, float]:

@@ -168,7 +168,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["fanout"] = []
             for streams, rate, burst, venue in sizes:
                 window = 10 if quick else 30
-                run = await figures.fanout(bootstrap, streams, window, rate, burst, venue)
+                run = await figures.fanout(
+                    bootstrap, streams, window, rate, burst, venue, owners=args.owners
+                )
                 results["fanout"].append(run)
                 print(json.dumps(run), flush=True)
         if "recovery" in args.only:
@@ -205,6 +207,12 @@ if __name__ == "__main__":
         help="fan-out sizes, N, N@R, N@R:burst, N@R:venue (N streams at R pushes/s each, "
         "spread over the second or all at once; venue: metrics.stream_histograms false; "
         "default " + " ".join(figures.size_text(*size) for size in FANOUT_SIZES) + ")",
+    )
+    parser.add_argument(
+        "--owners",
+        action="store_true",
+        help="fan-out runs also report what the bridge's memory is held by, per stream "
+        "(tests/bench/owners/sitecustomize.py, after the measured windows)",
     )
     parser.add_argument(
         "--max-batch-bytes", type=int, help="producer batch size, bridge and ceilings alike"

@@ -115,8 +115,9 @@ class StreamState:
         default_factory=lambda: {topic: {} for topic in STATE_TOPICS}
     )
     # Finished orders and closed positions, in the order they ended: key → event time (venue
-    # ms). Forgotten `forget_after_ms` behind the newest order time (None: never); the
-    # checkpoint hears of each (`on_forget(topic, key)`).
+    # ms). Forgotten `forget_after_ms` behind the newest order time, or the newest end in a
+    # stream without order times (None: never); the checkpoint hears of each
+    # (`on_forget(topic, key)`).
     finished: OrderedDict[StateKey, int] = field(default_factory=OrderedDict)
     forget_after_ms: int | None = None
     on_forget: Callable[[str, str], None] | None = None
@@ -279,9 +280,11 @@ class StreamState:
         """Follow the finished keys (`finished`), forgetting the oldest ones first."""
         if self.forget_after_ms is None:
             return
-        mark_ended(self.finished, (record.TOPIC, record.key()), ended_at(record) if ended else None)
-        if ended and (self.last_order_ms or 0) >= self._sweep_at:  # else nothing can go yet
-            self.forget_finished()
+        at = ended_at(record) if ended else None
+        mark_ended(self.finished, (record.TOPIC, record.key()), at)
+        clock = self.last_order_ms if self.last_order_ms is not None else at
+        if at is not None and clock is not None and clock >= self._sweep_at:
+            self.forget_finished()  # else nothing can go yet
 
     def forget_finished(self) -> int:
         """Drop the digests of the finished keys `forget_after_ms` behind the newest order
@@ -289,9 +292,14 @@ class StreamState:
         earliest of the published one, the current session's mark and the checkpoint's hold:
         the windows a reconciliation after a gap or a restart fetches from (bridge/snapshot.py
         `_since`; a scheduled or requested run reaches back `max(lookback, interval) +
-        since_margin` at most, and `forget_after_ms` is longer)."""
+        since_margin` at most, and `forget_after_ms` is longer). A stream that never published
+        an order time (positions only) measures from its newest finished key instead: with
+        no order time known a reconciliation fetches finished orders from `lookback` ago at
+        most, and the venues list open positions only."""
         times = [self.last_order_ms, self.order_mark, *(self.order_hold or ())]
         known = [t for t in times if t is not None]
+        if not known and self.finished:
+            known = [next(reversed(self.finished.values()))]  # the last to end
         if self.forget_after_ms is None or not known:
             return 0
         horizon, forgotten = min(known) - self.forget_after_ms, 0

@@ -429,6 +429,39 @@ async def test_the_horizon_is_the_oldest_window_a_reconciliation_may_fetch() -> 
     assert StreamState("s", "aquanow", Recorder()).forget_finished() == 0  # never configured
 
 
+async def test_a_stream_without_order_times_forgets_behind_its_newest_finished_key() -> None:
+    """A positions-only stream never publishes an order time: its closed positions used to
+    stay in memory and in the checkpoint for good. They go `forget_after_ms` behind the newest
+    end (an untimed one ends when the bridge received it), at once after a restart too."""
+    forgotten: list[tuple[str, str]] = []
+    state = StreamState("s", "satori", Recorder(), forget_after_ms=1000)
+    state.on_forget = lambda topic, key: forgotten.append((topic, key))
+
+    def closed(position_id: str, time_ms: int | None, received_ms: int = 0) -> Position:
+        return make.position(
+            stream="s",
+            position_id=position_id,
+            is_open=False,
+            event_time=time_ms,
+            received_at=received_ms * 1000,
+        )
+
+    for record in (closed("1", 1000), closed("2", 1600), closed("3", None, received_ms=1800)):
+        assert await state.publish(record)
+    assert forgotten == []  # the newest end, 1800, is not 1000 past any
+    assert await state.publish(closed("4", 2700))
+    assert forgotten == [("positions", closed("1", 0).key()), ("positions", closed("2", 0).key())]
+    assert list(state.finished) == [("positions", closed(k, 0).key()) for k in ("3", "4")]
+    assert set(state.digests["positions"]) == {closed(k, 0).key() for k in ("3", "4")}
+    assert state.last_order_ms is None
+    restored = StreamState("s", "satori", Recorder(), forget_after_ms=1000)
+    checkpoint = Checkpoint("s")
+    checkpoint.finished = {("positions", "a"): 5000, ("positions", "b"): 3000}
+    restored.restore(checkpoint)
+    assert restored.forget_finished() == 1
+    assert list(restored.finished) == [("positions", "a")]
+
+
 def test_a_scheduled_or_requested_run_reaches_back_no_further_than_orders_are_remembered() -> None:
     """With no schedule (`interval: 0`) a requested run used to fetch finished orders from the
     previous run's start, however old: now at most `max(lookback, interval) + since_margin`

@@ -107,6 +107,14 @@ def report() -> dict[str, Any]:
             per_stream[f"{kind}"] += sys.getsizeof(owner)
             for name, value in _attributes(owner).items():
                 per_stream[f"{kind}.{name}"] += _size(value, seen)
+    within: collections.Counter[str] = collections.Counter()  # what a connection holds
+    for owner in by_type["StreamConnection"]:
+        for path in ("_ws", "_ws.protocol", "_ws.transport"):
+            held: Any = owner
+            for name in path.split("."):
+                held = getattr(held, name, None)
+            for name, value in (_attributes(held) if held is not None else {}).items():
+                within[f"{path}.{name}"] += _size(value, {id(owner), id(owner.state)})
     metrics: dict[str, Any] = {}
     for registry in by_type["Metrics"]:
         values = list(_attributes(registry).values())
@@ -128,6 +136,7 @@ def report() -> dict[str, Any]:
         "rss_mb": round(rss_kb / 1024, 1),
         "pymalloc_allocated_mb": round((_pymalloc_bytes() or 0) / 1e6, 1),
         "per_stream_bytes": {k: round(v / streams) for k, v in per_stream.most_common(25)},
+        "connection_bytes": {k: round(v / streams) for k, v in within.most_common(25)},
         "metrics": metrics,
         "gc_types_mb": {
             f"{name} ({counts[name]})": round(size / 1e6, 2)

@@ -96,6 +96,22 @@ def test_a_registry_sees_the_same_samples() -> None:
     assert registry.get_sample_value("x_seconds_sum", s1) == pytest.approx(400.004)
 
 
+def test_a_streams_series_share_their_label_text_and_key_across_families() -> None:
+    """Most families are labelled by stream and venue: one text and one key tuple a stream,
+    not one per family (~4 KB a stream at 56 series, `make bench ARGS="--only fanout
+    --owners"`). A family with other label names has its own."""
+    messages = CounterFamily("m_total", "Frames", LABELS)
+    connected = GaugeFamily("c", "Connected", LABELS)
+    reasons = CounterFamily("r_total", "Reasons", (*LABELS, "reason"))
+    stream = ("s" + "1", "aquanow")  # built at run time, as a stream's name is
+    key = ("s1", "aquanow")
+    assert messages.labels(*stream).labels is connected.labels(*key).labels
+    (messages_key,), (connected_key,) = messages.children, connected.children
+    assert messages_key is connected_key
+    assert reasons.labels("s1", "aquanow", "x").labels == '{reason="x",stream="s1",venue="aquanow"}'
+    assert messages.labels("s2", "aquanow").labels is not connected.labels(*key).labels
+
+
 @pytest.mark.parametrize("step", [2 * RENDER_SLICE_S, 0.0], ids=["slices-per-read", "frozen"])
 async def test_a_scrape_of_many_streams_yields_to_the_loop_whenever_a_slice_is_up(
     step: float,

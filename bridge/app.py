@@ -253,10 +253,13 @@ class App:
         stream.state.restore(cp)
         stream.venue.restore(cp.versions, cp.facts)
         forgotten = changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
-        self.metrics.restored_keys.labels(stream.settings.name, stream.venue.name).set(cp.keys)
+        # What the stream kept: the checkpoint's keys (caught up with the data topics) less
+        # the finished ones already behind the horizon, forgotten at once (`Changelog.add`).
+        kept = sum(len(digests) for digests in stream.state.digests.values())
+        self.metrics.restored_keys.labels(stream.settings.name, stream.venue.name).set(kept)
         get_logger(stream=stream.settings.name, component="state").info(
             "stream state restored",
-            keys=cp.keys,
+            keys=kept,
             forgotten=forgotten,
             open_orders=len(cp.open_orders),
             open_positions=len(cp.open_positions),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bridge.app import App
 from bridge.changelog import FLUSH_SLICE, Changelog
 from bridge.changelog import _apply as read_entry
 from bridge.checkpoint import (
@@ -554,6 +555,36 @@ def test_a_restored_checkpoint_knows_when_its_finished_keys_ended_and_forgets_at
     forgotten = [e for e in changelog.entries() if isinstance(e, StateTombstone)]
     assert sorted(e.record_key for e in forgotten) == sorted([old.key(), untimed.key()])
     assert {e.venue for e in forgotten} == {"aquanow"}
+
+
+def test_the_restored_keys_gauge_counts_what_the_stream_kept() -> None:
+    """`bridge_state_restored_keys` is what the stream restored and kept: a key the catch-up
+    added (a finished order published before the last flush, forgotten since) and the
+    start-up forgets again at once is not counted."""
+    settings = validate_settings(
+        {
+            "streams": [
+                {
+                    "name": "s",
+                    "venue": "aquanow",
+                    "url": "wss://venue.invalid",
+                    "api_key": "k",
+                    "api_secret": "x",
+                }
+            ]
+        }
+    )
+    app = App(settings)
+    stream = app.build_stream(settings.streams[0], Recorder())  # type: ignore[arg-type]
+    stale, recent = _ending("1", 1000), _ending("2", 10**12)
+    cp = Checkpoint("s", last_order_ms=10**12)
+    for record in (stale, recent):
+        cp.digests.setdefault("orders", {})[record.key()] = "digest"
+        cp.ended(("orders", record.key()), record.event_time)
+    changelog = Changelog(StateSettings(), SimpleNamespace(), CODEC.store, 1)  # type: ignore[arg-type]
+    app.seed(stream, cp, changelog)
+    assert set(stream.state.digests["orders"]) == {recent.key()}
+    assert app.metrics.restored_keys.labels("s", "aquanow").get() == 1
 
 
 # -- shards ------------------------------------------------------------------------------------

@@ -192,6 +192,12 @@ class TxnProducer(Producer):
         if not self._may_start():
             raise ShardLost(f"{self.transactional_id}: not starting a producer for a lost shard")
         await super().start()
+        if not self._may_start():
+            # The shard moved while InitProducerId ran (a forming group gives its first member
+            # every shard until the next rebalance): its owner now restores and connects, not
+            # this member, which would otherwise run the shard until its next rebalance step.
+            await super().close(timeout=5)
+            raise ShardLost(f"{self.transactional_id}: the shard moved while its producer started")
         self._in_transaction = False
         if self._committer is None or self._committer.done():
             self._committer = asyncio.get_running_loop().create_task(

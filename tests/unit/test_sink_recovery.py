@@ -172,6 +172,30 @@ async def test_a_shard_producer_closed_mid_commit_fails_the_records_of_that_comm
         await asyncio.wait_for(outcome, 1)
 
 
+async def test_a_shard_that_moved_while_its_producer_started_goes_no_further() -> None:
+    """InitProducerId can take a while; a forming group gives its first member every shard,
+    then moves some to the next member. A producer whose shard moved meanwhile is closed and
+    its start fails (`ShardLost`): the member restores and connects nothing of it."""
+    access = KafkaAccess(KafkaSettings(bootstrap_servers="127.0.0.1:9"))
+    assigned = [True]
+    made: list[TxnPending] = []
+
+    class Moving(TxnPending):
+        async def start(self) -> None:
+            await super().start()
+            if not made:
+                assigned[0] = False  # the rebalance completed during InitProducerId
+            made.append(self)
+
+    txn = TxnProducer(access, "g.shard-0", 0.001, lambda: assigned[0], lambda: True, Moving)
+    with pytest.raises(ShardLost, match="moved"):
+        await txn.start()
+    assert made[0].stopped
+    assigned[0] = True
+    await txn.start()  # assigned again later: it starts
+    await txn.close(timeout=1)
+
+
 class SlowMetadata(PendingProducer):
     """The topic's partitions are known only after the first lookup's metadata request
     answers (`metadata`): a new producer's first record of a topic."""

@@ -435,9 +435,14 @@ async def wait_ready(bridge: BridgeProcess, timeout: float) -> None:
 
 async def memory_owners(bridge: BridgeProcess, path: Path) -> dict[str, Any]:
     """Ask the bridge (SIGUSR1) what its memory is held by; the report its hook wrote."""
-    assert bridge.process is not None
-    bridge.process.send_signal(signal.SIGUSR1)
-    await wait_until(path.exists, "the memory owners report", timeout=300)
+    process = bridge.process
+    assert process is not None
+    process.send_signal(signal.SIGUSR1)  # without the hook its default action ends the bridge
+    await wait_until(
+        lambda: path.exists() or process.poll() is not None, "the memory owners report", 300
+    )
+    if process.poll() is not None:
+        raise BenchFailed("the bridge ended on SIGUSR1: tests/bench/owners was not loaded")
     report: dict[str, Any] = json.loads(await asyncio.to_thread(path.read_text))
     return report
 

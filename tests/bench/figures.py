@@ -437,6 +437,7 @@ async def memory_owners(bridge: BridgeProcess, path: Path) -> dict[str, Any]:
     """Ask the bridge (SIGUSR1) what its memory is held by; the report its hook wrote."""
     process = bridge.process
     assert process is not None
+    rss = rss_mb(process.pid)  # before the walk, which allocates as it goes
     process.send_signal(signal.SIGUSR1)  # without the hook its default action ends the bridge
     await wait_until(
         lambda: path.exists() or process.poll() is not None, "the memory owners report", 300
@@ -444,7 +445,7 @@ async def memory_owners(bridge: BridgeProcess, path: Path) -> dict[str, Any]:
     if process.poll() is not None:
         raise BenchFailed("the bridge ended on SIGUSR1: tests/bench/owners was not loaded")
     report: dict[str, Any] = json.loads(await asyncio.to_thread(path.read_text))
-    return report
+    return {"rss_mb": round(rss, 1), **report}
 
 
 async def sample_window(pid: int, seconds: float) -> tuple[list[float], float, float]:

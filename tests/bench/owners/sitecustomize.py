@@ -4,10 +4,13 @@ and names the output file in `BENCH_OWNERS_OUT`). On SIGUSR1 the process writes 
 report there and goes on; the bench sends it after its measured windows, so the walk's cost
 (seconds at 1,000 streams) is never in a figure.
 
-The report: RSS; the bytes of small Python objects (pymalloc's allocated blocks, read from
+The report (the bench adds the RSS it read before the signal: the walk allocates too): the
+bytes of small Python objects (pymalloc's allocated blocks, read from
 `sys._debugmallocstats`); per stream, the objects each attribute of a `StreamState` and a
-`StreamConnection` reaches that nothing else does (averaged), and the metrics' bytes and
-series; and the gc-tracked types by shallow size. Objects reached through the sink, the
+`StreamConnection` reaches that nothing else does (averaged); what a websocket connection
+holds, attribute by attribute (each walked on its own: an object two attributes reach, or one
+every connection shares such as the logging tree, counts under each, so read it for ranks);
+the metrics' bytes and series; and the gc-tracked types by shallow size. Objects reached through the sink, the
 event loop or a metric family are shared by every stream and counted once, under their own
 heading. Strings, bytes and decimals are not gc-tracked: only the walks see them.
 """
@@ -126,14 +129,8 @@ def report() -> dict[str, Any]:
             "series_per_stream": round(sum(len(f.children) for f in families) / streams, 1),
             "bytes_per_stream": round(size / streams),
         }
-    rss_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/self/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
     return {
         "streams": streams,
-        "rss_mb": round(rss_kb / 1024, 1),
         "pymalloc_allocated_mb": round((_pymalloc_bytes() or 0) / 1e6, 1),
         "per_stream_bytes": {k: round(v / streams) for k, v in per_stream.most_common(25)},
         "connection_bytes": {k: round(v / streams) for k, v in within.most_common(25)},

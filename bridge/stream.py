@@ -165,7 +165,7 @@ class StreamState:
         if record.source == SOURCE_STREAM:
             self.pushed.set()
         last_order_ms = self.last_order_ms
-        opened = self._track(record)
+        opened = self._track(record, None if undo is None else undo[0])
         self.last_record_at = time.time_ns() // 1000
         self.last_record_mono = time.monotonic()
         try:
@@ -255,20 +255,20 @@ class StreamState:
             if record.position_id in self.open_positions:
                 self.finished.pop((record.TOPIC, record.key()), None)
 
-    def _track(self, record: Envelope) -> Order | Position | None:
+    def _track(self, record: Envelope, state_key: StateKey | None) -> Order | Position | None:
         """Follow the open orders and positions and the newest order time; returns the open
-        entry `record` replaces (see `_not_handed`)."""
+        entry `record` replaces (see `_not_handed`). `state_key`: the one `_admit` made."""
         if isinstance(record, Order):
             if record.event_time is not None:
                 self.last_order_ms = max(self.last_order_ms or 0, record.event_time)
-            self._ended(record, record.is_final)
+            self._ended(record, record.is_final, state_key)
             if record.is_final:
                 return self.open_orders.pop(record.order_id, None)
             replaced: Order | Position | None = self.open_orders.get(record.order_id)
             self.open_orders[record.order_id] = record
             return replaced
         if isinstance(record, Position):
-            self._ended(record, not record.is_open)
+            self._ended(record, not record.is_open, state_key)
             if not record.is_open:
                 return self.open_positions.pop(record.position_id, None)
             replaced = self.open_positions.get(record.position_id)
@@ -276,12 +276,19 @@ class StreamState:
             return replaced
         return None
 
-    def _ended(self, record: Order | Position, ended: bool) -> None:
+    def _ended(self, record: Order | Position, ended: bool, state_key: StateKey | None) -> None:
         """Follow the finished keys (`finished`), forgetting the oldest ones first."""
         if self.forget_after_ms is None:
             return
         at = ended_at(record) if ended else None
-        mark_ended(self.finished, (record.TOPIC, record.key()), at)
+        if state_key is None:
+            state_key = (record.TOPIC, record.key())
+        elif at is not None:
+            # the digest's dict keeps the key text it first got; given this record's instead,
+            # a finished key's text is held once, by both (~100 bytes a key for a day)
+            digests = self.digests[state_key[0]]
+            digests[state_key[1]] = digests.pop(state_key[1])
+        mark_ended(self.finished, state_key, at)
         clock = self.last_order_ms if self.last_order_ms is not None else at
         if at is not None and clock is not None and clock >= self._sweep_at:
             self.forget_finished()  # else nothing can go yet

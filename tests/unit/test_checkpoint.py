@@ -412,6 +412,18 @@ async def test_finished_keys_are_forgotten_once_no_reconciliation_can_list_them_
     state.end_snapshot()
 
 
+async def test_a_finished_keys_text_is_held_once_by_its_digest_and_its_end() -> None:
+    """A finished key stays in memory for a day (`forget_after_ms`): its digest's dict and
+    `finished` share one key text, not a copy each (~100 bytes a key)."""
+    state = StreamState("s", "aquanow", Recorder(), forget_after_ms=10**9)
+    assert await state.publish(_ending("1", 1000, final=False))
+    assert await state.publish(_ending("1", 1100))  # a second record of the key ends it
+    ((_, ended),) = state.finished
+    (held,) = state.digests["orders"]
+    assert held == ended
+    assert held is ended
+
+
 async def test_the_horizon_is_the_oldest_window_a_reconciliation_may_fetch() -> None:
     """Not the newest order time alone: the current session's mark (its gap's snapshot
     fetches from there) and a held checkpoint time (a restart fetches from there) hold it

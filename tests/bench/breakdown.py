@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -225,6 +226,43 @@ def checkpoint_per_record(records: list[Any], codec: Codec) -> dict[str, float]:
     return {"before": cpu_us(before, n), "after": cpu_us(after, n)}
 
 
+class _Nowhere:
+    async def publish(self, record: Any, received_mono: float | None = None) -> None:
+        return None
+
+
+async def state_memory(frames: list[str]) -> dict[str, Any]:
+    """What a stream keeps of the records it published (traced bytes): digests, finished keys
+    (kept `forget_after_ms`, a day by default) and open orders with their records. For
+    sizing: a bridge holds this for every key its streams saw within the horizon."""
+    venue = AquanowVenue("bd", KEY, SECRET)
+    state = StreamState("bd", "aquanow", _Nowhere(), forget_after_ms=10**12)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for text in frames:
+            for record in venue.parse(Frame(text, 1, 0.0)).records:
+                await state.publish(record)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+        opened = len(state.open_orders)
+        state.open_orders.clear()
+        gc.collect()
+        keys_only = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    keys = sum(len(digests) for digests in state.digests.values())
+    return {
+        "pushes": len(frames),
+        "keys": keys,
+        "finished_keys": len(state.finished),
+        "open_orders": opened,
+        "bytes_per_key": round(keys_only / keys),
+        "bytes_per_open_order_record": round((held - keys_only) / opened),
+    }
+
+
 async def breakdown(frames_count: int) -> dict[str, Any]:
     sim = AquanowSimulator(KEY, SECRET, seed=5)
     frames = [sim.next_event().text for _ in range(frames_count)]
@@ -248,6 +286,7 @@ async def breakdown(frames_count: int) -> dict[str, Any]:
         "record_init_us": record_init(records),
         "scrape_1000_streams": scrape_1000_streams(),
         "checkpoint_us": checkpoint_per_record(records, generated),
+        "state_memory": await state_memory(frames),
         "tls_kib_per_connection": {
             variant: tls_memory(variant)
             for variant in ("per-connection", "shared", "shared-small-buffer", "no-deflate")

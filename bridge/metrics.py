@@ -13,9 +13,11 @@ did not exist yet would never alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Protocol, TypeVar, get_args
 
 from aiohttp import web
@@ -79,6 +81,29 @@ LATENCY_BUCKETS = (
 
 
 F = TypeVar("F", bound=Family)
+
+# cgroup v2, then v1: the container's own cgroup as it sees it (a cgroup namespace).
+CGROUP_MEMORY_LIMITS: Final = (
+    "sys/fs/cgroup/memory.max",
+    "sys/fs/cgroup/memory/memory.limit_in_bytes",
+)
+
+
+def memory_limit_bytes(root: Path = Path("/")) -> float:
+    """What the kernel lets this process use before it is killed: its cgroup's memory limit
+    where one is set, else the machine's memory (`MemTotal`); 0 when neither can be read. v1
+    says "no limit" with a huge number, v2 with `max`."""
+    machine = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in (root / "proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                machine = float(line.split()[1]) * 1024
+    for path in CGROUP_MEMORY_LIMITS:
+        with contextlib.suppress(OSError, ValueError):
+            limit = float((root / path).read_text().strip())
+            return min(limit, machine) if machine else limit
+    return machine
+
 
 # While /metrics is served, the render yields to the event loop after this many seconds (it
 # checks the time every `RENDER_SLICE_SERIES` label sets). A yield after every 100 series made
@@ -279,6 +304,12 @@ class Metrics:
             "Fleet mode: times this member's lease expired (it lost contact with the group for "
             "the session timeout) and it stopped its streams",
         )
+        self.memory_limit = self._gauge(
+            "bridge_memory_limit_bytes",
+            "The memory this process may use: its cgroup's limit (a container's "
+            "resources.limits.memory), else the machine's; read at start",
+        )
+        self.memory_limit.set(memory_limit_bytes())
         self.build_info = self._gauge(
             "bridge_build_info",
             "Always 1; the version label says which build runs",

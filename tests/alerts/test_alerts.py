@@ -86,6 +86,7 @@ def test_the_alerts_the_issue_asks_for() -> None:
     assert NAMES == [
         "BridgeDown",
         "BridgeCrashLooping",
+        "BridgeMemoryNearLimit",
         "BridgeStreamDisconnected",
         "BridgeReconnectStorm",
         "BridgeEventLagHigh",
@@ -127,6 +128,5 @@ def test_thresholds_are_where_the_chart_overrides_them() -> None:
 @pytest.mark.unit
 def test_rules_read_only_bridge_and_standard_metrics() -> None:
     names = set().union(*(metric_names(str(r["expr"])) for r in RULES))
-    assert names - {"up", "process_start_time_seconds"} == {
-        n for n in names if n.startswith("bridge_")
-    }
+    standard = {"up", "process_start_time_seconds", "process_resident_memory_bytes"}
+    assert names - standard == {n for n in names if n.startswith("bridge_")}

@@ -48,4 +48,6 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_fleet_stream_starts_total": ("counter", ()),
     "bridge_fleet_stream_stops_total": ("counter", ("reason",)),
     "bridge_fleet_lease_expirations_total": ("counter", ()),
+    # sizing (issue 17 session 10): BridgeMemoryNearLimit's denominator
+    "bridge_memory_limit_bytes": ("gauge", ()),
 }

@@ -24,6 +24,7 @@ from bridge.metrics import (
     Health,
     Metrics,
     bound_port,
+    memory_limit_bytes,
     start_http_server,
 )
 from bridge.settings import KafkaSettings
@@ -66,6 +67,7 @@ def test_contract_in_design_doc_matches() -> None:
 
 
 _EXTRAS = {
+    "bridge_memory_limit_bytes",
     "bridge_ws_subscribed",
     "bridge_control_frames_total",
     "bridge_producer_buffer_capacity_records",
@@ -294,3 +296,39 @@ async def test_a_scraper_that_leaves_mid_scrape_is_not_an_error(
     assert b"200 OK" in head.split(b"\r\n")[0]
     assert b"bridge_records_published_total" in body
     assert b"acct-0999" in body
+
+
+MEMINFO = "MemTotal:       24683568 kB\nMemFree:        1000 kB\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"sys/fs/cgroup/memory.max": "536870912\n"}, 536870912.0),  # v2, a limit
+        ({"sys/fs/cgroup/memory.max": "max\n"}, 24683568 * 1024.0),  # v2, none: the machine
+        ({"sys/fs/cgroup/memory/memory.limit_in_bytes": "268435456\n"}, 268435456.0),  # v1
+        # v1 says "none" with a number larger than the machine
+        (
+            {"sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"},
+            24683568 * 1024.0,
+        ),
+        ({}, 24683568 * 1024.0),  # no cgroup files (not Linux containers)
+    ],
+)
+def test_the_memory_limit_is_the_cgroups_else_the_machines(
+    tmp_path: Path, files: dict[str, str], expected: float
+) -> None:
+    """`bridge_memory_limit_bytes`, which BridgeMemoryNearLimit divides the RSS by."""
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "meminfo").write_text(MEMINFO)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert memory_limit_bytes(tmp_path) == expected
+
+
+def test_the_memory_limit_is_on_the_scrape() -> None:
+    metrics = Metrics()
+    limit = metrics.registry.get_sample_value("bridge_memory_limit_bytes")
+    assert limit is not None
+    assert limit == memory_limit_bytes() > 0

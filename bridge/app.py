@@ -200,6 +200,7 @@ class App:
         forget = forget_after_ms(snapshot.lookback, snapshot.interval, snapshot.since_margin)
         state = StreamState(stream.name, venue.name, sink, forget_after_ms=forget)
         self.health.streams.append(state)
+        self.metrics.state_keys.labels(stream.name, venue.name).set_function(lambda: state.keys)
         return Stream(stream, venue, state)
 
     async def _restore(
@@ -255,7 +256,7 @@ class App:
         forgotten = changelog.add(stream.settings.shard_key(), stream.venue, stream.state, cp)
         # What the stream kept: the checkpoint's keys (caught up with the data topics) less
         # the finished ones already behind the horizon, forgotten at once (`Changelog.add`).
-        kept = sum(len(digests) for digests in stream.state.digests.values())
+        kept = stream.state.keys
         self.metrics.restored_keys.labels(stream.settings.name, stream.venue.name).set(kept)
         get_logger(stream=stream.settings.name, component="state").info(
             "stream state restored",

@@ -230,6 +230,13 @@ class Metrics:
             "State keys the stream restored from its checkpoint at start",
             sv,
         )
+        self.state_keys = self._gauge(
+            "bridge_state_keys",
+            "State keys the stream remembers now: one digest per balance, credit line, open "
+            "order or position, and per finished one until it is forgotten (~340 bytes each; "
+            "what grows the bridge's memory)",
+            sv,
+        )
         self.restore_seconds = self._gauge(
             "bridge_state_restore_seconds",
             "How long restoring every stream's checkpoint took at start",
@@ -346,6 +353,7 @@ class Metrics:
             self.ws_subscribed,
             self.ws_last_message,
             self.snapshot_last_success,
+            self.state_keys,
         ):
             gauge.labels(*labels)
         for kind in SNAPSHOT_FAILURE_KINDS:

@@ -291,7 +291,7 @@ class MetricsSettings(Section):
     host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
     port: int = Field(9108, ge=0, le=65535)
     # The two latency histograms (bridge_event_lag_seconds, bridge_pipeline_latency_seconds)
-    # per stream, or per venue only (false): 38 of a stream's 91 series, for processes that
+    # per stream, or per venue only (false): 38 of a stream's 92 series, for processes that
     # run hundreds of streams (README "Metrics").
     stream_histograms: bool = True
 

@@ -171,4 +171,7 @@ class Shard:
             self._control.remove(stream.state)
             with contextlib.suppress(ValueError):
                 self.app.health.streams.remove(stream.state)
+            # its keys are no longer held here (and the gauge must not keep the state alive)
+            keys = self.app.metrics.state_keys.labels(stream.settings.name, stream.venue.name)
+            keys.set_function(lambda: 0.0)
         return flushed

@@ -140,6 +140,11 @@ class StreamState:
     corrected: list[StateKey] = field(default_factory=list)
     _fresh: set[StateKey] | None = None  # state keys pushed since the snapshot began
 
+    @property
+    def keys(self) -> int:
+        """State keys remembered now (a digest each: open, and ended until forgotten)."""
+        return sum(len(digests) for digests in self.digests.values())
+
     def restore(self, checkpoint: Checkpoint) -> None:
         """Seed from the stream's checkpoint: what Kafka holds is what was published."""
         for topic, digests in checkpoint.digests.items():

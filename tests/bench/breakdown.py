@@ -252,7 +252,7 @@ async def state_memory(frames: list[str]) -> dict[str, Any]:
         keys_only = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    keys = sum(len(digests) for digests in state.digests.values())
+    keys = state.keys
     return {
         "pushes": len(frames),
         "keys": keys,

@@ -50,4 +50,5 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "bridge_fleet_lease_expirations_total": ("counter", ()),
     # sizing (issue 17 session 10): BridgeMemoryNearLimit's denominator
     "bridge_memory_limit_bytes": ("gauge", ()),
+    "bridge_state_keys": ("gauge", SV),
 }

@@ -171,8 +171,10 @@ async def test_metrics_exist_and_move(kafka: KafkaEndpoint, tmp_path: Path) -> N
                 )
 
             busy = await wait_for(bridge, "frames, records and lag on both streams", flowing)
+            (tmp_path / "busy-scrape.txt").write_text(busy.text)
             for lbl in (AQ, SAT):
                 assert busy.value("bridge_records_published_total", **lbl) >= 10
+                assert busy.value("bridge_state_keys", **lbl) >= 1  # balances at least
                 last = busy.value("bridge_ws_last_message_timestamp_seconds", **lbl)
                 assert started <= last <= time.time() + 1
                 assert busy.value("bridge_event_lag_seconds_sum", **lbl) >= 0

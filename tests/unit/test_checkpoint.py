@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge.app import App
+from bridge.app import App, Stream
 from bridge.changelog import FLUSH_SLICE, Changelog
 from bridge.changelog import _apply as read_entry
 from bridge.checkpoint import (
@@ -569,10 +569,7 @@ def test_a_restored_checkpoint_knows_when_its_finished_keys_ended_and_forgets_at
     assert {e.venue for e in forgotten} == {"aquanow"}
 
 
-def test_the_restored_keys_gauge_counts_what_the_stream_kept() -> None:
-    """`bridge_state_restored_keys` is what the stream restored and kept: a key the catch-up
-    added (a finished order published before the last flush, forgotten since) and the
-    start-up forgets again at once is not counted."""
+def _one_stream_app() -> tuple[App, Stream]:
     settings = validate_settings(
         {
             "streams": [
@@ -587,7 +584,14 @@ def test_the_restored_keys_gauge_counts_what_the_stream_kept() -> None:
         }
     )
     app = App(settings)
-    stream = app.build_stream(settings.streams[0], Recorder())  # type: ignore[arg-type]
+    return app, app.build_stream(settings.streams[0], Recorder())  # type: ignore[arg-type]
+
+
+def test_the_restored_keys_gauge_counts_what_the_stream_kept() -> None:
+    """`bridge_state_restored_keys` is what the stream restored and kept: a key the catch-up
+    added (a finished order published before the last flush, forgotten since) and the
+    start-up forgets again at once is not counted."""
+    app, stream = _one_stream_app()
     stale, recent = _ending("1", 1000), _ending("2", 10**12)
     cp = Checkpoint("s", last_order_ms=10**12)
     for record in (stale, recent):
@@ -597,6 +601,17 @@ def test_the_restored_keys_gauge_counts_what_the_stream_kept() -> None:
     app.seed(stream, cp, changelog)
     assert set(stream.state.digests["orders"]) == {recent.key()}
     assert app.metrics.restored_keys.labels("s", "aquanow").get() == 1
+
+
+async def test_the_state_keys_gauge_reads_what_the_stream_remembers_at_scrape_time() -> None:
+    """`bridge_state_keys`: the keys a stream holds now (what grows the bridge's memory)."""
+    app, stream = _one_stream_app()
+    labels = {"stream": "s", "venue": "aquanow"}
+    assert app.metrics.registry.get_sample_value("bridge_state_keys", labels) == 0
+    assert await stream.state.publish(_ending("1", 1000, final=False))
+    assert await stream.state.publish(_ending("2", 1000))
+    assert await stream.state.publish(_ending("1", 1100))  # the same key, ended
+    assert app.metrics.registry.get_sample_value("bridge_state_keys", labels) == 2
 
 
 # -- shards ------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ def test_contract_in_design_doc_matches() -> None:
 
 _EXTRAS = {
     "bridge_memory_limit_bytes",
+    "bridge_state_keys",
     "bridge_ws_subscribed",
     "bridge_control_frames_total",
     "bridge_producer_buffer_capacity_records",
@@ -150,8 +151,8 @@ async def test_venue_histograms_cut_a_streams_series_and_still_see_every_ack() -
     def lines(metrics: Metrics, stream: str) -> int:
         return metrics.render().decode().count(f'stream="{stream}"')
 
-    assert lines(per_stream, "s1") == 91
-    assert lines(per_venue, "s1") == 91 - 2 * (len(LATENCY_BUCKETS) + 3)
+    assert lines(per_stream, "s1") == 92
+    assert lines(per_venue, "s1") == 92 - 2 * (len(LATENCY_BUCKETS) + 3)
     producer = PendingProducer()
     sink = Sink(KafkaSettings(), Codec(SchemaStore.load()), per_venue, lambda **_: producer)
     await sink.start()
